@@ -1,0 +1,34 @@
+"""calitag: audio tagging with calibrated per-class thresholds.
+
+Waveform -> Features -> Scores -> Thresholds -> Tags. Each stage lives in its own subpackage:
+``calitag.pipeline`` (audio, features, tagger, batch), ``calitag.models`` (registry, architectures,
+checkpoints) and ``calitag.thresholds`` (surrogate step, solvers, thresholds file).
+"""
+
+from calitag._version import __version__
+from calitag.errors import (
+    AudioError,
+    AudioLoadError,
+    CheckpointError,
+    ChecksumError,
+    LabelsError,
+    ModelNotFoundError,
+    ScoresError,
+    TaggingError,
+    ThresholdsError,
+    ThresholdsMismatchError,
+)
+
+__all__ = [
+    "__version__",
+    "AudioError",
+    "AudioLoadError",
+    "CheckpointError",
+    "ChecksumError",
+    "LabelsError",
+    "ModelNotFoundError",
+    "ScoresError",
+    "TaggingError",
+    "ThresholdsError",
+    "ThresholdsMismatchError",
+]

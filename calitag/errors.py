@@ -1,0 +1,43 @@
+"""Exceptions raised by calitag. The CLI catches :class:`TaggingError` and prints its message."""
+
+from __future__ import annotations
+
+
+class TaggingError(Exception):
+    """Base class of every error calitag raises on purpose."""
+
+
+class AudioLoadError(TaggingError):
+    """A file cannot be read as audio (missing, corrupt, empty, not audio, bad layout)."""
+
+
+class AudioError(TaggingError):
+    """A waveform or feature does not fit the stage it is given to (rate, shape, values)."""
+
+
+class ModelNotFoundError(TaggingError):
+    """An unknown model name, or a model whose checkpoint is not available offline."""
+
+
+class CheckpointError(TaggingError):
+    """A checkpoint file cannot be read or does not fit the architecture."""
+
+
+class ChecksumError(CheckpointError):
+    """A file's sha256 differs from the expected one."""
+
+
+class ThresholdsError(TaggingError):
+    """A thresholds file is malformed or its values are unusable."""
+
+
+class ThresholdsMismatchError(ThresholdsError):
+    """A thresholds file was made for another model or class list."""
+
+
+class ScoresError(TaggingError):
+    """Score or label matrices that cannot be calibrated or evaluated (NaN, shape, range)."""
+
+
+class LabelsError(TaggingError):
+    """A label file is malformed or names unknown classes or files."""

@@ -1,0 +1,1 @@
+"""Model registry, architectures, checkpoints and label lists."""

@@ -1,0 +1,1 @@
+"""Audio I/O, features, the Tagger and the batch runner."""

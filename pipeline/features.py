@@ -1,0 +1,68 @@
+"""Log-Mel frontends in torch: torch.stft + librosa's mel filters, batched, device-agnostic."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+from calitag.models.registry import FrontendConfig
+
+
+class LogMel(nn.Module):
+    """Waveforms (batch, n_samples) -> log-Mel features (batch, n_mels, n_frames).
+
+    The parameters come from the model's FrontendConfig; the window and mel filters are buffers,
+    so ``.to(device)`` moves them with the model.
+    """
+
+    def __init__(self, config: FrontendConfig) -> None:
+        super().__init__()
+        self.config = config
+        win_length = config.win_length or config.n_fft
+        # Periodic Hann, as librosa.filters.get_window("hann", n, fftbins=True).
+        window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
+        self.register_buffer("window", window.float(), persistent=False)
+        mel = librosa.filters.mel(
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            fmin=config.f_min,
+            fmax=config.f_max,
+            htk=config.mel_htk,
+            norm=config.mel_norm,
+        )
+        self.register_buffer("mel_basis", torch.from_numpy(mel.astype(np.float32)), persistent=False)
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return self.config.sample_rate / self.config.hop_length
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        win_length = cfg.win_length or cfg.n_fft
+        spec = torch.stft(
+            waveforms,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            win_length=win_length,
+            window=self.window,
+            center=cfg.center,
+            pad_mode=cfg.pad_mode,
+            return_complex=True,
+        ).abs()
+        if cfg.power != 1.0:
+            spec = spec.pow(cfg.power)
+        mel = torch.matmul(self.mel_basis, spec)  # (batch, n_mels, n_frames)
+        if cfg.scale == "log10_amin":
+            return 10.0 * torch.log10(mel.clamp(min=cfg.amin))
+        if cfg.scale == "log_offset":
+            return torch.log(mel + cfg.offset)
+        # librosa.power_to_db(S, ref=np.max, amin, top_db), the reference taken per clip.
+        db = 10.0 * torch.log10(mel.clamp(min=cfg.amin))
+        ref = mel.amax(dim=(-2, -1), keepdim=True).clamp(min=cfg.amin)
+        db = db - 10.0 * torch.log10(ref)
+        if cfg.top_db is not None:
+            db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - cfg.top_db)
+        return db

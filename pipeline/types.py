@@ -1,0 +1,83 @@
+"""The typed objects that travel between the stages: Waveform -> Features -> Scores -> Tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """A mono recording at a known rate.
+
+    samples: float32 array, shape (n_samples,).
+    sample_rate: samples per second.
+    source: where it came from (a path, or "<array>"), used in error messages.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    source: str = "<array>"
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Features:
+    """Log-Mel features of one or more equally long windows.
+
+    values: tensor, shape (batch, n_mels, n_frames).
+    frame_rate_hz: frames per second (sample_rate / hop_length).
+    source: where the audio came from.
+    """
+
+    values: torch.Tensor
+    frame_rate_hz: float
+    source: str = "<array>"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Clip-level class scores of one or more recordings.
+
+    probs: float array in [0, 1], shape (n_clips, n_classes).
+    class_names: one name per column.
+    model: registry name of the model that made them.
+    sources: one entry per row (path or "<array>").
+    """
+
+    probs: np.ndarray
+    class_names: tuple[str, ...]
+    model: str
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FrameScores:
+    """Frame-level class scores of one recording.
+
+    probs: float array in [0, 1], shape (n_frames, n_classes).
+    frame_hop_s: seconds between consecutive frames.
+    """
+
+    probs: np.ndarray
+    frame_hop_s: float
+    class_names: tuple[str, ...]
+    model: str
+    source: str = "<array>"
+
+
+@dataclass(frozen=True)
+class Tags:
+    """The decision for one recording: the labels whose score passed their threshold.
+
+    labels: (label, score) pairs sorted by decreasing score.
+    """
+
+    source: str
+    labels: tuple[tuple[str, float], ...]
+    model: str

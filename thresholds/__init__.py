@@ -1,0 +1,1 @@
+"""Surrogate-gradient threshold calibration (SGL-Thresh), its baselines and the thresholds file."""
