@@ -18,9 +18,179 @@ def main() -> None:
 
 
 # --- tag (issue 4) -------------------------------------------------------------------------
+# Heavy imports (torch, the models) happen inside the commands so `calitag --help` stays fast.
+
+from pathlib import Path as _Path  # noqa: E402
+
+from calitag.models.registry import available_models as _available_models  # noqa: E402
+
+
+def _download_progress(desc: str):  # -> (callback, close)
+    """A tqdm bar on stderr driven by ``on_progress(done, total)`` callbacks."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=click.get_text_stream("stderr"))
+        state["bar"].update(done - state["bar"].n)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return update, close
+
+
+def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
+    """Files as given; a folder becomes the audio files directly inside it, sorted."""
+    from calitag.pipeline.audio import AUDIO_EXTENSIONS
+
+    expanded: list[_Path] = []
+    for path in paths:
+        if path.is_dir():
+            expanded.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS))
+        else:
+            expanded.append(path)
+    return expanded
+
+
+@main.command("tag")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=_Path))
+@click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True,
+              help="Registered model to tag with.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+              help="Weights file to use instead of the cached published checkpoint.")
+@click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+              help="Per-class thresholds fitted for this model (calitag calibrate); default: 0.5 for all.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Show at most N tags per file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when available, else CPU.")
+@click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="How window scores of long files become one clip score.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
+              help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag).")
+def tag_command(
+    files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None, thresholds_path: _Path | None,
+    top_k: int | None, fmt: str, device: str, aggregate: str, cache_dir: _Path | None,
+) -> None:
+    """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
+
+    A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
+    still tagged; the exit code is 1 if any file failed.
+    """
+    import csv
+    import json
+
+    from calitag.errors import TaggingError
+    from calitag.pipeline.tagger import Tagger
+
+    update, close = _download_progress(f"fetching {model_name}")
+    try:
+        tagger = Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
+                             cache_dir=cache_dir, on_progress=update)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        close()
+    paths = _expand_inputs(files)
+    if not paths:
+        raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
+    out = click.get_text_stream("stdout")
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writerow(["path", "label", "score"])
+    records = []
+    failed = 0
+    for path in paths:
+        try:
+            (tags,) = tagger.tag([path], top_k=top_k, aggregate=aggregate)
+        except TaggingError as err:
+            failed += 1
+            reason = str(err).removeprefix(f"{path}: ")  # library messages start with the file
+            click.echo(f"skip {path}: {reason}", err=True)
+            records.append({"path": str(path), "error": reason})
+            continue
+        if fmt == "table":
+            shown = ", ".join(f"{label} {score:.3f}" for label, score in tags.labels) or "(no tag above threshold)"
+            click.echo(f"{path}: {shown}")
+        elif writer:
+            for label, score in tags.labels or (("", float("nan")),):
+                writer.writerow([str(path), label, "" if label == "" else f"{score:.4f}"])
+        records.append({"path": str(path), "model": tags.model,
+                        "tags": [{"label": label, "score": round(score, 6)} for label, score in tags.labels]})
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    if failed:
+        click.echo(f"{failed} of {len(paths)} file(s) failed", err=True)
+        raise SystemExit(1)
 
 
 # --- models (issue 4) ----------------------------------------------------------------------
+
+_CACHE_DIR_OPTION = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
+    help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag, else ~/.cache/calitag).",
+)
+
+
+@main.group("models")
+def models_group() -> None:
+    """List the registered models; fetch or import their checkpoints."""
+
+
+@models_group.command("list")
+@_CACHE_DIR_OPTION
+def models_list(cache_dir: _Path | None) -> None:
+    """Show each model: classes, sample rate, and whether its weights are in the cache."""
+    from calitag.models import checkpoints
+    from calitag.models.registry import get_spec
+
+    click.echo(f"cache: {checkpoints.cache_dir(cache_dir)}")
+    rows = [("name", "classes", "rate", "weights", "description")]
+    for name in _available_models():
+        spec = get_spec(name)
+        rows.append((name, str(len(spec.class_names)), f"{spec.frontend.sample_rate}",
+                     checkpoints.status(name, cache_dir=cache_dir), spec.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+
+
+@models_group.command("fetch")
+@click.argument("name", type=click.Choice(_available_models()))
+@_CACHE_DIR_OPTION
+def models_fetch(name: str, cache_dir: _Path | None) -> None:
+    """Download NAME's published checkpoint into the cache and verify its sha256."""
+    from calitag.errors import TaggingError
+    from calitag.models.checkpoints import fetch
+
+    update, close = _download_progress(f"fetching {name}")
+    try:
+        path = fetch(name, cache_dir=cache_dir, on_progress=update)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        close()
+    click.echo(f"{name}: {path}")
+
+
+@models_group.command("import")
+@click.argument("name", type=click.Choice(_available_models()))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=_Path))
+@_CACHE_DIR_OPTION
+def models_import(name: str, file: _Path, cache_dir: _Path | None) -> None:
+    """Verify FILE as NAME's checkpoint and copy it into the cache (FILE is left as it is)."""
+    from calitag.errors import TaggingError
+    from calitag.models.checkpoints import import_checkpoint
+
+    try:
+        path = import_checkpoint(name, file, cache_dir=cache_dir)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{name}: {path}")
 
 
 # --- thresholds (issue 3) ------------------------------------------------------------------
@@ -29,10 +199,408 @@ def main() -> None:
 # --- calibrate (issue 5) -------------------------------------------------------------------
 
 
+class _Progress:
+    """Batch progress on stderr: a tqdm bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, total: int, desc: str, *, every_s: float = 10.0) -> None:
+        import sys
+
+        self.total = total
+        self.every_s = every_s
+        self.last = 0.0
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr)
+
+    def __call__(self, progress) -> None:
+        if self.bar is not None:
+            self.bar.update(progress.done - self.bar.n)
+            self.bar.set_postfix(failed=progress.failed)
+            return
+        if progress.elapsed_s - self.last >= self.every_s or progress.done == progress.total:
+            self.last = progress.elapsed_s
+            rate = progress.done / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+            eta = (progress.total - progress.done) / rate if rate > 0 else float("nan")
+            click.echo(f"{progress.done}/{progress.total} files, {rate:.2f} files/s, ETA {eta:.0f} s, "
+                       f"{progress.failed} failed", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8):
+    from calitag.errors import TaggingError
+    from calitag.pipeline.tagger import Tagger
+
+    update, close = _download_progress(f"fetching {model_name}")
+    try:
+        return Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds,
+                           cache_dir=cache_dir, batch_size=batch_size, on_progress=update)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        close()
+
+
+@main.command("calibrate")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=_Path))
+@click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+              help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
+@click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path))
+@click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
+              show_default=True, help="Threshold solver.")
+@click.option("--objective", type=click.Choice(["micro-f1", "macro-f1"]), default="micro-f1", show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+              show_default=True, help="Share of the clips held out to measure the thresholds (stratified).")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="K-fold cross-validation for the held-out figures instead of one split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Decoder processes.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="Thresholds file to write (its score cache goes beside it).")
+def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
+                      objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
+                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path) -> None:
+    """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
+
+    Every file is scored once (cached beside --out), the clips are split into a fitting part and a
+    held-out part, and the thresholds fitted on the first are measured on the second against the
+    default threshold 0.5, with bootstrap 95% intervals. Classes absent from the labels keep 0.5.
+    """
+    from calitag.errors import TaggingError
+    from calitag.pipeline.calibrate import calibrate
+    from calitag.pipeline.labels import read_clip_labels
+
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    progress = None
+    try:
+        labels = read_clip_labels(labels_path, class_names=tagger.class_names)
+        progress = _Progress(len(labels.labels), "scoring")
+        result = calibrate(tagger, folder, labels, out=out_path, method=method, objective=objective.replace("-", "_"),
+                           val_fraction=val_fraction, folds=folds, seed=seed, skip_missing=skip_missing,
+                           workers=workers, on_progress=progress)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        if progress is not None:
+            progress.close()
+    for failure in result.failed:
+        click.echo(f"skip {failure.path}: {failure.error}", err=True)
+    for name in result.missing_files:
+        click.echo(f"missing {name}: listed in {labels_path} but not in {folder}", err=True)
+    if result.unlabeled_files:
+        click.echo(f"{len(result.unlabeled_files)} audio file(s) in {folder} are not in {labels_path} "
+                   f"(not used), e.g. {result.unlabeled_files[0]}", err=True)
+    for note in result.notes:
+        click.echo(note, err=True)
+    held = f"{result.folds}-fold cross-validation" if result.folds else f"held-out {result.n_held_out} clips"
+    click.echo(f"{model_name}: {len(result.classes)} labeled classes, fitted on {result.n_fit} clips, {held}")
+    header = f"{'class':<32} {'n':>4} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5}"
+    click.echo(f"{'':<37} | {'default':^23} | {'calibrated':^23}")
+    click.echo(header)
+    values = dict(zip(result.thresholds.class_names, result.thresholds.values))
+    for i, name in enumerate(result.classes):
+        d, c = result.default, result.calibrated
+        click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {0.5:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
+                   f"{d.f1[i]:>5.2f} | {values[name]:>5.2f} {c.precision[i]:>5.2f} {c.recall[i]:>5.2f} {c.f1[i]:>5.2f}")
+    for average in ("micro", "macro"):
+        d = result.intervals["default"][f"{average}_f1"]
+        c = result.intervals["calibrated"][f"{average}_f1"]
+        click.echo(f"{average}-F1  default {d.value:.3f} [{d.low:.3f}, {d.high:.3f}]   "
+                   f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
+    click.echo(f"wrote {out_path}")
+
+
 # --- batch (issue 5) -----------------------------------------------------------------------
 
 
+@main.command("batch")
+@click.argument("folder", type=click.Path(exists=True, path_type=_Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="Results file: one record per file, appended as files finish.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Default: from the --out extension (.csv -> csv, else jsonl).")
+@click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path))
+@click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+              help="Per-class thresholds fitted for this model; default: 0.5 for all.")
+@click.option("--recursive", is_flag=True, help="Also process sub-folders.")
+@click.option("--glob", "pattern", default=None, help="Only files whose name matches, e.g. '*.flac'.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Decoder processes (0: decode in the main process).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Scores kept per file.")
+@click.option("--all-scores", is_flag=True, help="Keep every class score instead of the top k.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None)
+def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: str, checkpoint: _Path | None,
+                  thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
+                  batch_size: int, top_k: int, all_scores: bool, resume: bool, device: str,
+                  cache_dir: _Path | None) -> None:
+    """Tag every audio file in FOLDER, writing one record per file to --out.
+
+    Records are appended and flushed as files finish, so an interrupted run loses nothing and
+    `--resume` skips the files already done. A file that fails gets a record with an `error`
+    field; the exit code is 1 if any file failed.
+    """
+    from calitag.errors import TaggingError
+    from calitag.pipeline.batch import find_audio_files, run_batch
+    from calitag.pipeline.records import RecordWriter
+    from calitag.models.checkpoints import file_digests
+
+    fmt = fmt or ("csv" if out_path.suffix.lower() == ".csv" else "jsonl")
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
+                          cache_dir=cache_dir, batch_size=batch_size)
+    # Records name the thresholds file and the start of its sha256, so results stay traceable.
+    thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
+                     if thresholds_path is not None else None)
+    try:
+        files = find_audio_files(folder, recursive=recursive, pattern=pattern)
+        writer = RecordWriter(out_path, fmt, resume=resume)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    todo = [p for p in files if str(p) not in writer.done]
+    if resume and len(todo) < len(files):
+        click.echo(f"resuming: {len(files) - len(todo)} of {len(files)} file(s) already in {out_path}", err=True)
+    if not files:
+        writer.close()
+        raise click.ClickException(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
+
+    def record(result) -> None:
+        if result.error is not None:
+            click.echo(f"skip {result.path}: {result.error.removeprefix(result.path + ': ')}", err=True)
+            writer.write({"path": result.path, "model": model_name, "thresholds": thresholds_id,
+                          "error": result.error.removeprefix(result.path + ": ")})
+            return
+        order = result.scores.argsort()[::-1]
+        if not all_scores:
+            order = order[:top_k]
+        writer.write({
+            "path": result.path,
+            "duration_s": round(result.duration_s, 3),
+            "tags": [label for label, _ in result.tags],
+            "scores": {tagger.class_names[i]: round(float(result.scores[i]), 6) for i in order},
+            "model": model_name,
+            "thresholds": thresholds_id,
+        })
+
+    progress = _Progress(len(todo), "tagging")
+    try:
+        results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        progress.close()
+        writer.close()
+    failed = sum(r.error is not None for r in results)
+    click.echo(f"{len(results) - failed} file(s) tagged, {failed} failed -> {out_path}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
 # --- detect, calibrate-events (issue 6) ----------------------------------------------------
+# Sound event detection: frame scores -> per-class post-processing -> DCASE event TSV.
+
+
+def _frame_level_models() -> list[str]:
+    from calitag.models.registry import MODELS
+
+    return sorted(name for name, spec in MODELS.items() if spec.frame_level)
+
+
+def _sed_audio_files(paths: tuple[_Path, ...]) -> list[_Path]:
+    """Files as given; a folder becomes the audio files directly inside it, sorted."""
+    from calitag.pipeline.audio import AUDIO_EXTENSIONS
+
+    found: list[_Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS))
+        else:
+            found.append(path)
+    return found
+
+
+def _sed_tagger(model_name: str, checkpoint: _Path | None, device: str, cache_dir: _Path | None):
+    from calitag.errors import TaggingError
+    from calitag.pipeline.tagger import Tagger
+
+    try:
+        return Tagger.load(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+
+
+_SED_MODEL_OPTION = click.option(
+    "--model", "model_name", type=click.Choice(_frame_level_models()), default="crnn-dcase2019", show_default=True,
+    help="A frame-level model.")
+_SED_CHECKPOINT_OPTION = click.option(
+    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+    help="Weights file to use instead of the cached published checkpoint.")
+_SED_DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="auto: CUDA when available, else CPU.")
+_SED_CACHE_OPTION = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
+    help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag).")
+
+
+@main.command("detect")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=_Path))
+@_SED_MODEL_OPTION
+@_SED_CHECKPOINT_OPTION
+@click.option("--postprocess", "postprocess_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+              help="Thresholds file with an events section (calitag calibrate-events), or the DCASE2019 CRNN "
+                   "authors' parameters file; default: threshold 0.5, no smoothing.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="Events TSV to write (DCASE layout: filename, onset, offset, event_label).")
+@_SED_DEVICE_OPTION
+@_SED_CACHE_OPTION
+def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None,
+                   postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None) -> None:
+    """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
+
+    A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
+    still processed; the exit code is 1 if any file failed.
+    """
+    from calitag.errors import TaggingError
+    from calitag.pipeline.events import Postprocess, detect_events, load_postprocess, write_events_tsv
+
+    tagger = _sed_tagger(model_name, checkpoint, device, cache_dir)
+    try:
+        if postprocess_path is not None:
+            postprocess = load_postprocess(postprocess_path, class_names=tagger.class_names,
+                                           expected_model=model_name)
+        else:
+            click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
+                       "(tune one with calitag calibrate-events)", err=True)
+            postprocess = Postprocess.uniform(tagger.class_names)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    paths = _sed_audio_files(files)
+    if not paths:
+        raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
+    events, done, failed = [], [], 0
+    for path in paths:
+        try:
+            found = detect_events(tagger.frame_scores(path), postprocess, file=path.name)
+        except TaggingError as err:
+            failed += 1
+            click.echo(f"skip {path}: {err}", err=True)
+            continue
+        events.extend(found)
+        done.append(path.name)
+        click.echo(f"{path}: {len(found)} event(s)")
+    try:
+        write_events_tsv(out_path, events, files=done)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"wrote {len(events)} event(s) from {len(done)} file(s) to {out_path}")
+    if failed:
+        click.echo(f"{failed} of {len(paths)} file(s) failed", err=True)
+        raise SystemExit(1)
+
+
+@main.command("calibrate-events")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=_Path))
+@click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+              help="Strong labels of the files in FOLDER (DCASE TSV: filename, onset, offset, event_label).")
+@_SED_MODEL_OPTION
+@_SED_CHECKPOINT_OPTION
+@click.option("--metric", type=click.Choice(["event", "segment"]), default="event", show_default=True,
+              help="Macro F1 to maximise: event-based (200 ms onset collar) or 1-s segment-based.")
+@click.option("--solver", type=click.Choice(["sgl", "exact"]), default="sgl", show_default=True,
+              help="Threshold solver of the frame-level surrogate step.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="Thresholds file to write; when it exists (same model) only its events section is replaced.")
+@_SED_DEVICE_OPTION
+@_SED_CACHE_OPTION
+def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str, checkpoint: _Path | None,
+                             metric: str, solver: str, seed: int, out_path: _Path, device: str,
+                             cache_dir: _Path | None) -> None:
+    """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
+    import dataclasses
+    import math
+
+    import numpy as np
+
+    from calitag.errors import TaggingError
+    from calitag.pipeline.events import read_events_tsv
+    from calitag.thresholds.events_tuning import tune_events
+    from calitag.thresholds.io import Thresholds
+
+    try:
+        table = read_events_tsv(events_path)
+        existing = None
+        if out_path.exists():
+            existing = Thresholds.load(out_path, expected_model=model_name)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    missing = [f for f in table.files if not (folder / f).is_file()]
+    if missing:
+        raise click.ClickException(
+            f"{events_path} names {len(missing)} file(s) not in {folder}, e.g. {missing[:3]}")
+    on_disk = {p.name for p in _sed_audio_files((folder,))}
+    unlabeled = sorted(on_disk - set(table.files))
+    if unlabeled:
+        click.echo(f"ignoring {len(unlabeled)} audio file(s) of {folder} not listed in {events_path}", err=True)
+    tagger = _sed_tagger(model_name, checkpoint, device, cache_dir)
+    if existing is not None:
+        try:
+            existing.check_compatible(expected_classes=tagger.class_names, source=str(out_path))
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
+    try:
+        scores = []
+        for name in table.files:
+            scores.append(tagger.frame_scores(folder / name))
+        result = tune_events(scores, table, metric=metric, solver=solver, seed=seed)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    if existing is not None:
+        thresholds = dataclasses.replace(existing, events=result.events)
+    else:
+        thresholds = Thresholds(
+            values=np.full(len(tagger.class_names), 0.5), class_names=tagger.class_names, model=model_name,
+            method="default", options={"threshold": 0.5}, objective="micro_f1", events=result.events,
+        )
+    try:
+        thresholds.save(out_path)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{'class':<28} {'F1 tuned':>9} {'F1 0.5':>7}  parameters")
+    baseline = dict(zip(result.postprocess.class_names, _per_class_baseline(scores, table, metric)))
+    for label in result.postprocess.class_names:
+        f1 = result.class_scores[label]
+        if math.isnan(f1):
+            continue
+        p = result.postprocess[label]
+        binar = (f"> {p.threshold:.3f}" if p.binarize == "threshold" else f"hyst {p.threshold:.3f}/{p.low:.3f}")
+        click.echo(f"{label:<28} {100 * f1:>9.1f} {100 * baseline[label]:>7.1f}  {p.smoothing} {p.kernel_frames} "
+                   f"frames, {binar}, min gap {p.min_gap_s:.2f} s, min length {p.min_duration_s:.2f} s")
+    click.echo(f"{metric}-based macro-F1 on {len(scores)} file(s): {100 * result.score:.1f} "
+               f"(threshold 0.5: {100 * result.baseline_score:.1f}); fit {result.seconds:.2f} s -> {out_path}")
+
+
+def _per_class_baseline(scores, table, metric: str) -> list[float]:
+    from calitag.pipeline.events import Postprocess, detect_events
+    from calitag.pipeline.sed_metrics import event_based_scores, segment_based_scores
+
+    names = scores[0].class_names
+    detected = [e for fs in scores for e in detect_events(fs, Postprocess.uniform(names))]
+    durations = {f: len(fs.probs) * fs.frame_hop_s for f, fs in zip(table.files, scores)}
+    if metric == "event":
+        return list(event_based_scores(table.events, detected, class_names=names).f1)
+    return list(segment_based_scores(table.events, detected, class_names=names, durations_s=durations).f1)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,15 @@ class ScoresError(TaggingError):
 
 class LabelsError(TaggingError):
     """A label file is malformed or names unknown classes or files."""
+
+
+class OutputError(TaggingError):
+    """A results file cannot be written or resumed."""
+
+
+class DeviceError(TaggingError):
+    """A requested compute device (cuda, mps) is unknown or not available here."""
+
+
+class CalibrationError(TaggingError):
+    """A threshold solver or objective is unknown, or one of its options is out of range."""

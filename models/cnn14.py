@@ -1,0 +1,463 @@
+"""PANNs Cnn14 (Kong et al. 2020) on log-Mel features, clip-level or decision-level (frames).
+
+The module takes the log-Mel features of :class:`calitag.pipeline.features.LogMel` with the
+``cnn14`` frontend (32 kHz, window 1024, hop 320, 64 mels, 50-14000 Hz) and returns clip
+probabilities over the 527 AudioSet classes. Its parameter names and shapes are those of
+``Cnn14`` in qiuqiangkong/audioset_tagging_cnn (pytorch/models.py), so the published
+``Cnn14_mAP=0.431.pth`` loads unchanged from ``checkpoint["model"]``; ``decision_level=True``
+gives ``Cnn14_DecisionLevelMax`` (same parameters, its own checkpoint), whose clip output is the
+maximum over its segment outputs and whose frames come back at the input frame rate.
+
+Upstream checkpoints also carry their frontend as weights (``spectrogram_extractor.*``: the
+windowed DFT as Conv1d kernels; ``logmel_extractor.melW``: the mel matrix). :func:`load` checks
+them against the frontend calitag computes with ``torch.stft`` and drops them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping
+
+import librosa
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from calitag.errors import AudioError, CheckpointError
+from calitag.models.registry import PANNS_FRONTEND, FrontendConfig
+
+N_CLASSES = 527
+N_MELS = 64
+EMBEDDING_SIZE = 2048
+TIME_REDUCTION = 32  # five 2x2 average pools halve the time axis five times
+FRONTEND_KEYS = (
+    "spectrogram_extractor.stft.conv_real.weight",
+    "spectrogram_extractor.stft.conv_imag.weight",
+    "logmel_extractor.melW",
+)
+FRONTEND_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and ReLU, then average pooling (PANNs ConvBlock)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, pool: tuple[int, int]) -> None:
+        super().__init__()
+        self.pool = pool
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu_(self.bn1(self.conv1(x)))
+        x = F.relu_(self.bn2(self.conv2(x)))
+        if self.pool != (1, 1):
+            x = F.avg_pool2d(x, kernel_size=self.pool)
+        return x
+
+
+def check_features(features: torch.Tensor, *, n_mels: int, min_frames: int, model: str) -> None:
+    """Raise AudioError unless ``features`` is (batch, n_mels, n_frames >= min_frames).
+
+    Parameters
+    ----------
+    features : torch.Tensor
+        Log-Mel features, shape (batch, n_mels, n_frames).
+    n_mels : int
+        Mel bands the network was built for.
+    min_frames : int
+        Fewest frames the network's pooling can reduce to one time step.
+    model : str
+        Model name for the message.
+
+    Raises
+    ------
+    AudioError
+        If the rank, the number of mel bands or the number of frames does not fit.
+    """
+    if features.dim() != 3 or features.shape[1] != n_mels:
+        raise AudioError(
+            f"{model} expects log-Mel features of shape (batch, {n_mels}, n_frames), "
+            f"got {tuple(features.shape)}; compute them with LogMel(MODELS[{model!r}].frontend)"
+        )
+    if features.shape[2] < min_frames:
+        raise AudioError(
+            f"{model} needs at least {min_frames} frames, got {features.shape[2]}; "
+            "pad short recordings before the frontend"
+        )
+
+
+def to_image(bn0: nn.BatchNorm2d, features: torch.Tensor) -> torch.Tensor:
+    """Normalise each mel band with ``bn0`` and lay the features out as the image
+    (batch, 1, n_frames, n_mels) that the convolutions see upstream.
+
+    Parameters
+    ----------
+    bn0 : nn.BatchNorm2d
+        Batch norm over the mel bands (upstream applies it to (batch, mels, frames, 1)).
+    features : torch.Tensor
+        Shape (batch, n_mels, n_frames).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (batch, 1, n_frames, n_mels), contiguous.
+    """
+    # contiguous(): a permuted view looks channels-last to the CPU convolution, which then
+    # runs about twice as slowly.
+    return bn0(features.unsqueeze(-1)).permute(0, 3, 2, 1).contiguous()
+
+
+def upsample_frames(segments: torch.Tensor, *, ratio: int, n_frames: int) -> torch.Tensor:
+    """Repeat each segment ``ratio`` times and pad with the last one up to ``n_frames``.
+
+    This is the PANNs nearest-neighbour interpolation back to the input frame rate.
+
+    Parameters
+    ----------
+    segments : torch.Tensor
+        Segment outputs, shape (batch, n_segments, n_classes), ``n_segments * ratio <= n_frames``.
+    ratio : int
+        Input frames per segment.
+    n_frames : int
+        Number of input frames.
+
+    Returns
+    -------
+    torch.Tensor
+        Frame outputs, shape (batch, n_frames, n_classes).
+    """
+    frames = segments.repeat_interleave(ratio, dim=1)
+    missing = n_frames - frames.shape[1]
+    if missing > 0:
+        frames = torch.cat([frames, frames[:, -1:].expand(-1, missing, -1)], dim=1)
+    return frames
+
+
+class Cnn14(nn.Module):
+    """PANNs Cnn14: log-Mel (batch, 64, n_frames) -> clip probabilities (batch, n_classes).
+
+    With ``decision_level=True`` this is Cnn14_DecisionLevelMax: a class score per segment of
+    32 frames (0.32 s), clip score = max over segments; :meth:`forward_frames` gives them.
+    """
+
+    def __init__(
+        self, *, n_classes: int = N_CLASSES, n_mels: int = N_MELS, decision_level: bool = False
+    ) -> None:
+        super().__init__()
+        self.n_mels = n_mels
+        self.decision_level = decision_level
+        self.frame_hop_s = PANNS_FRONTEND.hop_length / PANNS_FRONTEND.sample_rate
+        self.bn0 = nn.BatchNorm2d(n_mels)
+        widths = (1, 64, 128, 256, 512, 1024, 2048)
+        for i in range(6):
+            pool = (2, 2) if i < 5 else (1, 1)
+            block = ConvBlock(widths[i], widths[i + 1], pool=pool)
+            self.add_module(f"conv_block{i + 1}", block)
+        self.fc1 = nn.Linear(EMBEDDING_SIZE, EMBEDDING_SIZE)
+        self.fc_audioset = nn.Linear(EMBEDDING_SIZE, n_classes)
+
+    def _feature_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, n_frames) -> (batch, 2048, n_frames // 32), averaged over frequency."""
+        check_features(features, n_mels=self.n_mels, min_frames=TIME_REDUCTION, model="cnn14")
+        x = to_image(self.bn0, features)
+        for i in range(1, 7):
+            x = getattr(self, f"conv_block{i}")(x)
+            x = F.dropout(x, p=0.2, training=self.training)
+        return x.mean(dim=3)
+
+    def _segments(self, x: torch.Tensor) -> torch.Tensor:
+        """Decision-level head: (batch, 2048, n_segments) -> (batch, n_segments, n_classes)."""
+        x = F.max_pool1d(x, 3, stride=1, padding=1) + F.avg_pool1d(x, 3, stride=1, padding=1)
+        x = F.dropout(x, p=0.5, training=self.training).transpose(1, 2)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, p=0.5, training=self.training)
+        return torch.sigmoid(self.fc_audioset(x))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Clip probabilities.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            Log-Mel features, shape (batch, 64, n_frames), n_frames >= 32.
+
+        Returns
+        -------
+        torch.Tensor
+            Probabilities in [0, 1], shape (batch, n_classes).
+
+        Raises
+        ------
+        AudioError
+            If the features do not have 64 mel bands or are shorter than 32 frames.
+        """
+        x = self._feature_maps(features)
+        if self.decision_level:
+            return self._segments(x).amax(dim=1)
+        x = x.amax(dim=2) + x.mean(dim=2)
+        x = F.dropout(x, p=0.5, training=self.training)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, p=0.5, training=self.training)
+        return torch.sigmoid(self.fc_audioset(x))
+
+    def forward_frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip and frame probabilities of the decision-level variant.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            Log-Mel features, shape (batch, 64, n_frames), n_frames >= 32.
+
+        Returns
+        -------
+        clip : torch.Tensor
+            Shape (batch, n_classes): the maximum over segments.
+        frames : torch.Tensor
+            Shape (batch, n_frames, n_classes), one row per input frame (``frame_hop_s`` =
+            0.01 s apart); each 0.32-s segment is repeated over its 32 frames and the last one
+            fills the frames after the last whole segment, as upstream.
+
+        Raises
+        ------
+        AudioError
+            If the model is the clip-level Cnn14 (it has no frame output), or the features do
+            not fit.
+        """
+        if not self.decision_level:
+            raise AudioError(
+                "the clip-level cnn14 has no frame output; build Cnn14(decision_level=True) "
+                "and load the Cnn14_DecisionLevelMax checkpoint for frame scores"
+            )
+        segments = self._segments(self._feature_maps(features))
+        frames = upsample_frames(segments, ratio=TIME_REDUCTION, n_frames=features.shape[2])
+        return segments.amax(dim=1), frames
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Read a torch checkpoint in the upstream layout ``{"model": state_dict, ...}``.
+
+    A bare state_dict is accepted too. Loading uses ``weights_only=True``.
+
+    Parameters
+    ----------
+    path : Path
+        The checkpoint file.
+
+    Returns
+    -------
+    dict
+        The state_dict, parameter name -> tensor.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, cannot be unpickled with ``weights_only=True``, or holds no
+        state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; expected a torch .pth file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises pickle, zip and runtime errors alike
+        raise CheckpointError(
+            f"cannot read {path} as a torch checkpoint (loaded with weights_only=True): {e}"
+        ) from e
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(v, torch.Tensor) for v in obj.values()
+    ):
+        keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(
+            f"{path}: expected {{'model': state_dict}} or a state_dict of tensors, got {keys}"
+        )
+    return dict(obj)
+
+
+def strip_frontend(
+    state_dict: Mapping[str, torch.Tensor], *, frontend: FrontendConfig, source: str
+) -> dict[str, torch.Tensor]:
+    """Check the torchlibrosa frontend weights of a PANNs checkpoint and return the rest.
+
+    ``spectrogram_extractor.stft.conv_real/conv_imag.weight`` (n_fft // 2 + 1, 1, n_fft) must
+    be the real and imaginary parts of the DFT times calitag's analysis window, and
+    ``logmel_extractor.melW`` (n_fft // 2 + 1, n_mels) the transpose of calitag's mel
+    filters; checkpoints without these keys pass unchanged.
+
+    Parameters
+    ----------
+    state_dict : Mapping
+        A full upstream state_dict.
+    frontend : FrontendConfig
+        The frontend calitag runs before the network.
+    source : str
+        The checkpoint's path, for messages.
+
+    Returns
+    -------
+    dict
+        The state_dict without the frontend keys.
+
+    Raises
+    ------
+    CheckpointError
+        If a frontend weight differs from calitag's frontend beyond float32 rounding, or an
+        unknown frontend key is present.
+    """
+    rest = {k: v for k, v in state_dict.items() if not k.startswith(FRONTEND_PREFIXES)}
+    present = {k: state_dict[k] for k in state_dict if k.startswith(FRONTEND_PREFIXES)}
+    if not present:
+        return rest
+    unknown = sorted(set(present) - set(FRONTEND_KEYS))
+    if unknown:
+        raise CheckpointError(
+            f"{source}: unexpected frontend keys {unknown}; expected only {list(FRONTEND_KEYS)}"
+        )
+    n_bins = frontend.n_fft // 2 + 1
+    # The same definitions as calitag.pipeline.features.LogMel, derived here from the config
+    # because models/ does not import pipeline/.
+    window = librosa.util.pad_center(
+        librosa.filters.get_window("hann", frontend.win_length or frontend.n_fft, fftbins=True),
+        size=frontend.n_fft,
+    )
+    window = torch.from_numpy(window).double()
+    mel = librosa.filters.mel(
+        sr=frontend.sample_rate,
+        n_fft=frontend.n_fft,
+        n_mels=frontend.n_mels,
+        fmin=frontend.f_min,
+        fmax=frontend.f_max,
+        htk=frontend.mel_htk,
+        norm=frontend.mel_norm,
+    )
+    angle = 2 * math.pi * torch.outer(
+        torch.arange(n_bins, dtype=torch.float64), torch.arange(frontend.n_fft, dtype=torch.float64)
+    ).remainder(frontend.n_fft) / frontend.n_fft
+    expected = {
+        FRONTEND_KEYS[0]: (torch.cos(angle) * window).unsqueeze(1),
+        FRONTEND_KEYS[1]: (-torch.sin(angle) * window).unsqueeze(1),
+        FRONTEND_KEYS[2]: torch.from_numpy(mel).double().T,
+    }
+    for key, got in present.items():
+        want = expected[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(got.shape)}, calitag's frontend "
+                f"(n_fft {frontend.n_fft}, {frontend.n_mels} mels) needs {tuple(want.shape)}; "
+                "the checkpoint was trained with another frontend"
+            )
+        # float32 storage: a relative error of 1e-4 of the largest weight is rounding.
+        tolerance = 1e-4 * float(want.abs().max())
+        diff = float((got.double() - want).abs().max())
+        if diff > tolerance:
+            raise CheckpointError(
+                f"{source}: {key} differs from calitag's frontend by up to {diff:.3g} "
+                f"(tolerance {tolerance:.3g}); expected the {frontend.sample_rate} Hz, "
+                f"n_fft {frontend.n_fft}, {frontend.n_mels}-mel "
+                f"{frontend.f_min:g}-{frontend.f_max:g} Hz frontend"
+            )
+    return rest
+
+
+def load_network_state(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state_dict`` into ``module`` strictly, naming every missing or misfit key.
+
+    BatchNorm ``num_batches_tracked`` counters may be absent (old checkpoints lack them).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The network.
+    state_dict : Mapping
+        Its weights, frontend keys removed.
+    source : str
+        The checkpoint's path, for messages.
+
+    Raises
+    ------
+    CheckpointError
+        If keys are missing or unexpected, or shapes differ.
+    """
+    own = module.state_dict()
+    state = dict(state_dict)
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = own[key]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misfit = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
+    if misfit:
+        problems.append(f"{len(misfit)} shape mismatches, e.g. {misfit[:5]}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit {type(module).__name__}: " + "; ".join(problems)
+            + "; expected an upstream checkpoint of this architecture"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """Upstream initialisation, drawn from ``generator``: Xavier-uniform weights, zero biases,
+    unit batch-norm scales."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight, generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def load(checkpoint: Path | None, *, seed: int = 0, decision_level: bool = False) -> Cnn14:
+    """Build Cnn14 in eval mode on the CPU, with a checkpoint's weights or random ones.
+
+    Parameters
+    ----------
+    checkpoint : Path or None
+        An upstream PANNs checkpoint (``Cnn14_mAP=0.431.pth``, or for ``decision_level``
+        ``Cnn14_DecisionLevelMax_mAP=0.385.pth``); None gives random weights.
+    seed : int
+        Seed of the ``torch.Generator`` that draws random weights (ignored with a checkpoint).
+    decision_level : bool
+        Build Cnn14_DecisionLevelMax, which has frame outputs.
+
+    Returns
+    -------
+    Cnn14
+        The network, in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint cannot be read or does not fit (keys, shapes, frontend weights).
+    """
+    model = Cnn14(decision_level=decision_level)
+    if checkpoint is None:
+        init_weights(model, torch.Generator().manual_seed(seed))
+    else:
+        state = read_checkpoint(Path(checkpoint))
+        state = strip_frontend(state, frontend=PANNS_FRONTEND, source=str(checkpoint))
+        load_network_state(model, state, source=str(checkpoint))
+    return model.eval()
+
+
+def load_decision_level(checkpoint: Path | None, *, seed: int = 0) -> Cnn14:
+    """:func:`load` with ``decision_level=True``: Cnn14_DecisionLevelMax, for a registry builder."""
+    return load(checkpoint, seed=seed, decision_level=True)

@@ -1,0 +1,137 @@
+"""Clip-level label files: `filename,labels` CSV/TSV and the DCASE weak-label TSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from calitag.errors import LabelsError
+
+#: Column names accepted for the file and the label columns (DCASE weak TSV and our CSV).
+FILE_COLUMNS = ("filename", "file", "path")
+LABEL_COLUMNS = ("labels", "event_labels", "label")
+
+
+@dataclass(frozen=True)
+class ClipLabels:
+    """Labels of the clips in a folder, as read from a label file.
+
+    labels: file name (relative to the folder, as written in the file) -> its class names.
+    source: the label file.
+    """
+
+    labels: dict[str, tuple[str, ...]]
+    source: str
+
+    def matrix(self, files: list[str], class_names: tuple[str, ...]) -> np.ndarray:
+        """Binary targets, shape (len(files), len(class_names)), rows in the order of ``files``."""
+        index = {name: i for i, name in enumerate(class_names)}
+        out = np.zeros((len(files), len(class_names)), dtype=np.float32)
+        for row, name in enumerate(files):
+            for label in self.labels[name]:
+                out[row, index[label]] = 1.0
+        return out
+
+
+def _split_labels(cell: str, known: frozenset[str]) -> tuple[str, ...]:
+    """Labels of one cell: separated by ';', or by ',' where that does not cut a known class name.
+
+    AudioSet names may hold commas ("Beep, bleep"), so comma-separated pieces are joined back
+    greedily, longest first, wherever the joined text is one of ``known``.
+    """
+    labels: list[str] = []
+    for part in cell.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        if part in known or "," not in part:
+            labels.append(part)
+            continue
+        pieces = [p.strip() for p in part.split(",")]
+        i = 0
+        while i < len(pieces):
+            for j in range(len(pieces), i, -1):
+                joined = ", ".join(pieces[i:j])
+                if j == i + 1 or joined in known:
+                    if joined:
+                        labels.append(joined)
+                    i = j
+                    break
+    return tuple(dict.fromkeys(labels))
+
+
+def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> ClipLabels:
+    """Read a clip-level label file.
+
+    Accepted layouts, with a header row naming the columns (``filename`` and ``labels`` or
+    ``event_labels``) or, without one, the file in column 1 and the labels in column 2:
+
+    - CSV ``filename,labels`` where several labels are separated by ``;`` (or by ``,`` inside quotes);
+    - TSV ``filename<TAB>event_labels`` with comma-separated labels (DCASE weak labels).
+
+    An empty labels cell means the clip has none of the classes. Further columns are ignored.
+    ``class_names`` (the model's) lets comma-separated labels keep names that contain a comma.
+
+    Raises
+    ------
+    LabelsError
+        If the file is missing, empty, has no file column, or lists a file twice.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise LabelsError(f"cannot read label file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise LabelsError(f"label file {path} is not UTF-8 text") from e
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise LabelsError(f"label file {path} is empty")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
+    header = [cell.strip().lower() for cell in rows[0]]
+    file_col = next((header.index(c) for c in FILE_COLUMNS if c in header), None)
+    if file_col is not None:
+        label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
+        if label_col is None:
+            raise LabelsError(
+                f"label file {path} has a header {rows[0]} but no labels column "
+                f"(expected one of {', '.join(LABEL_COLUMNS)})"
+            )
+        rows = rows[1:]
+    else:
+        file_col, label_col = 0, 1
+    known = frozenset(class_names)
+    labels: dict[str, tuple[str, ...]] = {}
+    for line_no, row in enumerate(rows, start=2 if file_col is not None else 1):
+        if len(row) <= file_col or not row[file_col].strip():
+            raise LabelsError(f"{path}, row {line_no}: no file name")
+        name = row[file_col].strip()
+        if name in labels:
+            raise LabelsError(f"{path}, row {line_no}: {name} is listed twice")
+        labels[name] = _split_labels(row[label_col], known) if len(row) > label_col else ()
+    if not labels:
+        raise LabelsError(f"label file {path} lists no files")
+    return ClipLabels(labels=labels, source=str(path))
+
+
+def check_labels(clip_labels: ClipLabels, class_names: tuple[str, ...], *, model: str) -> None:
+    """Raise LabelsError if a label is not one of the model's classes, naming the closest ones."""
+    import difflib
+
+    known = set(class_names)
+    unknown = sorted({lab for labs in clip_labels.labels.values() for lab in labs if lab not in known})
+    if unknown:
+        hints = []
+        for label in unknown[:5]:
+            close = difflib.get_close_matches(label, class_names, n=2)
+            hints.append(f"{label!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        raise LabelsError(
+            f"{clip_labels.source}: {len(unknown)} label(s) are not classes of model {model}: "
+            + ", ".join(hints)
+        )

