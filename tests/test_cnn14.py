@@ -21,7 +21,9 @@ from calitag.pipeline.features import LogMel
 
 CLIP = "audio/R9_ZSCveAHg_7s.wav"
 SECONDS = 3.0
-PANNS_ARGS = dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
+PANNS_ARGS = dict(
+    sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000
+)
 AUDIOSET_CSV = Path(calitag.models.__file__).parent / "labels" / "audioset_527.csv"
 
 
@@ -38,7 +40,9 @@ def _write_label_csv(path: Path) -> None:
 @pytest.fixture(scope="module")
 def panns(tmp_path_factory: pytest.TempPathFactory):
     """panns_inference.models, imported with a temporary HOME holding its label CSV."""
-    pytest.importorskip("torchlibrosa", reason="test extra: torchlibrosa (panns-inference's frontend)")
+    pytest.importorskip(
+        "torchlibrosa", reason="test extra: torchlibrosa (panns-inference's frontend)"
+    )
     if importlib.util.find_spec("panns_inference") is None:
         pytest.skip("test extra: panns-inference==0.1.1 is not installed")
     home = tmp_path_factory.mktemp("home")
@@ -81,24 +85,58 @@ def _torchlibrosa_frontend_state() -> dict[str, torch.Tensor]:
     """The frontend weights an upstream PANNs checkpoint carries, built by torchlibrosa."""
     from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
-    spec = Spectrogram(n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True,
-                       pad_mode="reflect", freeze_parameters=True)
-    logmel = LogmelFilterBank(sr=32000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0,
-                              amin=1e-10, top_db=None, freeze_parameters=True)
+    spec = Spectrogram(
+        n_fft=1024,
+        hop_length=320,
+        win_length=1024,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        freeze_parameters=True,
+    )
+    logmel = LogmelFilterBank(
+        sr=32000,
+        n_fft=1024,
+        n_mels=64,
+        fmin=50,
+        fmax=14000,
+        ref=1.0,
+        amin=1e-10,
+        top_db=None,
+        freeze_parameters=True,
+    )
     state = {f"spectrogram_extractor.{k}": v for k, v in spec.state_dict().items()}
     state.update({f"logmel_extractor.{k}": v for k, v in logmel.state_dict().items()})
     return state
 
 
-def test_logmel_matches_torchlibrosa_on_real_clip(waveform: torch.Tensor, features: torch.Tensor) -> None:
+def test_logmel_matches_torchlibrosa_on_real_clip(
+    waveform: torch.Tensor, features: torch.Tensor
+) -> None:
     """calitag's LogMel equals the torchlibrosa frontend of PANNs within 1e-3 dB on a real clip."""
     pytest.importorskip("torchlibrosa", reason="test extra: torchlibrosa")
     from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
-    spec = Spectrogram(n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True,
-                       pad_mode="reflect", freeze_parameters=True)
-    logmel = LogmelFilterBank(sr=32000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0,
-                              amin=1e-10, top_db=None, freeze_parameters=True)
+    spec = Spectrogram(
+        n_fft=1024,
+        hop_length=320,
+        win_length=1024,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        freeze_parameters=True,
+    )
+    logmel = LogmelFilterBank(
+        sr=32000,
+        n_fft=1024,
+        n_mels=64,
+        fmin=50,
+        fmax=14000,
+        ref=1.0,
+        amin=1e-10,
+        top_db=None,
+        freeze_parameters=True,
+    )
     with torch.inference_mode():
         reference = logmel(spec(waveform))[:, 0].transpose(1, 2)  # (1, 64, n_frames)
     assert reference.shape == features.shape
@@ -125,7 +163,9 @@ def test_upstream_checkpoint_gives_panns_inference_clip_output(
     assert float((got - expected).abs().max()) <= 1e-4
 
 
-def test_decision_level_matches_panns_inference(panns, waveform: torch.Tensor, features: torch.Tensor) -> None:
+def test_decision_level_matches_panns_inference(
+    panns, waveform: torch.Tensor, features: torch.Tensor
+) -> None:
     """Cnn14(decision_level=True) with the weights of panns-inference's Cnn14_DecisionLevelMax
     gives its clip and frame outputs (max abs diff <= 1e-4), frames at the input frame rate."""
     ours = cnn14.load(None, seed=3, decision_level=True)
@@ -148,13 +188,17 @@ def test_state_dict_and_parameter_count_equal_upstream(panns) -> None:
     """The network's keys and shapes are panns-inference's Cnn14 minus its frontend, and so is the
     parameter count (about 80.7 M)."""
     theirs = panns.Cnn14(**PANNS_ARGS, classes_num=527)
-    expected = {k: tuple(v.shape) for k, v in theirs.state_dict().items()
-                if not k.startswith(cnn14.FRONTEND_PREFIXES)}
+    expected = {
+        k: tuple(v.shape)
+        for k, v in theirs.state_dict().items()
+        if not k.startswith(cnn14.FRONTEND_PREFIXES)
+    }
     ours = cnn14.Cnn14()
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected
     n_ours = sum(p.numel() for p in ours.parameters())
-    n_theirs = sum(p.numel() for k, p in theirs.named_parameters()
-                   if not k.startswith(cnn14.FRONTEND_PREFIXES))
+    n_theirs = sum(
+        p.numel() for k, p in theirs.named_parameters() if not k.startswith(cnn14.FRONTEND_PREFIXES)
+    )
     assert n_ours == n_theirs
     assert math.isclose(n_ours, 80.7e6, rel_tol=2e-3)
 
@@ -188,15 +232,21 @@ def test_frontend_weights_of_another_frontend_are_refused(key: str, change) -> N
 
 
 def test_checkpoint_with_wrong_keys_and_shapes_is_refused(tmp_path: Path) -> None:
-    """A checkpoint with missing, unknown and misshapen weights raises CheckpointError naming them."""
+    """Missing, unknown and misshapen weights raise CheckpointError naming them."""
     path = tmp_path / "other.pth"
-    torch.save({"model": {"fc_audioset.weight": torch.zeros(10, 2048), "head.weight": torch.zeros(3)}}, path)
-    with pytest.raises(CheckpointError, match=r"missing keys.*unexpected keys.*head\.weight.*fc_audioset\.weight \(10, 2048\)"):
+    torch.save(
+        {"model": {"fc_audioset.weight": torch.zeros(10, 2048), "head.weight": torch.zeros(3)}},
+        path,
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing keys.*unexpected keys.*head\.weight.*fc_audioset\.weight \(10, 2048\)",
+    ):
         cnn14.load(path)
 
 
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path: Path) -> None:
-    """Loading uses weights_only=True: a checkpoint holding arbitrary objects raises CheckpointError."""
+    """Loading uses weights_only=True: a checkpoint holding objects raises CheckpointError."""
     path = tmp_path / "pickled.pth"
     torch.save({"model": {"fc1.bias": torch.zeros(2048)}, "config": np.random.default_rng(0)}, path)
     with pytest.raises(CheckpointError, match="weights_only=True"):

@@ -26,7 +26,9 @@ def features(shared: Path) -> torch.Tensor:
     if rate != target:
         samples = soxr.resample(samples, rate, target)
     n = 2 * target
-    batch = torch.stack([torch.from_numpy(samples[:n]), torch.from_numpy(samples[3 * target : 3 * target + n])])
+    batch = torch.stack(
+        [torch.from_numpy(samples[:n]), torch.from_numpy(samples[3 * target : 3 * target + n])]
+    )
     with torch.inference_mode():
         return LogMel(MODELS["cnn-transformer"].frontend)(batch)
 
@@ -68,8 +70,11 @@ def test_parameter_count_is_that_of_the_paper() -> None:
     """The parameter count is the sum over the upstream layers and rounds to the paper's 5.75 M."""
     model = cnn_transformer.CnnTransformer()
     n = sum(p.numel() for p in model.parameters())
-    trainable = sum(math.prod(s) for k, s in _upstream_keys().items()
-                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    trainable = sum(
+        math.prod(s)
+        for k, s in _upstream_keys().items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert n == trainable
     assert round(n / 1e6, 2) == 5.75
 
@@ -81,7 +86,10 @@ def test_attention_is_scaled_dot_product_over_eight_heads() -> None:
     x = torch.randn(2, 25, 512, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         got = attention(x)
-        q, k, v = (layer(x).view(2, 25, 8, 64) for layer in (attention.w_qs, attention.w_ks, attention.w_vs))
+        q, k, v = (
+            layer(x).view(2, 25, 8, 64)
+            for layer in (attention.w_qs, attention.w_ks, attention.w_vs)
+        )
         weights = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / 8.0, dim=-1)
         heads = torch.einsum("bhqk,bkhd->bqhd", weights, v).reshape(2, 25, 512)
         expected = torch.relu(attention.fc(heads))
@@ -101,7 +109,9 @@ def test_clip_is_mean_of_frames_at_input_rate(features: torch.Tensor) -> None:
     segments = frames[:, :whole].reshape(2, n_frames // 8, 8, 17)
     assert torch.equal(segments, segments[:, :, :1].expand_as(segments))
     assert torch.allclose(segments[:, :, 0].mean(dim=1), clip, atol=1e-6)
-    assert torch.equal(frames[:, whole:], frames[:, whole - 1 : whole].expand(-1, n_frames - whole, -1))
+    assert torch.equal(
+        frames[:, whole:], frames[:, whole - 1 : whole].expand(-1, n_frames - whole, -1)
+    )
     assert float(frames.std()) > 1e-3  # random weights still move with the audio
     assert torch.allclose(alone, clip[1:], atol=1e-5)  # items of a batch are independent
     assert model.frame_hop_s == pytest.approx(0.01)
@@ -135,7 +145,11 @@ def test_upstream_checkpoint_with_frontend_keys_loads(tmp_path: Path) -> None:
 
 def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     """A checkpoint with 527 output classes and without the attention raises CheckpointError."""
-    state = {k: v for k, v in cnn_transformer.load(None).state_dict().items() if not k.startswith("multihead.")}
+    state = {
+        k: v
+        for k, v in cnn_transformer.load(None).state_dict().items()
+        if not k.startswith("multihead.")
+    }
     state["fc.weight"] = torch.zeros(527, 512)
     path = tmp_path / "other.pth"
     torch.save({"model": state}, path)

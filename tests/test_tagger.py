@@ -172,3 +172,13 @@ def test_crnn_puts_speech_first_on_the_speech_clip(shared: Path, speech_clip: Pa
     assert scores.class_names[best] == "Speech" and scores.probs[0, best] > 0.98
     frames = tagger.frame_scores(speech_clip)
     assert frames.probs.shape[1] == 10 and abs(frames.probs.shape[0] * frames.frame_hop_s - 7.0) < 0.1
+
+
+def test_score_windows_matches_scores_of_one_window(tagger: Tagger, speech_clip: Path) -> None:
+    """score_windows on a batch of exactly window-long inputs equals scores on each input."""
+    spec = get_spec("debug")
+    rate = spec.frontend.sample_rate
+    samples = load_audio(speech_clip, sample_rate=rate).samples
+    n = int(spec.window_s * rate)
+    batch = np.stack([samples[:n], samples[-n:]])
+    assert np.max(np.abs(tagger.score_windows(batch) - tagger.scores(list(batch)).probs)) < 1e-5

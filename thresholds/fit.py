@@ -28,7 +28,7 @@ import torch
 from calitag.errors import CalibrationError
 from calitag.thresholds.index import ScoreIndex
 from calitag.thresholds.io import Thresholds
-from calitag.thresholds.metrics import check_scores_labels, evaluate, fbeta_np, outcome_counts
+from calitag.thresholds.metrics import check_scores_labels, fbeta_np, outcome_counts, report_from_counts
 from calitag.thresholds.objectives import Objective, fbeta_from_counts, objective_value, resolve_objective
 from calitag.thresholds.surrogate import ThresholdLayer
 
@@ -51,7 +51,7 @@ class SGLOptions:
     slope_lr: float = 1.0
     device: str = "cpu"
     seed: int = 0
-    grid_step_z: float = 0.02
+    grid_step_z: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -401,13 +401,14 @@ def fit(
         values, sweeps = _exact(checked, truth, spec, opts)
         extra["sweeps"] = sweeps
     seconds = time.perf_counter() - start
-    report = evaluate(checked, truth, values, class_names=names)
-    tp, pp, n_pos = report.true_positives, report.predicted, report.support
+    values = np.clip(values, 0.0, 1.0)
+    tp, pp, n_pos = outcome_counts(checked, truth, values)
+    report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
     recorded = dataclasses.asdict(opts)
     if spec.name.endswith("fbeta"):
         recorded["beta"] = spec.beta
     return Thresholds(
-        values=np.clip(values, 0.0, 1.0),
+        values=values,
         class_names=names,
         model=model,
         model_sha256=model_sha256,

@@ -33,25 +33,28 @@ MAX_GRID = 1 << 16
 ROW_GAP = 2.0
 
 
-def _linear_binning(keys: np.ndarray, local: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
+def _running_sum(local: np.ndarray) -> np.ndarray:
+    """``[0, x0, x0 + x1, ...]`` in float64 (``local`` must already be float64 for speed)."""
+    prefix = np.zeros(local.size + 1)
+    np.cumsum(local.ravel(), out=prefix[1:])
+    return prefix
+
+
+def _linear_binning(keys: np.ndarray, prefix: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
     """Linear-binning weights of each class's scores on nodes ``0, step, 2 step, ...``.
 
-    ``keys`` is the flat sorted array of ``score + ROW_GAP * class`` and ``local`` the same
-    scores without the class offset. Returns (n_classes, n_nodes) float64: each score
+    ``keys`` is the flat sorted array of ``score + ROW_GAP * class`` and ``prefix`` the running
+    sum of the same scores without the class offset (:func:`_running_sum`). Returns (n_classes, n_nodes) float64: each score
     at position ``p = score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)``
     to the next, so the kernel sums built from it are second-order accurate in the step.
     """
     n_classes = int(round(keys[-1] // ROW_GAP)) + 1 if keys.size else 0
-    # Running sums of positions; differences over one class's range give per-bin sums.
-    prefix = np.zeros(keys.size + 1)
-    np.cumsum(local, dtype=np.float64, out=prefix[1:])
-    prefix /= step
     offsets = (ROW_GAP * np.arange(n_classes))[:, None]
     edges = np.arange(n_nodes + 1)[None, :] * step + offsets
     bounds = np.searchsorted(keys, edges.ravel()).reshape(n_classes, n_nodes + 1)
     count = np.diff(bounds, axis=1).astype(np.float64)
     # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
-    upper = np.diff(prefix[bounds], axis=1) - np.arange(n_nodes)[None, :] * count
+    upper = np.diff(prefix[bounds], axis=1) / step - np.arange(n_nodes)[None, :] * count
     grid = count - upper
     grid[:, 1:] += upper[:, :-1]
     return grid
@@ -123,15 +126,15 @@ class ScoreIndex:
         n_clips, n_classes = scores.shape
         by_class = np.ascontiguousarray(scores.T, dtype=np.float32)
         offsets = ROW_GAP * np.arange(n_classes)
-        sorted_rows = np.sort(by_class, axis=1)
-        keys_all = sorted_rows.astype(np.float64)
+        keys_all = np.sort(by_class, axis=1).astype(np.float64)
+        prefix_all = _running_sum(keys_all) if slope is not None else None
         keys_all += offsets[:, None]
         keys_all = keys_all.ravel()
         truth = np.ascontiguousarray(labels.T, dtype=bool)
         row, _ = np.nonzero(truth)
         order = np.lexsort((by_class[truth], row))
-        local_pos = by_class[truth][order]
-        keys_pos = local_pos.astype(np.float64) + offsets[row[order]]
+        local_pos = by_class[truth][order].astype(np.float64)
+        keys_pos = local_pos + offsets[row[order]]
         n_pos = truth.sum(axis=1)
         pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
         kernel = None
@@ -149,8 +152,8 @@ class ScoreIndex:
             grids = np.zeros((2 * n_classes, n_nodes))
             if keys_pos.size:
                 n_rows = int(keys_pos[-1] // ROW_GAP) + 1
-                grids[:n_rows] = _linear_binning(keys_pos, local_pos, step=step, n_nodes=n_nodes)
-            grids[n_classes:] = _linear_binning(keys_all, sorted_rows.ravel(), step=step, n_nodes=n_nodes)
+                grids[:n_rows] = _linear_binning(keys_pos, _running_sum(local_pos), step=step, n_nodes=n_nodes)
+            grids[n_classes:] = _linear_binning(keys_all, prefix_all, step=step, n_nodes=n_nodes)
             kernel = _convolve_kernel(grids, step_z=grid_step_z, slope=slope).reshape(2, n_classes, n_nodes)
         return cls(keys_all, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step, float(slope or 0.0))
 

@@ -246,25 +246,30 @@ def evaluate(
         names = tuple(str(i) for i in range(n_classes))
     if len(names) != n_classes:
         raise ScoresError(f"{len(names)} class names given for {n_classes} score columns in {source}")
-    tp, pp, n_pos = outcome_counts(checked, truth, values)
+    return report_from_counts(*outcome_counts(checked, truth, values), thresholds=values, class_names=names, n_clips=checked.shape[0])
+
+
+def report_from_counts(
+    tp: np.ndarray, pp: np.ndarray, n_pos: np.ndarray, *, thresholds: np.ndarray, class_names: Sequence[str], n_clips: int
+) -> ClassificationReport:
+    """A :class:`ClassificationReport` from per-class counts of true, predicted and actual positives."""
+    tp, pp, n_pos = (np.asarray(x).astype(np.int64) for x in (tp, pp, n_pos))
     precision, recall = _ratio(tp, pp), _ratio(tp, n_pos)
     f1 = fbeta_np(tp, pp, n_pos, average=None)
-    micro_p = float(_ratio(tp.sum(), pp.sum()))
-    micro_r = float(_ratio(tp.sum(), n_pos.sum()))
     return ClassificationReport(
-        class_names=tuple(names),
-        thresholds=values,
+        class_names=tuple(class_names),
+        thresholds=np.asarray(thresholds, dtype=np.float64),
         support=n_pos,
         predicted=pp,
         true_positives=tp,
         precision=precision,
         recall=recall,
         f1=f1,
-        micro_precision=micro_p,
-        micro_recall=micro_r,
+        micro_precision=float(_ratio(tp.sum(), pp.sum())),
+        micro_recall=float(_ratio(tp.sum(), n_pos.sum())),
         micro_f1=float(fbeta_np(tp, pp, n_pos, average="micro")),
         macro_precision=float(precision.mean()),
         macro_recall=float(recall.mean()),
         macro_f1=float(f1.mean()),
-        n_clips=int(checked.shape[0]),
+        n_clips=int(n_clips),
     )
