@@ -194,6 +194,175 @@ def models_import(name: str, file: _Path, cache_dir: _Path | None) -> None:
 
 
 # --- thresholds (issue 3) ------------------------------------------------------------------
+# Score files in, thresholds file / metrics out. Bad input -> `error: MESSAGE` on stderr, exit 1.
+
+_SCORES_ARGUMENT = click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False, path_type=_Path))
+_LABELS_OPTION = click.option(
+    "--labels", "labels_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+    help="0/1 label matrix (.npy/.csv) for a .npy/.csv SCORES file (a .npz carries its own).")
+_LOGITS_OPTION = click.option("--logits", is_flag=True, help="SCORES holds logits: apply a sigmoid first.")
+_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+
+
+def _thresholds_fail(err: Exception) -> None:
+    click.echo(f"error: {err}", err=True)
+    raise SystemExit(1)
+
+
+def _echo_warnings(caught: list) -> None:
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
+
+
+def _read_score_set(scores_path: _Path, labels_path: _Path | None, logits: bool):
+    from calitag.thresholds.io import read_scores
+
+    return read_scores(scores_path, labels=labels_path, logits=logits)
+
+
+@main.group("thresholds")
+def thresholds_group() -> None:
+    """Fit per-class decision thresholds on score files and evaluate them."""
+
+
+@thresholds_group.command("fit")
+@_SCORES_ARGUMENT
+@_LABELS_OPTION
+@click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
+              show_default=True, help="Solver: SGL-Thresh, one global threshold, dichoThresh, numThresh, exact search.")
+@click.option("--objective", type=click.Choice(["micro-f1", "macro-f1", "micro-fbeta", "macro-fbeta"]),
+              default="micro-f1", show_default=True)
+@click.option("--beta", type=float, default=None, help="Recall weight of the *-fbeta objectives (default 1).")
+@click.option("--init", type=click.FloatRange(0, 1), default=None,
+              help="Start threshold (the threshold itself for --method default). Solver default: 0.3 (default: 0.5).")
+@click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01).")
+@click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100).")
+@click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50).")
+@click.option("--engine", type=click.Choice(["fast", "autograd"]), default=None,
+              help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix.")
+@click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0).")
+@click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver.")
+@click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
+@_LOGITS_OPTION
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Thresholds file to write (JSON). Without it nothing is written.")
+@_JSON_OPTION
+def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, objective: str, beta: float | None,
+                   init: float | None, lr: float | None, epochs: int | None, slope: float | None, engine: str | None,
+                   seed: int | None, max_seconds: float | None, model_name: str | None, logits: bool,
+                   out_path: _Path | None, as_json: bool) -> None:
+    """Fit one threshold per class on the validation split of SCORES.
+
+    SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
+    classes, or a .npy/.csv score matrix with --labels. The eval split, when present, is scored too.
+    """
+    import json
+    import time
+    import warnings
+
+    from calitag.errors import TaggingError
+    from calitag.thresholds import evaluate, fit
+
+    given = {"init": init, "lr": lr, "epochs": epochs, "slope": slope, "engine": engine, "seed": seed,
+             "max_seconds": max_seconds}
+    options = {key: value for key, value in given.items() if value is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = _read_score_set(scores_path, labels_path, logits)
+            if data.val_labels is None:
+                raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
+            start = time.perf_counter()
+            thresholds = fit(data.val_scores, data.val_labels, method=method, objective=objective, beta=beta,
+                             class_names=data.names(), model=model_name, **options)
+            seconds = time.perf_counter() - start
+            evaluated = (evaluate(data.eval_scores, data.eval_labels, thresholds)
+                         if data.eval_scores is not None else None)
+            if out_path is not None:
+                thresholds.save(out_path)
+        except TaggingError as err:
+            _echo_warnings(caught)
+            _thresholds_fail(err)
+    _echo_warnings(caught)
+    summary = {
+        "method": method,
+        "objective": thresholds.objective,
+        "n_classes": thresholds.n_classes,
+        "n_val_clips": thresholds.validation["n_clips"],
+        "val_micro_f1": thresholds.validation["micro_f1"],
+        "val_macro_f1": thresholds.validation["macro_f1"],
+        "eval_micro_f1": evaluated.micro_f1 if evaluated else None,
+        "eval_macro_f1": evaluated.macro_f1 if evaluated else None,
+        "seconds": seconds,
+        "out": str(out_path) if out_path is not None else None,
+        "thresholds": dict(zip(thresholds.class_names, map(float, thresholds.values))),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{method} ({thresholds.objective}) on {summary['n_val_clips']} clips x {summary['n_classes']} "
+               f"classes in {seconds:.3f} s")
+    click.echo(f"val  micro-F1 {100 * summary['val_micro_f1']:.1f}  macro-F1 {100 * summary['val_macro_f1']:.1f}")
+    if evaluated:
+        click.echo(f"eval micro-F1 {100 * evaluated.micro_f1:.1f}  macro-F1 {100 * evaluated.macro_f1:.1f}")
+    click.echo(f"wrote {out_path}" if out_path is not None else "no --out given: nothing written")
+
+
+@thresholds_group.command("evaluate")
+@_SCORES_ARGUMENT
+@click.option("--thresholds", "thresholds_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="Thresholds file from `calitag thresholds fit` (or `calitag calibrate`).")
+@_LABELS_OPTION
+@click.option("--split", type=click.Choice(["auto", "eval", "val"]), default="auto", show_default=True,
+              help="auto: the eval split when SCORES has one, else val.")
+@_LOGITS_OPTION
+@_JSON_OPTION
+def thresholds_evaluate(scores_path: _Path, thresholds_path: _Path, labels_path: _Path | None, split: str,
+                        logits: bool, as_json: bool) -> None:
+    """Per-class and micro/macro precision, recall and F1 of a thresholds file on SCORES."""
+    import json
+    import warnings
+
+    from calitag.errors import ScoresError, TaggingError
+    from calitag.thresholds import Thresholds, evaluate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = _read_score_set(scores_path, labels_path, logits)
+            use = ("eval" if data.eval_scores is not None else "val") if split == "auto" else split
+            if use == "eval" and data.eval_scores is None:
+                raise ScoresError(f"{scores_path} has no eval split (eval_scores/eval_labels): use --split val")
+            scores, labels = (data.eval_scores, data.eval_labels) if use == "eval" else (data.val_scores, data.val_labels)
+            if labels is None:
+                raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
+            thresholds = Thresholds.load(thresholds_path, expected_classes=data.class_names)
+            if thresholds.n_classes != scores.shape[1]:
+                from calitag.errors import ThresholdsMismatchError
+
+                raise ThresholdsMismatchError(
+                    f"{thresholds_path} holds {thresholds.n_classes} classes, {scores_path} has {scores.shape[1]}: "
+                    "the file was made for another class list")
+            report = evaluate(scores, labels, thresholds, source=str(scores_path))
+        except TaggingError as err:
+            _echo_warnings(caught)
+            _thresholds_fail(err)
+    _echo_warnings(caught)
+    if as_json:
+        document = {"split": use, "method": thresholds.method, f"{use}_micro_f1": report.micro_f1,
+                    f"{use}_macro_f1": report.macro_f1, **report.to_dict()}
+        click.echo(json.dumps(document))
+        return
+    width = max(12, *(len(n) for n in report.class_names))
+    click.echo(f"{use} split of {scores_path}: {report.n_clips} clips, thresholds {thresholds_path} "
+               f"({thresholds.method}, {thresholds.objective})")
+    click.echo(f"{'class':<{width}} {'thr':>6} {'n':>6} {'pred':>6} {'P':>6} {'R':>6} {'F1':>6}")
+    for i, name in enumerate(report.class_names):
+        click.echo(f"{name:<{width}} {report.thresholds[i]:>6.3f} {report.support[i]:>6d} {report.predicted[i]:>6d} "
+                   f"{100 * report.precision[i]:>6.1f} {100 * report.recall[i]:>6.1f} {100 * report.f1[i]:>6.1f}")
+    for label, p, r, f in (("micro", report.micro_precision, report.micro_recall, report.micro_f1),
+                           ("macro", report.macro_precision, report.macro_recall, report.macro_f1)):
+        click.echo(f"{label:<{width}} {'':>6} {'':>6} {'':>6} {100 * p:>6.1f} {100 * r:>6.1f} {100 * f:>6.1f}")
 
 
 # --- calibrate (issue 5) -------------------------------------------------------------------

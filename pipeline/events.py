@@ -310,7 +310,9 @@ def smooth(scores: np.ndarray, *, kind: Smoothing, kernel_frames: int) -> np.nda
         size = (kernel_frames,) + (1,) * (x.ndim - 1)
         return ndimage.median_filter(x, size=size, mode="nearest")
     if kind == "mean":
-        return ndimage.uniform_filter1d(x, size=kernel_frames, axis=0, mode="nearest")
+        y = ndimage.uniform_filter1d(x, size=kernel_frames, axis=0, mode="nearest")
+        # The running sum leaves round-off of ~1e-16 outside the input's range (e.g. below 0).
+        return np.clip(y, x.min(axis=0), x.max(axis=0)) if x.size else y
     raise ThresholdsError(f"smoothing must be one of {', '.join(SMOOTHING_KINDS)}, got {kind!r}")
 
 

@@ -119,6 +119,29 @@ def test_gap_filling_is_tuned_when_smoothing_is_off():
     assert result.score == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("metric", ["event", "segment"])
+def test_reported_score_equals_the_reference_metric(metric):
+    """The tuner's own F1 of the stack it returns equals the metric recomputed from detected events."""
+    from calitag.pipeline.sed_metrics import segment_based_scores
+
+    def noisy(rng, spans):
+        x = np.clip(rng.normal(0.3, 0.2, N_FRAMES), 0, 1)
+        for a, b in spans:
+            x[a:b] = np.clip(rng.normal(0.55, 0.2, b - a), 0, 1)
+        return x
+
+    scores, events = _recordings(8, noisy, n_files=8)
+    result = tune_events(scores, events, metric=metric, kernels_s=(0.15, 0.45))
+    detected = [e for fs in scores for e in detect_events(fs, result.postprocess)]
+    if metric == "event":
+        recomputed = event_based_scores(events, detected).macro_f1
+    else:
+        durations = {fs.source.rsplit("/", 1)[-1]: N_FRAMES * HOP for fs in scores}
+        recomputed = segment_based_scores(events, detected, durations_s=durations).macro_f1
+    assert 0.3 < result.score < 1.0
+    assert result.score == pytest.approx(recomputed, abs=1e-9)
+
+
 def test_seeded_and_reports_time():
     """The same inputs and seed give the same events section; fit seconds and scores are reported."""
     scores, events = _recordings(5, _dropouts_and_spikes(2), n_files=6)

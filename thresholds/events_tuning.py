@@ -3,9 +3,9 @@
 Macro F1 (event- or segment-based) is a mean of per-class terms, so each class is tuned on its own:
 
 1. every smoothing candidate (median / moving average, kernels from ``kernels_s``) is applied to
-   the frame scores; a decision threshold per (class, smoothing) column is fitted on the smoothed
-   frames with the surrogate-gradient solver of :mod:`calitag.thresholds` (frame-level macro-F1 as
-   a differentiable stand-in for the event metric), all columns in one full-batch run;
+   the class's frame scores; a decision threshold per candidate is fitted on the smoothed frames
+   with the surrogate-gradient solver of :mod:`calitag.thresholds` (frame-level F1 as a
+   differentiable stand-in for the event metric), all candidates of the class in one full-batch run;
 2. around each fitted threshold a few offsets are scored with the event metric itself, and the
    best (smoothing, kernel, threshold) is kept;
 3. hysteresis: a coarse grid of (high, low) around that threshold, then a finer one;
@@ -82,54 +82,86 @@ class EventsTuning:
         return self.postprocess.to_dict()
 
 
-@dataclass
-class _ClassData:
-    """Per-class view of the tuning set: curves per file and reference events per file."""
-
-    curves: list[np.ndarray]  # one (n_frames,) raw score curve per file
-    ref_on: list[np.ndarray]
-    ref_off: list[np.ndarray]
-    n_ref: int
-    ref_rolls: list[np.ndarray]  # segment metric: (n_segments,) bool per file
-    n_segments: list[int]
-
-
 class _ClassScorer:
-    """Scores candidate parameters of one class with the chosen metric (F1 of that class)."""
+    """Scores candidate parameters of one class (its F1) on all recordings at once.
 
-    def __init__(self, data: _ClassData, *, hop_s: float, metric: Metric,
-                 t_collar_s: float, percentage_of_length: float, segment_s: float) -> None:
-        self.data, self.hop_s, self.metric = data, hop_s, metric
+    The recordings' curves are laid end to end, one separator frame apart (a score of -1 that no
+    threshold passes), and recording ``i`` starts at ``i * stride_s`` seconds on a common time
+    axis, so runs, gap filling and matching never cross recordings and each candidate costs a
+    handful of numpy passes.
+    """
+
+    def __init__(self, curves: list[np.ndarray], ref_on: list[np.ndarray], ref_off: list[np.ndarray], *,
+                 hop_s: float, metric: Metric, t_collar_s: float, percentage_of_length: float,
+                 segment_s: float, max_gap_s: float) -> None:
+        self.curves, self.hop_s, self.metric = curves, hop_s, metric
         self.t_collar_s, self.pol, self.segment_s = t_collar_s, percentage_of_length, segment_s
-        self._smoothed: dict[tuple[str, int], list[np.ndarray]] = {}
+        lengths = np.array([len(c) for c in curves])
+        self.first_frame = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+        longest_s = max(float(lengths.max()) * hop_s, max((float(o.max()) for o in ref_off if len(o)), default=0.0))
+        self.stride_s = longest_s + max_gap_s + 100.0
+        self.ref_on = np.concatenate([o + i * self.stride_s for i, o in enumerate(ref_on)])
+        self.ref_off = np.concatenate([o + i * self.stride_s for i, o in enumerate(ref_off)])
+        self.n_ref_events = len(self.ref_on)
+        self.frame_mask = np.ones(int(lengths.sum() + len(lengths)), dtype=bool)
+        self.frame_mask[self.first_frame + lengths] = False
+        # segment metric: segments of all recordings laid end to end
+        lengths_s = [max(n * hop_s, float(o.max()) if len(o) else 0.0) for n, o in zip(lengths, ref_off)]
+        self.n_segments = np.array([int(np.ceil(x / segment_s - 1e-9)) for x in lengths_s])
+        self.first_segment = np.concatenate(([0], np.cumsum(self.n_segments)[:-1]))
+        self.ref_roll = self._roll(self.ref_on, self.ref_off)
+        self._smoothed: dict[tuple[str, int], np.ndarray] = {}
 
-    def smoothed(self, kind: str, kernel: int) -> list[np.ndarray]:
+    @property
+    def n_ref(self) -> int:
+        return self.n_ref_events if self.metric == "event" else int(self.ref_roll.sum())
+
+    def _roll(self, on: np.ndarray, off: np.ndarray) -> np.ndarray:
+        """Active segments (all recordings end to end) of events given on the common time axis."""
+        total = int(self.n_segments.sum())
+        if len(on) == 0:
+            return np.zeros(total, dtype=bool)
+        rec = np.floor(on / self.stride_s).astype(int)
+        base = rec * self.stride_s
+        first = self.first_segment[rec] + np.floor((on - base) / self.segment_s).astype(int)
+        last = self.first_segment[rec] + np.minimum(np.ceil((off - base) / self.segment_s).astype(int),
+                                                    self.n_segments[rec])
+        delta = np.zeros(total + 1, dtype=np.int64)
+        np.add.at(delta, first, 1)
+        np.add.at(delta, last, -1)
+        return np.cumsum(delta[:-1]) > 0
+
+    def smoothed(self, kind: str, kernel: int) -> np.ndarray:
+        """The smoothed curves end to end, with separators (shape (n_frames_total + n_recordings,))."""
         key = ("none", 1) if kind == "none" or kernel <= 1 else (kind, kernel)
         if key not in self._smoothed:
-            self._smoothed[key] = [smooth(c, kind=key[0], kernel_frames=key[1]) for c in self.data.curves]
+            parts = []
+            for c in self.curves:
+                parts += [smooth(c, kind=key[0], kernel_frames=key[1]), np.array([-1.0])]
+            self._smoothed[key] = np.concatenate(parts)
         return self._smoothed[key]
 
+    def release(self) -> None:
+        """Drop the cached smoothed curves (the class is tuned)."""
+        self._smoothed.clear()
+
     def f1(self, p: ClassPostprocess) -> float:
-        curves = self.smoothed(p.smoothing, p.kernel_frames)
-        tp = n_sys = 0
-        for i, x in enumerate(curves):
-            starts, ends = runs_of(binarize(x, threshold=p.threshold, low=p.low))
-            on, off = clean_segments(starts * self.hop_s, ends * self.hop_s,
-                                     min_gap_s=p.min_gap_s, min_duration_s=p.min_duration_s)
-            if self.metric == "event":
-                n_sys += len(on)
-                tp += count_event_matches(self.data.ref_on[i], self.data.ref_off[i], on, off,
-                                          t_collar_s=self.t_collar_s, percentage_of_length=self.pol)
-            else:
-                roll = np.zeros(self.data.n_segments[i], dtype=bool)
-                for a, b in zip(on, off):
-                    roll[int(np.floor(a / self.segment_s)):int(np.ceil(b / self.segment_s))] = True
-                n_sys += int(roll.sum())
-                tp += int((roll & self.data.ref_rolls[i]).sum())
-        n_ref = self.data.n_ref if self.metric == "event" else int(sum(r.sum() for r in self.data.ref_rolls))
-        if n_ref == 0:
+        if self.n_ref == 0:
             return float("nan")
-        return 2.0 * tp / (n_sys + n_ref) if (n_sys + n_ref) else 0.0
+        starts, ends = runs_of(binarize(self.smoothed(p.smoothing, p.kernel_frames), threshold=p.threshold, low=p.low))
+        rec = np.searchsorted(self.first_frame, starts, side="right") - 1
+        origin = rec * self.stride_s
+        on, off = clean_segments((starts - self.first_frame[rec]) * self.hop_s + origin,
+                                 (ends - self.first_frame[rec]) * self.hop_s + origin,
+                                 min_gap_s=p.min_gap_s, min_duration_s=p.min_duration_s)
+        if self.metric == "event":
+            n_sys = len(on)
+            tp = count_event_matches(self.ref_on, self.ref_off, on, off,
+                                     t_collar_s=self.t_collar_s, percentage_of_length=self.pol)
+        else:
+            roll = self._roll(on, off)
+            n_sys, tp = int(roll.sum()), int((roll & self.ref_roll).sum())
+        return 2.0 * tp / (n_sys + self.n_ref) if (n_sys + self.n_ref) else 0.0
 
 
 def _odd_kernels(kernels_s: Sequence[float], hop_s: float) -> list[int]:
@@ -261,54 +293,40 @@ def tune_events(
     combos: list[tuple[str, int]] = [("none", 1)] + [(k, n) for k in smoothing_kinds for n in kernels]
     probs = [np.asarray(fs.probs, dtype=np.float64) for fs in frame_scores]
 
-    datas: list[_ClassData] = []
-    for c, label in enumerate(names):
-        ref_on, ref_off, rolls, n_segs = [], [], [], []
-        for f, p in zip(files, probs):
-            evs = by_key.get((f, label), [])
-            ref_on.append(np.array([e.onset_s for e in evs]))
-            ref_off.append(np.array([e.offset_s for e in evs]))
-            length_s = max([len(p) * hop] + [e.offset_s for e in evs])
-            n = int(np.ceil(length_s / segment_s - 1e-9))
-            roll = np.zeros(n, dtype=bool)
-            for e in evs:
-                roll[int(np.floor(e.onset_s / segment_s)):int(np.ceil(e.offset_s / segment_s))] = True
-            rolls.append(roll)
-            n_segs.append(n)
-        datas.append(_ClassData([p[:, c] for p in probs], ref_on, ref_off,
-                                sum(len(o) for o in ref_on), rolls, n_segs))
-    scorers = [_ClassScorer(d, hop_s=hop, metric=metric, t_collar_s=t_collar_s,
-                            percentage_of_length=percentage_of_length, segment_s=segment_s) for d in datas]
-    tuned_classes = [c for c, d in enumerate(datas) if d.n_ref > 0]
-
-    # 1. surrogate thresholds for every (class, smoothing) column in one solver run
-    columns, col_labels, col_keys = [], [], []
-    for c in tuned_classes:
-        y = np.concatenate([_frame_labels(len(p), datas[c].ref_on[i], datas[c].ref_off[i], hop)
-                            for i, p in enumerate(probs)])
-        for kind, k in combos:
-            columns.append(np.concatenate(scorers[c].smoothed(kind, k)))
-            col_labels.append(y)
-            col_keys.append((c, kind, k))
-    surrogate: dict[tuple[int, str, int], float] = {}
-    if columns:
-        th = _frame_thresholds(np.stack(columns, axis=1).astype(np.float32),
-                               np.stack(col_labels, axis=1).astype(np.float32), solver=solver, seed=seed)
-        surrogate = {key: float(np.clip(t, 0.0, 1.0)) for key, t in zip(col_keys, th)}
+    scorers: list[_ClassScorer] = []
+    frame_labels: list[np.ndarray] = []
+    for label in names:
+        ref_on = [np.array([e.onset_s for e in by_key.get((f, label), [])]) for f in files]
+        ref_off = [np.array([e.offset_s for e in by_key.get((f, label), [])]) for f in files]
+        scorers.append(_ClassScorer(
+            [p[:, names.index(label)] for p in probs], ref_on, ref_off, hop_s=hop, metric=metric,
+            t_collar_s=t_collar_s, percentage_of_length=percentage_of_length, segment_s=segment_s,
+            max_gap_s=max(min_gaps_s, default=0.0)))
+        frame_labels.append(np.concatenate([_frame_labels(len(p), a, b, hop) for p, a, b in zip(probs, ref_on, ref_off)]))
+    tuned_classes = [c for c, sc in enumerate(scorers) if sc.n_ref_events > 0]
 
     params = [ClassPostprocess() for _ in names]
     class_scores: dict[str, float] = {}
+    baseline: list[float] = []
     for done, c in enumerate(tuned_classes, start=1):
+        scorer = scorers[c]
+        baseline.append(scorer.f1(ClassPostprocess()))
+        # 1. surrogate thresholds of every smoothing candidate of the class, in one solver run
+        columns = np.stack([scorer.smoothed(kind, k)[scorer.frame_mask] for kind, k in combos], axis=1)
+        labels = np.repeat(frame_labels[c][:, None], len(combos), axis=1)
+        th = _frame_thresholds(np.clip(columns, 0.0, 1.0).astype(np.float32), labels.astype(np.float32),
+                               solver=solver, seed=seed)
+        surrogate = {combo: float(np.clip(t, 0.0, 1.0)) for combo, t in zip(combos, th)}
+        # 2.-5. the event metric decides
         params[c], class_scores[names[c]] = _tune_class(
-            scorers[c], combos, surrogate, c, hysteresis=hysteresis,
-            min_gaps_s=min_gaps_s, min_durations_s=min_durations_s,
+            scorer, combos, surrogate, hysteresis=hysteresis, min_gaps_s=min_gaps_s, min_durations_s=min_durations_s,
         )
+        scorer.release()
         if on_progress is not None:
             on_progress(done, len(tuned_classes))
     for c, label in enumerate(names):
         class_scores.setdefault(label, float("nan"))
 
-    baseline = [scorers[c].f1(ClassPostprocess()) for c in tuned_classes]
     score = float(np.mean([class_scores[names[c]] for c in tuned_classes])) if tuned_classes else float("nan")
     seconds = time.perf_counter() - t0
     fitted = {
@@ -319,7 +337,7 @@ def tune_events(
         "seed": seed,
         "seconds": round(seconds, 3),
         "n_files": len(files),
-        "n_events": int(sum(d.n_ref for d in datas)),
+        "n_events": int(sum(sc.n_ref_events for sc in scorers)),
         "untuned_classes": [names[c] for c in range(len(names)) if c not in tuned_classes],
     }
     pp = Postprocess(names, tuple(params), frame_hop_s=hop, fitted=fitted)
@@ -330,8 +348,7 @@ def tune_events(
 def _tune_class(
     scorer: _ClassScorer,
     combos: list[tuple[str, int]],
-    surrogate: dict[tuple[int, str, int], float],
-    c: int,
+    surrogate: dict[tuple[str, int], float],
     *,
     hysteresis: bool,
     min_gaps_s: Sequence[float],
@@ -351,7 +368,7 @@ def _tune_class(
 
     # 2. smoothing x threshold around the surrogate optimum
     for kind, k in combos:
-        t0 = surrogate[(c, kind, k)]
+        t0 = surrogate[(kind, k)]
         for d in THRESHOLD_OFFSETS:
             consider(ClassPostprocess(kind, k, clip(t0 + d)))
 

@@ -1,0 +1,119 @@
+"""Batch throughput: `calitag batch` against a plain loop over panns-inference's Cnn14, same files.
+
+Both sides use Cnn14 with the same random weights (seed 0) on the same directory of 10-s clips
+at 44.1 kHz, so both decode and resample to 32 kHz. The plain loop is what research code does:
+for each file ``librosa.load(path, sr=32000)`` then one forward pass of panns-inference's ``Cnn14``
+(its torchlibrosa frontend included). calitag runs ``run_batch`` with decoder processes and
+batched windows. The clip scores of the two are compared as well.
+
+    python benchmarks/batch.py [--files 24] [--workers 1] [--batch-size 8]
+
+A script, never part of the test run. It prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "audio_samples"
+CLIP_S = 10.0
+FILE_RATE = 44_100
+
+
+def make_clips(folder: Path, n_files: int) -> list[Path]:
+    """``n_files`` 10-s 44.1 kHz clips made by chaining the bundled recordings (seeded order)."""
+    sources = sorted(SAMPLES.glob("*.wav"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n_files):
+        pieces, total = [], 0
+        while total < CLIP_S * FILE_RATE:
+            samples, rate = sf.read(sources[rng.integers(len(sources))], dtype="float32")
+            pieces.append(soxr.resample(samples, rate, FILE_RATE).astype(np.float32))
+            total += len(pieces[-1])
+        path = folder / f"clip_{i:03d}.wav"
+        sf.write(path, np.concatenate(pieces)[: int(CLIP_S * FILE_RATE)], FILE_RATE, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def panns_model(state_dict: dict) -> torch.nn.Module:
+    """panns-inference's Cnn14 with our weights; its import wants a label CSV under ~/panns_data."""
+    home = Path(tempfile.mkdtemp(prefix="panns_home_"))
+    (home / "panns_data").mkdir()
+    shutil.copy(REPO / "models" / "labels" / "audioset_527.csv", home / "panns_data" / "class_labels_indices.csv")
+    os.environ["HOME"] = str(home)
+    from panns_inference.models import Cnn14 as PannsCnn14
+
+    model = PannsCnn14(sample_rate=32_000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14_000,
+                       classes_num=527)
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.unexpected_keys or any(not k.startswith(("spectrogram_extractor", "logmel_extractor"))
+                                     for k in result.missing_keys):
+        sys.exit(f"weights do not map onto panns-inference's Cnn14: {result}")
+    return model.eval()
+
+
+def plain_loop(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
+    import librosa
+
+    rows = []
+    with torch.inference_mode():
+        for path in paths:
+            audio, _ = librosa.load(path, sr=32_000, mono=True)
+            rows.append(model(torch.from_numpy(audio)[None])["clipwise_output"][0].numpy())
+    return np.stack(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=24)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    from calitag.models import cnn14
+    from calitag.models.registry import get_spec
+    from calitag.pipeline.batch import run_batch
+    from calitag.pipeline.tagger import Tagger
+
+    ours = cnn14.load(None, seed=0)
+    tagger = Tagger(get_spec("cnn14"), ours, device=torch.device("cpu"), batch_size=args.batch_size)
+    reference = panns_model(ours.state_dict())
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_clips(Path(tmp), args.files)
+        plain_loop(reference, paths[:1])  # warm-up both sides
+        run_batch(tagger, paths[:1], workers=0, with_tags=False)
+        start = time.perf_counter()
+        theirs = plain_loop(reference, paths)
+        plain_s = time.perf_counter() - start
+        start = time.perf_counter()
+        results = run_batch(tagger, paths, workers=args.workers, with_tags=False)
+        batch_s = time.perf_counter() - start
+    by_path = {r.path: r.scores for r in results}
+    mine = np.stack([by_path[str(p)] for p in paths])
+    audio_s = args.files * CLIP_S
+    print(f"{args.files} clips of {CLIP_S:.0f} s at {FILE_RATE} Hz, Cnn14 random weights (seed 0), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'':<44} {'seconds':>8} {'files/s':>8} {'x real time':>12}")
+    print(f"{'panns-inference Cnn14, plain loop (batch 1)':<44} {plain_s:>8.2f} {args.files / plain_s:>8.2f} "
+          f"{audio_s / plain_s:>12.1f}")
+    print(f"{f'calitag batch (workers {args.workers}, batch {args.batch_size})':<44} {batch_s:>8.2f} "
+          f"{args.files / batch_s:>8.2f} {audio_s / batch_s:>12.1f}")
+    print(f"speed-up: {plain_s / batch_s:.2f}x   max |score difference|: {np.abs(mine - theirs).max():.2e}")
+
+
+if __name__ == "__main__":
+    main()

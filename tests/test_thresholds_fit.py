@@ -1,0 +1,193 @@
+"""Threshold solvers and the paper's reference numbers (calitag.thresholds.fit)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from calitag.errors import CalibrationError, ScoresError
+from calitag.thresholds import METHODS, NoPositivesWarning, evaluate, fit, synthetic_scores
+
+
+def _pct(value: float) -> float:
+    return round(100 * value, 1)
+
+
+@pytest.fixture(scope="module")
+def dcase2017(shared):
+    """CNN-transformer-avg clip scores on DCASE2017 task 4 (val 488 clips, eval 1103 clips)."""
+    with np.load(shared / "data" / "dcase2017_task4.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def dcase2019(shared):
+    """DCASE2019 CRNN clip scores on the task-4 validation subset (1122 clips)."""
+    with np.load(shared / "data" / "dcase2019_task4_val.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def separable():
+    """Per-class scores where every positive scores above every negative, with class-specific gaps."""
+    rng = np.random.default_rng(0)
+    labels = rng.random((300, 4)) < 0.3
+    low = np.array([0.05, 0.2, 0.4, 0.55])
+    high = low + 0.3
+    scores = np.where(labels, rng.uniform(high[None, :], high[None, :] + 0.1, (300, 4)),
+                      rng.uniform(low[None, :] - 0.05, low[None, :], (300, 4)))
+    return scores, labels.astype(np.uint8), low, high
+
+
+def test_default_threshold_reproduces_paper(dcase2017, dcase2019):
+    """defThresh gives 59.0 (53.8) on DCASE2017 at 0.3 and 70.1 (val) on DCASE2019 at 0.5."""
+    th17 = fit(dcase2017["val_scores"], dcase2017["val_labels"], method="default", init=0.3)
+    assert _pct(evaluate(dcase2017["eval_scores"], dcase2017["eval_labels"], th17).micro_f1) == 59.0
+    assert _pct(th17.validation["micro_f1"]) == 53.8
+    th19 = fit(dcase2019["val_scores"], dcase2019["val_labels"], method="default", init=0.5)
+    assert _pct(th19.validation["micro_f1"]) == 70.1
+
+
+def test_sgl_reaches_paper_on_dcase2017(dcase2017):
+    """SGL-Thresh with the paper's defaults reaches >= 61.8 eval and >= 61.5 val micro-F1 on DCASE2017."""
+    th = fit(dcase2017["val_scores"], dcase2017["val_labels"], method="sgl", init=0.3)
+    assert th.options["lr"] == 0.01 and th.options["epochs"] == 100 and th.options["slope"] == 50.0
+    assert _pct(evaluate(dcase2017["eval_scores"], dcase2017["eval_labels"], th).micro_f1) >= 61.8
+    assert _pct(th.validation["micro_f1"]) >= 61.5
+
+
+def test_sgl_reaches_paper_on_dcase2019(dcase2019):
+    """SGL-Thresh with init 0.5 reaches >= 72.6 val micro-F1 on DCASE2019."""
+    th = fit(dcase2019["val_scores"], dcase2019["val_labels"], method="sgl", init=0.5,
+             class_names=tuple(str(c) for c in dcase2019["classes"]))
+    assert _pct(th.validation["micro_f1"]) >= 72.6
+    assert th.class_names[1] == "Speech"
+
+
+@pytest.mark.parametrize("objective", ["micro_f1", "macro_f1"])
+def test_fast_engine_follows_autograd_engine(dcase2017, objective):
+    """The sorted-score engine ends where the plain autograd engine ends (thresholds within 1e-3, equal F)."""
+    args = (dcase2017["val_scores"], dcase2017["val_labels"])
+    fast = fit(*args, method="sgl", objective=objective, init=0.3, engine="fast")
+    plain = fit(*args, method="sgl", objective=objective, init=0.3, engine="autograd")
+    np.testing.assert_allclose(fast.values, plain.values, atol=1e-3)
+    assert fast.validation["objective"] == pytest.approx(plain.validation["objective"], abs=2e-3)
+
+
+def test_fast_engine_follows_autograd_on_long_tailed_data():
+    """On 3000 x 60 long-tailed synthetic scores both engines give the same micro-F1 (+-0.002)."""
+    scores, labels = synthetic_scores(3000, 60, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoPositivesWarning)
+        fast = fit(scores, labels, init=0.3, engine="fast")
+        plain = fit(scores, labels, init=0.3, engine="autograd")
+    assert fast.validation["micro_f1"] == pytest.approx(plain.validation["micro_f1"], abs=0.002)
+    assert fast.validation["micro_f1"] > evaluate(scores, labels, 0.3).micro_f1
+
+
+@pytest.mark.parametrize("method", ["sgl", "heuristic", "exact"])
+def test_solvers_separate_separable_classes(separable, method):
+    """On separable data sgl, heuristic and exact put each threshold between negatives and positives."""
+    scores, labels, low, high = separable
+    options = {"outer": 5, "inner": 100} if method == "heuristic" else {}
+    if method == "sgl":
+        options = {"epochs": 300, "lr": 0.02}
+    th = fit(scores, labels, method=method, init=0.3, **options)
+    assert th.validation["micro_f1"] == 1.0
+    assert ((th.values >= low) & (th.values < high)).all()
+
+
+def test_numeric_improves_on_its_start_and_respects_bounds(dcase2019):
+    """numThresh raises val micro-F1 above its start and stops at its iteration bound."""
+    scores, labels = dcase2019["val_scores"], dcase2019["val_labels"]
+    th = fit(scores, labels, method="numeric", init=0.5, iterations=20)
+    assert th.validation["iterations_done"] == 20
+    assert th.validation["micro_f1"] > evaluate(scores, labels, 0.5).micro_f1
+    bounded = fit(scores, labels, method="numeric", init=0.5, iterations=1000, max_seconds=0.0)
+    assert bounded.validation["iterations_done"] <= 1
+
+
+def test_exact_macro_is_optimal_per_class(dcase2019):
+    """exact with macro-F1 gives every class an F1 no lower than any other cut of its scores."""
+    scores, labels = dcase2019["val_scores"], dcase2019["val_labels"].astype(bool)
+    th = fit(scores, labels, method="exact", objective="macro_f1")
+    report = evaluate(scores, labels, th)
+    for c in range(scores.shape[1]):
+        cuts = np.unique(scores[:, c])
+        pred = scores[:, c][None, :] > cuts[:, None]
+        tp = (pred & labels[:, c]).sum(1)
+        best = (2 * tp / (pred.sum(1) + labels[:, c].sum())).max()
+        assert report.f1[c] >= best - 1e-12
+
+
+def test_exact_micro_beats_other_solvers(dcase2017):
+    """exact (coordinate ascent on micro-F1) reaches at least the val micro-F1 of sgl and default."""
+    args = (dcase2017["val_scores"], dcase2017["val_labels"])
+    exact = fit(*args, method="exact", init=0.3)
+    assert exact.validation["micro_f1"] >= fit(*args, method="sgl", init=0.3).validation["micro_f1"]
+    assert exact.validation["micro_f1"] >= fit(*args, method="default", init=0.3).validation["micro_f1"]
+
+
+def test_fbeta_objective_shifts_recall(dcase2019):
+    """Maximising micro-F2 gives more recall than micro-F0.5."""
+    args = (dcase2019["val_scores"], dcase2019["val_labels"])
+    recall_heavy = fit(*args, method="exact", objective="micro_fbeta", beta=2.0)
+    precision_heavy = fit(*args, method="exact", objective="micro_fbeta", beta=0.5)
+    assert recall_heavy.options["beta"] == 2.0
+    assert evaluate(*args, recall_heavy).micro_recall > evaluate(*args, precision_heavy).micro_recall
+
+
+@pytest.mark.parametrize("method", ["sgl", "heuristic"])
+def test_solvers_are_deterministic(dcase2017, method):
+    """The same seed gives identical thresholds."""
+    args = (dcase2017["val_scores"], dcase2017["val_labels"])
+    options = {"outer": 2, "inner": 50} if method == "heuristic" else {}
+    first = fit(*args, method=method, seed=4, **options)
+    second = fit(*args, method=method, seed=4, **options)
+    np.testing.assert_array_equal(first.values, second.values)
+
+
+def test_learnable_slope_runs_with_autograd(dcase2019):
+    """engine='autograd' with learn_slope trains and records the final slope."""
+    th = fit(dcase2019["val_scores"], dcase2019["val_labels"], init=0.5, engine="autograd", learn_slope=True,
+             epochs=20)
+    assert np.isfinite(th.validation["final_slope_mean"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_class_without_positives_warns_and_stays_finite(method):
+    """Every solver warns about a class with no positives and keeps its threshold finite in [0, 1]."""
+    scores, labels = synthetic_scores(400, 5, seed=2)
+    labels = labels.copy()
+    labels[:, 3] = 0
+    options = {"outer": 2, "inner": 20} if method == "heuristic" else {}
+    if method == "numeric":
+        options = {"iterations": 3}
+    with pytest.warns(NoPositivesWarning, match="no positive"):
+        th = fit(scores, labels, method=method, **options)
+    assert np.isfinite(th.values).all() and 0.0 <= th.values[3] <= 1.0
+
+
+def test_bad_method_objective_and_options_raise():
+    """Unknown method, objective, option name or value raises CalibrationError; bad scores ScoresError."""
+    scores, labels = synthetic_scores(50, 3, seed=0)
+    with pytest.raises(CalibrationError, match="unknown method"):
+        fit(scores, labels, method="magic")
+    with pytest.raises(CalibrationError, match="unknown objective"):
+        fit(scores, labels, objective="auc")
+    with pytest.raises(CalibrationError, match="has no option lr"):
+        fit(scores, labels, method="exact", lr=0.1)
+    with pytest.raises(CalibrationError, match="epochs"):
+        fit(scores, labels, epochs=0)
+    with pytest.raises(CalibrationError, match="learn_slope needs engine='autograd'"):
+        fit(scores, labels, learn_slope=True)
+    with pytest.raises(CalibrationError, match="class names"):
+        fit(scores, labels, class_names=("a", "b"))
+    bad = scores.astype(np.float64)
+    bad[0, 0] = np.nan
+    with pytest.raises(ScoresError, match="NaN"):
+        fit(bad, labels)
+    with pytest.raises(ScoresError, match="shape"):
+        fit(scores, labels[:10])
