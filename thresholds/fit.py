@@ -40,7 +40,12 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class SGLOptions:
-    """SGL-Thresh options; the defaults reproduce the paper's DCASE2017 run."""
+    """SGL-Thresh options; the defaults reproduce the paper's DCASE2017 run.
+
+    Full-batch SGL draws no random numbers, so equal inputs give equal thresholds; ``seed`` is
+    recorded for the interface's sake. ``grid_step_z`` is the fast engine's kernel-table step in
+    units of 1/slope.
+    """
 
     init: float | tuple[float, ...] = 0.3
     lr: float = 1e-2
@@ -379,8 +384,6 @@ def fit(
     names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_classes))
     if len(names) != n_classes:
         raise CalibrationError(f"{len(names)} class names given for {n_classes} score columns")
-    if opts.__class__ is SGLOptions:
-        torch.manual_seed(opts.seed)
     extra: dict[str, Any] = {}
     start = time.perf_counter()
     if method == "sgl":

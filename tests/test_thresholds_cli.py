@@ -1,0 +1,143 @@
+"""`calitag thresholds fit|evaluate` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from calitag.cli import main
+from calitag.thresholds import Thresholds
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dcase2017(shared):
+    return shared / "data" / "dcase2017_task4.npz"
+
+
+def _run(runner, *args):
+    return runner.invoke(main, list(map(str, args)), catch_exceptions=False)
+
+
+def test_fit_writes_file_and_prints_json(runner, dcase2017, tmp_path):
+    """fit --json prints one JSON object with val and eval micro-F1 and writes a loadable file."""
+    out = tmp_path / "th.json"
+    result = _run(runner, "thresholds", "fit", dcase2017, "--method", "sgl", "--objective", "micro-f1",
+                  "--init", "0.3", "--lr", "0.01", "--epochs", "100", "--slope", "50", "--seed", "0",
+                  "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "sgl" and summary["out"] == str(out)
+    assert round(100 * summary["eval_micro_f1"], 1) >= 61.8 and summary["seconds"] > 0
+    th = Thresholds.load(out)
+    assert th.options["init"] == 0.3 and th.n_classes == 17
+
+
+def test_fit_text_then_evaluate_table_and_json(runner, dcase2017, tmp_path):
+    """fit prints a summary; evaluate prints a per-class table, and with --json the eval micro-F1."""
+    out = tmp_path / "th.json"
+    result = _run(runner, "thresholds", "fit", dcase2017, "--method", "default", "--init", "0.3", "--out", out)
+    assert result.exit_code == 0 and "eval micro-F1 59.0" in result.output
+    table = _run(runner, "thresholds", "evaluate", dcase2017, "--thresholds", out)
+    assert table.exit_code == 0
+    assert table.output.count("\n") >= 17 + 3 and "micro" in table.output and "59.0" in table.output
+    as_json = json.loads(_run(runner, "thresholds", "evaluate", dcase2017, "--thresholds", out, "--json").stdout)
+    assert as_json["split"] == "eval" and round(100 * as_json["eval_micro_f1"], 1) == 59.0
+    val = json.loads(_run(runner, "thresholds", "evaluate", dcase2017, "--thresholds", out, "--split", "val",
+                          "--json").stdout)
+    assert round(100 * val["val_micro_f1"], 1) == 53.8
+
+
+def test_fit_csv_scores_with_labels(runner, tmp_path):
+    """A .csv score matrix with a .csv label matrix fits with the exact solver."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((80, 3)) < 0.4).astype(int)
+    scores = np.clip(labels * 0.5 + rng.random((80, 3)) * 0.5, 0, 1)
+    np.savetxt(tmp_path / "s.csv", scores, delimiter=",", header="a,b,c", comments="")
+    np.savetxt(tmp_path / "y.csv", labels, delimiter=",", fmt="%d")
+    result = _run(runner, "thresholds", "fit", tmp_path / "s.csv", "--labels", tmp_path / "y.csv",
+                  "--method", "exact", "--json")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["thresholds"]) == {"a", "b", "c"}
+
+
+def _npz(path, scores, labels, **extra):
+    np.savez(path, val_scores=scores, val_labels=labels, **extra)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "message"),
+    [
+        (np.array([[0.2, np.nan], [0.3, 0.4]]), np.array([[0, 1], [1, 0]]), "NaN/inf"),
+        (np.array([[0.2, 3.0], [0.3, 0.4]]), np.array([[0, 1], [1, 0]]), "--logits"),
+        (np.array([[0.2, 0.1], [0.3, 0.4]]), np.array([[0, 1]]), "shape"),
+        (np.array([[0.2, 0.1], [0.3, 0.4]]), np.array([[0, 1], [3, 0]]), "binary"),
+        (np.zeros((0, 2)), np.zeros((0, 2)), "empty"),
+    ],
+)
+def test_fit_bad_input_is_one_line_error(runner, tmp_path, scores, labels, message):
+    """Bad score files end with `error: ...` on stderr, exit code 1 and no traceback."""
+    path = _npz(tmp_path / "bad.npz", scores, labels)
+    result = runner.invoke(main, ["thresholds", "fit", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_logits_flag_accepts_logits(runner, tmp_path):
+    """Scores outside [0, 1] fit once --logits is given."""
+    rng = np.random.default_rng(1)
+    labels = (rng.random((60, 2)) < 0.5).astype(int)
+    path = _npz(tmp_path / "logits.npz", labels * 4.0 - 2.0 + rng.normal(0, 1, (60, 2)), labels)
+    result = runner.invoke(main, ["thresholds", "fit", str(path), "--logits", "--method", "exact", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["val_micro_f1"] > 0.8
+
+
+def test_no_positive_class_is_a_warning(runner, tmp_path):
+    """A class without positives prints `warning: ...` and still writes thresholds."""
+    rng = np.random.default_rng(2)
+    labels = (rng.random((50, 2)) < 0.5).astype(int)
+    labels[:, 1] = 0
+    path = _npz(tmp_path / "nopos.npz", rng.random((50, 2)), labels)
+    result = runner.invoke(main, ["thresholds", "fit", str(path), "--out", str(tmp_path / "th.json")])
+    assert result.exit_code == 0
+    assert "warning: 1 class(es) have no positive example" in result.stderr
+    assert np.isfinite(Thresholds.load(tmp_path / "th.json").values).all()
+
+
+def test_evaluate_refuses_other_class_list(runner, tmp_path, dcase2017):
+    """A thresholds file for another class list gives `error:` and exit code 1."""
+    out = tmp_path / "th.json"
+    _run(runner, "thresholds", "fit", dcase2017, "--method", "default", "--out", out)
+    rng = np.random.default_rng(3)
+    other = _npz(tmp_path / "other.npz", rng.random((20, 4)), (rng.random((20, 4)) < 0.5).astype(int),
+                 classes=np.array(["a", "b", "c", "d"]))
+    result = runner.invoke(main, ["thresholds", "evaluate", str(other), "--thresholds", str(out)])
+    assert result.exit_code == 1 and "another class list" in result.stderr
+    (tmp_path / "broken.json").write_text("[1, 2]")
+    result = runner.invoke(main, ["thresholds", "evaluate", str(other), "--thresholds", str(tmp_path / "broken.json")])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+
+def test_usage_errors_exit_2(runner, tmp_path):
+    """A score matrix without --labels, or a bad option value, is a usage error (exit 2)."""
+    np.save(tmp_path / "s.npy", np.full((4, 2), 0.5))
+    result = runner.invoke(main, ["thresholds", "fit", str(tmp_path / "s.npy")])
+    assert result.exit_code == 2 and "--labels" in result.output
+    result = runner.invoke(main, ["thresholds", "fit", str(tmp_path / "s.npy"), "--init", "2"])
+    assert result.exit_code == 2
+
+
+def test_bad_solver_option_is_one_line_error(runner, dcase2017):
+    """An option that does not apply to the method is reported as `error:` with exit code 1."""
+    result = runner.invoke(main, ["thresholds", "fit", str(dcase2017), "--method", "exact", "--lr", "0.1"])
+    assert result.exit_code == 1 and "has no option lr" in result.stderr
