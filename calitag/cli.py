@@ -17,12 +17,23 @@ def main() -> None:
     """Tag audio recordings with calibrated per-class decisions."""
 
 
-# --- tag (issue 4) -------------------------------------------------------------------------
+# --- shared helpers and options -------------------------------------------------------------
 # Heavy imports (torch, the models) happen inside the commands so `calitag --help` stays fast.
 
 from pathlib import Path as _Path  # noqa: E402
 
 from calitag.models.registry import available_models as _available_models  # noqa: E402
+
+_CACHE_DIR_OPTION = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
+    help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag, else ~/.cache/calitag).",
+)
+_CHECKPOINT_OPTION = click.option(
+    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
+    help="Weights file to use instead of the cached published checkpoint.")
+_DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="auto: CUDA when available, else CPU.")
 
 
 def _download_progress(desc: str):  # -> (callback, close)
@@ -56,22 +67,33 @@ def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
     return expanded
 
 
+def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8):
+    from calitag.errors import TaggingError
+    from calitag.pipeline.tagger import Tagger
+
+    update, close = _download_progress(f"fetching {model_name}")
+    try:
+        return Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds,
+                           cache_dir=cache_dir, batch_size=batch_size, on_progress=update)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        close()
+
+
 @main.command("tag")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=_Path))
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True,
               help="Registered model to tag with.")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
-              help="Weights file to use instead of the cached published checkpoint.")
+@_CHECKPOINT_OPTION
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="Per-class thresholds fitted for this model (calitag calibrate); default: 0.5 for all.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Show at most N tags per file.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: CUDA when available, else CPU.")
+@_DEVICE_OPTION
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="How window scores of long files become one clip score.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
-              help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag).")
+@_CACHE_DIR_OPTION
 def tag_command(
     files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None, thresholds_path: _Path | None,
     top_k: int | None, fmt: str, device: str, aggregate: str, cache_dir: _Path | None,
@@ -85,16 +107,9 @@ def tag_command(
     import json
 
     from calitag.errors import TaggingError
-    from calitag.pipeline.tagger import Tagger
 
-    update, close = _download_progress(f"fetching {model_name}")
-    try:
-        tagger = Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                             cache_dir=cache_dir, on_progress=update)
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
-    finally:
-        close()
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
+                          cache_dir=cache_dir)
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
@@ -129,11 +144,6 @@ def tag_command(
 
 
 # --- models (issue 4) ----------------------------------------------------------------------
-
-_CACHE_DIR_OPTION = click.option(
-    "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
-    help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag, else ~/.cache/calitag).",
-)
 
 
 @main.group("models")
@@ -400,26 +410,12 @@ class _Progress:
             self.bar.close()
 
 
-def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8):
-    from calitag.errors import TaggingError
-    from calitag.pipeline.tagger import Tagger
-
-    update, close = _download_progress(f"fetching {model_name}")
-    try:
-        return Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds,
-                           cache_dir=cache_dir, batch_size=batch_size, on_progress=update)
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
-    finally:
-        close()
-
-
 @main.command("calibrate")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=_Path))
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path))
+@_CHECKPOINT_OPTION
 @click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
               show_default=True, help="Threshold solver.")
 @click.option("--objective", type=click.Choice(["micro-f1", "macro-f1"]), default="micro-f1", show_default=True)
@@ -430,8 +426,8 @@ def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, c
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Decoder processes.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None)
+@_DEVICE_OPTION
+@_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
 def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
@@ -497,7 +493,7 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
               help="Default: from the --out extension (.csv -> csv, else jsonl).")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path))
+@_CHECKPOINT_OPTION
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="Per-class thresholds fitted for this model; default: 0.5 for all.")
 @click.option("--recursive", is_flag=True, help="Also process sub-folders.")
@@ -508,8 +504,8 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Scores kept per file.")
 @click.option("--all-scores", is_flag=True, help="Keep every class score instead of the top k.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None)
+@_DEVICE_OPTION
+@_CACHE_DIR_OPTION
 def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: str, checkpoint: _Path | None,
                   thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
                   batch_size: int, top_k: int, all_scores: bool, resume: bool, device: str,
@@ -585,54 +581,22 @@ def _frame_level_models() -> list[str]:
     return sorted(name for name, spec in MODELS.items() if spec.frame_level)
 
 
-def _sed_audio_files(paths: tuple[_Path, ...]) -> list[_Path]:
-    """Files as given; a folder becomes the audio files directly inside it, sorted."""
-    from calitag.pipeline.audio import AUDIO_EXTENSIONS
-
-    found: list[_Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS))
-        else:
-            found.append(path)
-    return found
-
-
-def _sed_tagger(model_name: str, checkpoint: _Path | None, device: str, cache_dir: _Path | None):
-    from calitag.errors import TaggingError
-    from calitag.pipeline.tagger import Tagger
-
-    try:
-        return Tagger.load(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
-
-
 _SED_MODEL_OPTION = click.option(
     "--model", "model_name", type=click.Choice(_frame_level_models()), default="crnn-dcase2019", show_default=True,
     help="A frame-level model.")
-_SED_CHECKPOINT_OPTION = click.option(
-    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
-    help="Weights file to use instead of the cached published checkpoint.")
-_SED_DEVICE_OPTION = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="auto: CUDA when available, else CPU.")
-_SED_CACHE_OPTION = click.option(
-    "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
-    help="Checkpoint cache (default: $CALITAG_CACHE, else $XDG_CACHE_HOME/calitag).")
 
 
 @main.command("detect")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=_Path))
 @_SED_MODEL_OPTION
-@_SED_CHECKPOINT_OPTION
+@_CHECKPOINT_OPTION
 @click.option("--postprocess", "postprocess_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="Thresholds file with an events section (calitag calibrate-events), or the DCASE2019 CRNN "
                    "authors' parameters file; default: threshold 0.5, no smoothing.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Events TSV to write (DCASE layout: filename, onset, offset, event_label).")
-@_SED_DEVICE_OPTION
-@_SED_CACHE_OPTION
+@_DEVICE_OPTION
+@_CACHE_DIR_OPTION
 def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None,
                    postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
@@ -643,7 +607,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     from calitag.errors import TaggingError
     from calitag.pipeline.events import Postprocess, detect_events, load_postprocess, write_events_tsv
 
-    tagger = _sed_tagger(model_name, checkpoint, device, cache_dir)
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
     try:
         if postprocess_path is not None:
             postprocess = load_postprocess(postprocess_path, class_names=tagger.class_names,
@@ -654,7 +618,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
             postprocess = Postprocess.uniform(tagger.class_names)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    paths = _sed_audio_files(files)
+    paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
     events, done, failed = [], [], 0
@@ -683,7 +647,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
 @click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="Strong labels of the files in FOLDER (DCASE TSV: filename, onset, offset, event_label).")
 @_SED_MODEL_OPTION
-@_SED_CHECKPOINT_OPTION
+@_CHECKPOINT_OPTION
 @click.option("--metric", type=click.Choice(["event", "segment"]), default="event", show_default=True,
               help="Macro F1 to maximise: event-based (200 ms onset collar) or 1-s segment-based.")
 @click.option("--solver", type=click.Choice(["sgl", "exact"]), default="sgl", show_default=True,
@@ -691,8 +655,8 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write; when it exists (same model) only its events section is replaced.")
-@_SED_DEVICE_OPTION
-@_SED_CACHE_OPTION
+@_DEVICE_OPTION
+@_CACHE_DIR_OPTION
 def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str, checkpoint: _Path | None,
                              metric: str, solver: str, seed: int, out_path: _Path, device: str,
                              cache_dir: _Path | None) -> None:
@@ -718,11 +682,11 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     if missing:
         raise click.ClickException(
             f"{events_path} names {len(missing)} file(s) not in {folder}, e.g. {missing[:3]}")
-    on_disk = {p.name for p in _sed_audio_files((folder,))}
+    on_disk = {p.name for p in _expand_inputs((folder,))}
     unlabeled = sorted(on_disk - set(table.files))
     if unlabeled:
         click.echo(f"ignoring {len(unlabeled)} audio file(s) of {folder} not listed in {events_path}", err=True)
-    tagger = _sed_tagger(model_name, checkpoint, device, cache_dir)
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
     if existing is not None:
         try:
             existing.check_compatible(expected_classes=tagger.class_names, source=str(out_path))

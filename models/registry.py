@@ -306,6 +306,18 @@ CNN14_DECISION_LEVEL_MAX_CHECKPOINT = CheckpointSpec(
 
 register(
     ModelSpec(
+        name="cnn14-decision",
+        builder="calitag.models.cnn14:load_decision_level",
+        labels="audioset_527.csv",
+        frontend=PANNS_FRONTEND,
+        checkpoint=CNN14_DECISION_LEVEL_MAX_CHECKPOINT,
+        description="PANNs Cnn14_DecisionLevelMax: frame scores (10 ms) and their max as clip scores",
+        frame_level=True,
+    )
+)
+
+register(
+    ModelSpec(
         name="debug",
         builder="calitag.models.debug:load",
         labels="debug_5.csv",

@@ -19,7 +19,7 @@ import torch
 
 from calitag.errors import AudioError, DeviceError, ModelNotFoundError
 from calitag.models.checkpoints import resolve_checkpoint
-from calitag.models.registry import ModelSpec, get_spec
+from calitag.models.registry import MODELS, ModelSpec, get_spec
 from calitag.pipeline.audio import Aggregate, Window, resample, stream_windows, windows
 from calitag.pipeline.features import LogMel
 from calitag.pipeline.types import FrameScores, Scores, Tags, Waveform
@@ -323,9 +323,9 @@ class Tagger:
             If the file cannot be read.
         """
         if not self.spec.frame_level or not hasattr(self.model, "forward_frames"):
+            frame_level = sorted(name for name, spec in MODELS.items() if spec.frame_level)
             raise ModelNotFoundError(
-                f"{self.name} gives clip scores only; frame-level models: "
-                "crnn-dcase2019, cnn-transformer, debug"
+                f"{self.name} gives clip scores only; frame-level models: {', '.join(frame_level)}"
             )
         rate = self.spec.frontend.sample_rate
         feature_hop_s = self.spec.frontend.hop_length / rate
