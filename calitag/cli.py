@@ -711,7 +711,7 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"{'class':<28} {'F1 tuned':>9} {'F1 0.5':>7}  parameters")
-    baseline = dict(zip(result.postprocess.class_names, _per_class_baseline(scores, table, metric)))
+    baseline = result.baseline_class_scores
     for label in result.postprocess.class_names:
         f1 = result.class_scores[label]
         if math.isnan(f1):
@@ -722,18 +722,6 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
                    f"frames, {binar}, min gap {p.min_gap_s:.2f} s, min length {p.min_duration_s:.2f} s")
     click.echo(f"{metric}-based macro-F1 on {len(scores)} file(s): {100 * result.score:.1f} "
                f"(threshold 0.5: {100 * result.baseline_score:.1f}); fit {result.seconds:.2f} s -> {out_path}")
-
-
-def _per_class_baseline(scores, table, metric: str) -> list[float]:
-    from calitag.pipeline.events import Postprocess, detect_events
-    from calitag.pipeline.sed_metrics import event_based_scores, segment_based_scores
-
-    names = scores[0].class_names
-    detected = [e for fs in scores for e in detect_events(fs, Postprocess.uniform(names))]
-    durations = {f: len(fs.probs) * fs.frame_hop_s for f, fs in zip(table.files, scores)}
-    if metric == "event":
-        return list(event_based_scores(table.events, detected, class_names=names).f1)
-    return list(segment_based_scores(table.events, detected, class_names=names, durations_s=durations).f1)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class EventsTuning:
     score: macro F1 of the tuned stack on the tuning data.
     baseline_score: macro F1 of threshold 0.5 without smoothing on the same data.
     class_scores: per-class F1 of the tuned stack (NaN for classes without reference events).
+    baseline_class_scores: per-class F1 of threshold 0.5 without smoothing (NaN likewise).
     seconds: wall time of the fit.
     """
 
@@ -75,6 +76,7 @@ class EventsTuning:
     baseline_score: float
     class_scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    baseline_class_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def events(self) -> dict[str, Any]:
@@ -307,10 +309,10 @@ def tune_events(
 
     params = [ClassPostprocess() for _ in names]
     class_scores: dict[str, float] = {}
-    baseline: list[float] = []
+    baseline_scores: dict[str, float] = {}
     for done, c in enumerate(tuned_classes, start=1):
         scorer = scorers[c]
-        baseline.append(scorer.f1(ClassPostprocess()))
+        baseline_scores[names[c]] = scorer.f1(ClassPostprocess())
         # 1. surrogate thresholds of every smoothing candidate of the class, in one solver run
         columns = np.stack([scorer.smoothed(kind, k)[scorer.frame_mask] for kind, k in combos], axis=1)
         labels = np.repeat(frame_labels[c][:, None], len(combos), axis=1)
@@ -326,6 +328,8 @@ def tune_events(
             on_progress(done, len(tuned_classes))
     for c, label in enumerate(names):
         class_scores.setdefault(label, float("nan"))
+        baseline_scores.setdefault(label, float("nan"))
+    baseline = [baseline_scores[names[c]] for c in tuned_classes]
 
     score = float(np.mean([class_scores[names[c]] for c in tuned_classes])) if tuned_classes else float("nan")
     seconds = time.perf_counter() - t0
@@ -342,7 +346,7 @@ def tune_events(
     }
     pp = Postprocess(names, tuple(params), frame_hop_s=hop, fitted=fitted)
     return EventsTuning(pp, metric, score, float(np.mean(baseline)) if baseline else float("nan"),
-                        class_scores, seconds)
+                        class_scores, seconds, baseline_scores)
 
 
 def _tune_class(
