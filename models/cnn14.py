@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calitag.errors import AudioError, CheckpointError
+from calitag.models.frontend import analysis_window, mel_filters
 from calitag.models.registry import PANNS_FRONTEND, FrontendConfig
 
 N_CLASSES = 527
@@ -323,22 +324,8 @@ def strip_frontend(
             f"{source}: unexpected frontend keys {unknown}; expected only {list(FRONTEND_KEYS)}"
         )
     n_bins = frontend.n_fft // 2 + 1
-    # The same definitions as calitag.pipeline.features.LogMel, derived here from the config
-    # because models/ does not import pipeline/.
-    window = librosa.util.pad_center(
-        librosa.filters.get_window("hann", frontend.win_length or frontend.n_fft, fftbins=True),
-        size=frontend.n_fft,
-    )
-    window = torch.from_numpy(window).double()
-    mel = librosa.filters.mel(
-        sr=frontend.sample_rate,
-        n_fft=frontend.n_fft,
-        n_mels=frontend.n_mels,
-        fmin=frontend.f_min,
-        fmax=frontend.f_max,
-        htk=frontend.mel_htk,
-        norm=frontend.mel_norm,
-    )
+    window = torch.from_numpy(librosa.util.pad_center(analysis_window(frontend), size=frontend.n_fft))
+    mel = mel_filters(frontend)
     angle = (
         2
         * math.pi

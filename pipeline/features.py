@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import torch
 from torch import nn
 
+from calitag.models.frontend import analysis_window, mel_filters, tf_mel_matrix
 from calitag.models.registry import FrontendConfig
+
+__all__ = ["LogMel", "analysis_window", "mel_filters", "tf_mel_matrix"]
 
 
 class LogMel(nn.Module):
@@ -20,28 +22,9 @@ class LogMel(nn.Module):
     def __init__(self, config: FrontendConfig) -> None:
         super().__init__()
         self.config = config
-        win_length = config.win_length or config.n_fft
-        # Periodic Hann, as librosa.filters.get_window("hann", n, fftbins=True).
-        window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
+        window = torch.from_numpy(analysis_window(config))
         self.register_buffer("window", window.float(), persistent=False)
-        if config.mel_style == "tf":
-            mel = tf_mel_matrix(
-                sample_rate=config.sample_rate,
-                n_fft=config.n_fft,
-                n_mels=config.n_mels,
-                f_min=config.f_min,
-                f_max=config.f_max or config.sample_rate / 2,
-            )
-        else:
-            mel = librosa.filters.mel(
-                sr=config.sample_rate,
-                n_fft=config.n_fft,
-                n_mels=config.n_mels,
-                fmin=config.f_min,
-                fmax=config.f_max,
-                htk=config.mel_htk,
-                norm=config.mel_norm,
-            )
+        mel = mel_filters(config)
         self.register_buffer("mel_basis", torch.from_numpy(mel.astype(np.float32)), persistent=False)
 
     @property
@@ -80,42 +63,3 @@ class LogMel(nn.Module):
         if cfg.top_db is not None:
             db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - cfg.top_db)
         return db
-
-
-def tf_mel_matrix(
-    *, sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float
-) -> np.ndarray:
-    """Mel filters as TensorFlow's ``tf.signal.linear_to_mel_weight_matrix`` builds them.
-
-    Unlike librosa's HTK filters (triangles linear in Hz between mel-spaced edges), these
-    triangles are linear in *mel* (mel = 1127 ln(1 + f / 700)) evaluated at the FFT bin
-    frequencies, and the DC bin gets zero weight. YAMNet was trained with them.
-
-    Parameters
-    ----------
-    sample_rate : int
-        Hz.
-    n_fft : int
-        FFT length; the matrix has ``n_fft // 2 + 1`` frequency columns.
-    n_mels : int
-        Number of bands.
-    f_min, f_max : float
-        Lower edge of the first and upper edge of the last band, Hz.
-
-    Returns
-    -------
-    np.ndarray
-        float32, shape (n_mels, n_fft // 2 + 1), laid out as ``librosa.filters.mel``.
-    """
-    n_freqs = n_fft // 2 + 1
-    bin_mels = _hz_to_mel(np.linspace(0.0, sample_rate / 2.0, n_freqs)[1:])[None, :]
-    edges = np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2)
-    lower, center, upper = (edges[:-2, None], edges[1:-1, None], edges[2:, None])
-    rising = (bin_mels - lower) / (center - lower)
-    falling = (upper - bin_mels) / (upper - center)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    return np.hstack([np.zeros((n_mels, 1)), weights]).astype(np.float32)
-
-
-def _hz_to_mel(freq_hz: np.ndarray | float) -> np.ndarray:
-    return 1127.0 * np.log1p(np.asarray(freq_hz, dtype=np.float64) / 700.0)
