@@ -11,7 +11,6 @@ from calitag.pipeline.audio import (
     stream_windows,
     windows,
 )
-from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger, resolve_device
 from calitag.pipeline.types import Features, FrameScores, Scores, Tags, Waveform
 
 __all__ = [
@@ -33,3 +32,13 @@ __all__ = [
     "stream_windows",
     "windows",
 ]
+
+
+def __getattr__(name: str):
+    # The Tagger imports torch: load it on first use, so that decoder processes, which import
+    # only calitag.pipeline.audio, start in a fraction of a second.
+    if name in ("DEFAULT_THRESHOLD", "Tagger", "resolve_device"):
+        from calitag.pipeline import tagger
+
+        return getattr(tagger, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

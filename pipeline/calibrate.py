@@ -22,8 +22,8 @@ from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
 from calitag.pipeline.labels import ClipLabels, check_labels
 from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger
-from calitag.thresholds import ClassificationReport, Thresholds, evaluate, fit
-from calitag.thresholds.metrics import fbeta_np
+from calitag.thresholds import ClassificationReport, Thresholds, fit
+from calitag.thresholds.metrics import fbeta_np, report_from_counts
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,15 @@ def score_files(
     paths: Sequence[Path],
     *,
     cache: ScoreCache,
+    checkpoint_sha256: str | None = None,
     workers: int = 1,
     on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> tuple[np.ndarray, list[int], list[FileResult]]:
-    """Clip scores of ``paths`` (n_ok, n_classes), the indices of the files scored, and the failures."""
-    prefix = f"{tagger.name}:{_checkpoint_id(tagger)}:"
+    """Clip scores of ``paths`` (n_ok, n_classes), the indices of the files scored, and the failures.
+
+    Cache keys are ``model:checkpoint sha256:file sha256``, so other weights never reuse scores.
+    """
+    prefix = f"{tagger.name}:{checkpoint_sha256 or 'none'}:"
     keys = [prefix + file_digests(p)[0] for p in paths]
     todo = [i for i, key in enumerate(keys) if key not in cache.rows]
     failures: dict[int, FileResult] = {}
@@ -129,8 +133,10 @@ def score_files(
     return np.stack([cache.rows[keys[i]] for i in ok]) if ok else np.zeros((0, len(tagger.class_names))), ok, list(failures.values())
 
 
-def _checkpoint_id(tagger: Tagger) -> str:
-    return file_digests(tagger.checkpoint)[0][:16] if tagger.checkpoint is not None and Path(tagger.checkpoint).is_file() else "none"
+def _checkpoint_sha256(tagger: Tagger) -> str | None:
+    """sha256 of the weights file the tagger runs, None for random weights."""
+    path = tagger.checkpoint
+    return file_digests(path)[0] if path is not None and Path(path).is_file() else None
 
 
 # --- splitting and the bootstrap ------------------------------------------------------------------
@@ -160,13 +166,14 @@ def split_indices(targets: np.ndarray, *, held_out_fraction: float, seed: int) -
 
 
 def bootstrap_f1(
-    scores: np.ndarray, targets: np.ndarray, values: np.ndarray, *, seed: int, n_resamples: int = N_BOOTSTRAP
+    decided: np.ndarray, targets: np.ndarray, *, seed: int, n_resamples: int = N_BOOTSTRAP
 ) -> dict[str, Interval]:
-    """Micro and macro F1 of ``scores > values`` with percentile 95% intervals over resampled clips."""
-    decided = scores > values[None, :]
+    """Micro and macro F1 of binary decisions (n_clips, n_classes), with percentile 95% intervals
+    over ``n_resamples`` resamples of the clips."""
+    decided = np.asarray(decided, dtype=bool)
     truth = targets > 0
     rng = np.random.default_rng(seed)
-    n = len(scores)
+    n = len(decided)
     # Each resample as a count vector over the clips, so the counts are matrix products.
     weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)]).astype(np.float64)
     tp = weights @ (decided & truth)
@@ -179,6 +186,12 @@ def bootstrap_f1(
         low, high = np.percentile(samples, [2.5, 97.5])
         out[f"{average}_f1"] = Interval(point, float(low), float(high))
     return out
+
+
+def _report(decided: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...]) -> ClassificationReport:
+    truth = targets > 0
+    return report_from_counts((decided & truth).sum(0), decided.sum(0), truth.sum(0), thresholds=thresholds,
+                              class_names=classes, n_clips=len(decided))
 
 
 # --- the workflow -------------------------------------------------------------------------------
@@ -254,8 +267,9 @@ def calibrate(
     unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
     names = [name for name in labels.labels if name not in missing]
     cache = ScoreCache(cache_path_for(out, tagger.name), class_names)
-    scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache, workers=workers,
-                                     on_progress=on_progress)
+    checkpoint_sha256 = _checkpoint_sha256(tagger)
+    scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
+                                     checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
     names = [names[i] for i in ok]
     classes = tuple(c for c in class_names if any(c in labels.labels[n] for n in names))
     if not classes:
@@ -274,46 +288,32 @@ def calibrate(
     if folds:
         if folds < 2 or folds > len(names):
             raise LabelsError(f"--folds must be between 2 and the number of clips ({len(names)}), got {folds}")
-        held_scores, held_targets, held_values = [], [], []
+        # Every clip is held out once, and decided with the thresholds of the fold fitted without it.
+        held_idx = np.arange(len(names))
+        clip_values = np.empty_like(sub_scores)
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for fit_idx, held_idx in splitter.split(sub_scores, _strata(targets, folds)):
-            held_values.append(np.broadcast_to(fit_on(fit_idx).values, (len(held_idx), len(classes))))
-            held_scores.append(sub_scores[held_idx])
-            held_targets.append(targets[held_idx])
-        held_scores_arr = np.concatenate(held_scores)
-        held_targets_arr = np.concatenate(held_targets)
-        fold_values = np.concatenate(held_values)
-        # Per-clip thresholds from the fold that held it out: decisions = scores > that fold's values.
-        calibrated_report = evaluate(np.clip(held_scores_arr - fold_values + 0.5, 0.0, 1.0), held_targets_arr, 0.5,
-                                     class_names=classes)
-        fitted = fit_on(np.arange(len(names)))
-        n_fit, n_held = len(names), len(names)
-        boot_values_cal = None
+        for fit_idx, fold_idx in splitter.split(sub_scores, _strata(targets, folds)):
+            clip_values[fold_idx] = fit_on(fit_idx).values
+        fitted = fit_on(held_idx)
+        n_fit = len(names)
     else:
         fit_idx, held_idx = split_indices(targets, held_out_fraction=val_fraction, seed=seed)
         fitted = fit_on(fit_idx)
-        held_scores_arr, held_targets_arr = sub_scores[held_idx], targets[held_idx]
-        calibrated_report = evaluate(held_scores_arr, held_targets_arr, fitted.values, class_names=classes)
-        n_fit, n_held = len(fit_idx), len(held_idx)
-        boot_values_cal = fitted.values
-    default_report = evaluate(held_scores_arr, held_targets_arr, DEFAULT_THRESHOLD, class_names=classes)
-    default_values = np.full(len(classes), DEFAULT_THRESHOLD)
-    if boot_values_cal is None:
-        shifted = np.clip(held_scores_arr - fold_values + 0.5, 0.0, 1.0)
-        cal_interval = bootstrap_f1(shifted, held_targets_arr, np.full(len(classes), 0.5), seed=seed)
-    else:
-        cal_interval = bootstrap_f1(held_scores_arr, held_targets_arr, boot_values_cal, seed=seed)
-    intervals = {
-        "default": bootstrap_f1(held_scores_arr, held_targets_arr, default_values, seed=seed),
-        "calibrated": cal_interval,
-    }
+        clip_values = np.broadcast_to(fitted.values, (len(held_idx), len(classes)))
+        n_fit = len(fit_idx)
+    held_scores, held_targets = sub_scores[held_idx], targets[held_idx]
+    decided = {"default": held_scores > DEFAULT_THRESHOLD, "calibrated": held_scores > clip_values}
+    default_report = _report(decided["default"], held_targets, np.full(len(classes), DEFAULT_THRESHOLD), classes)
+    calibrated_report = _report(decided["calibrated"], held_targets, fitted.values, classes)
+    intervals = {kind: bootstrap_f1(d, held_targets, seed=seed) for kind, d in decided.items()}
+    n_held = len(held_idx)
     values = np.full(len(class_names), DEFAULT_THRESHOLD)
     values[columns] = fitted.values
     thresholds = Thresholds(
         values=values,
         class_names=class_names,
         model=tagger.name,
-        model_sha256=file_digests(tagger.checkpoint)[0] if tagger.checkpoint is not None and Path(tagger.checkpoint).is_file() else None,
+        model_sha256=checkpoint_sha256,
         method=fitted.method,
         options={**fitted.options, "calibrated_classes": list(classes), "other_classes": DEFAULT_THRESHOLD},
         objective=fitted.objective,

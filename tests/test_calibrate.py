@@ -57,7 +57,7 @@ def test_bootstrap_point_estimate_matches_exact_metrics():
     scores = rng.random((60, 4))
     targets = (rng.random((60, 4)) < 0.4).astype(float)
     values = np.array([0.3, 0.5, 0.6, 0.4])
-    boot = bootstrap_f1(scores, targets, values, seed=0)
+    boot = bootstrap_f1(scores > values, targets, seed=0)
     report = evaluate(scores, targets, values)
     assert boot["micro_f1"].value == pytest.approx(report.micro_f1)
     assert boot["macro_f1"].value == pytest.approx(report.macro_f1)

@@ -182,3 +182,18 @@ def test_score_windows_matches_scores_of_one_window(tagger: Tagger, speech_clip:
     n = int(spec.window_s * rate)
     batch = np.stack([samples[:n], samples[-n:]])
     assert np.max(np.abs(tagger.score_windows(batch) - tagger.scores(list(batch)).probs)) < 1e-5
+
+
+def test_optimized_tagger_traces_once_and_keeps_the_scores() -> None:
+    """optimize=True runs a frozen TorchScript graph of a traceable model with the eager scores."""
+    from calitag.models import cnn_transformer
+
+    spec = get_spec("cnn-transformer")
+    model = cnn_transformer.load(None, seed=0)
+    eager = Tagger(spec, model, device=torch.device("cpu"))
+    fast = Tagger(spec, model, device=torch.device("cpu"), optimize=True)
+    rng = np.random.default_rng(0)
+    batch = (0.1 * rng.standard_normal((3, 2 * spec.frontend.sample_rate))).astype(np.float32)
+    np.testing.assert_allclose(fast.score_windows(batch), eager.score_windows(batch), atol=1e-5)
+    assert isinstance(fast._traced, torch.jit.ScriptModule)
+    assert fast.score_windows(batch[:1]).shape == (1, len(spec.class_names))  # other batch sizes reuse it
