@@ -81,8 +81,8 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
 
 
-def _torchlibrosa_frontend_state() -> dict[str, torch.Tensor]:
-    """The frontend weights an upstream PANNs checkpoint carries, built by torchlibrosa."""
+def _torchlibrosa_frontend() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """PANNs' frontend as upstream builds it with torchlibrosa: (Spectrogram, LogmelFilterBank)."""
     from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
     spec = Spectrogram(
@@ -105,6 +105,12 @@ def _torchlibrosa_frontend_state() -> dict[str, torch.Tensor]:
         top_db=None,
         freeze_parameters=True,
     )
+    return spec, logmel
+
+
+def _torchlibrosa_frontend_state() -> dict[str, torch.Tensor]:
+    """The frontend weights an upstream PANNs checkpoint carries, built by torchlibrosa."""
+    spec, logmel = _torchlibrosa_frontend()
     state = {f"spectrogram_extractor.{k}": v for k, v in spec.state_dict().items()}
     state.update({f"logmel_extractor.{k}": v for k, v in logmel.state_dict().items()})
     return state
@@ -115,28 +121,7 @@ def test_logmel_matches_torchlibrosa_on_real_clip(
 ) -> None:
     """calitag's LogMel equals the torchlibrosa frontend of PANNs within 1e-3 dB on a real clip."""
     pytest.importorskip("torchlibrosa", reason="test extra: torchlibrosa")
-    from torchlibrosa.stft import LogmelFilterBank, Spectrogram
-
-    spec = Spectrogram(
-        n_fft=1024,
-        hop_length=320,
-        win_length=1024,
-        window="hann",
-        center=True,
-        pad_mode="reflect",
-        freeze_parameters=True,
-    )
-    logmel = LogmelFilterBank(
-        sr=32000,
-        n_fft=1024,
-        n_mels=64,
-        fmin=50,
-        fmax=14000,
-        ref=1.0,
-        amin=1e-10,
-        top_db=None,
-        freeze_parameters=True,
-    )
+    spec, logmel = _torchlibrosa_frontend()
     with torch.inference_mode():
         reference = logmel(spec(waveform))[:, 0].transpose(1, 2)  # (1, 64, n_frames)
     assert reference.shape == features.shape
