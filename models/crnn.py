@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from calitag.errors import AudioError, CheckpointError
-from calitag.models.keras_h5 import read_keras_weights, verify_sha256
+from calitag.models.checkpoints import verify_file
+from calitag.models.keras_h5 import read_keras_weights
 from calitag.models.registry import get_spec
 
 N_MELS = 64
@@ -270,7 +271,7 @@ def load(checkpoint: Path | None, *, seed: int = 0, verify: bool = True) -> CRNN
         )
     expected = get_spec("crnn-dcase2019").checkpoint.sha256
     if verify and expected:
-        verify_sha256(checkpoint, expected, what="CRNN checkpoint")
+        verify_file(checkpoint, sha256=expected, what="CRNN checkpoint")
     state = convert_keras_weights(read_keras_weights(checkpoint), source=str(checkpoint))
     try:
         model.load_state_dict(state, strict=True)

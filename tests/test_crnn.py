@@ -10,7 +10,8 @@ import torch
 
 from calitag.errors import AudioError, CheckpointError, ChecksumError
 from calitag.models import crnn
-from calitag.models.keras_h5 import read_keras_weights, sha256_file
+from calitag.models.checkpoints import file_digests
+from calitag.models.keras_h5 import read_keras_weights
 from calitag.models.registry import MODELS
 from calitag.pipeline.features import LogMel
 
@@ -58,7 +59,7 @@ def test_keras_file_layers(h5_path):
 
 def test_checkpoint_sha256_matches_registry(h5_path):
     """The shared h5 is the published file the registry names."""
-    assert sha256_file(h5_path) == MODELS["crnn-dcase2019"].checkpoint.sha256
+    assert file_digests(h5_path)[0] == MODELS["crnn-dcase2019"].checkpoint.sha256
 
 
 def test_parameter_count(model):
