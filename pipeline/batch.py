@@ -98,56 +98,50 @@ def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str 
     )
 
 
-def _decode(
-    tasks: "mp.Queue[tuple[int, str] | None]", out: "mp.Queue[tuple]", sample_rate: int, window_s: float,
-    hop_s: float, min_window_s: float | None,
-) -> None:
-    """Decoder process: for each (index, path) task, put its windows then an end (or error) message."""
+def _file_messages(
+    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None
+) -> Iterator[tuple]:
+    """The messages of one file: start, its windows, then end (with its length) or error."""
+    yield ("start", index, None)
+    n_samples = 0
+    try:
+        for window in stream_windows(
+            path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
+        ):
+            n_samples = max(n_samples, window.start + window.n_valid)
+            yield ("window", index, window.samples)
+    except TaggingError as err:
+        yield ("error", index, str(err))
+        return
+    except Exception as err:  # one odd file must never stop a batch
+        yield ("error", index, f"{path}: {type(err).__name__}: {err}")
+        return
+    yield ("end", index, n_samples)
+
+
+def _decode(tasks: "mp.Queue[tuple[int, str] | None]", out: "mp.Queue[tuple]", windowing: dict) -> None:
+    """Decoder process: the messages of each (index, path) task, onto ``out``, until a None task."""
     while (task := tasks.get()) is not None:
-        index, path = task
-        out.put(("start", index, None))
-        n_samples = 0
-        try:
-            for window in stream_windows(
-                path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
-            ):
-                n_samples = max(n_samples, window.start + window.n_valid)
-                out.put(("window", index, window.samples))
-        except TaggingError as err:
-            out.put(("error", index, str(err)))
-            continue
-        except Exception as err:  # a decoder must never die silently on one odd file
-            out.put(("error", index, f"{path}: {type(err).__name__}: {err}"))
-            continue
-        out.put(("end", index, n_samples))
+        for message in _file_messages(*task, **windowing):
+            out.put(message)
+
+
+def _windowing(tagger: Tagger) -> dict:
+    spec = tagger.spec
+    return {"sample_rate": spec.frontend.sample_rate, "window_s": spec.window_s, "hop_s": spec.hop_s,
+            "min_window_s": spec.min_window_s}
 
 
 class _InProcess:
     """The same messages as the decoder processes, made in this process (``workers=0``)."""
 
     def __init__(self, paths: Sequence[str], tagger: Tagger) -> None:
-        self._messages = self._generate(paths, tagger)
-
-    @staticmethod
-    def _generate(paths: Sequence[str], tagger: Tagger) -> Iterator[tuple]:
-        spec = tagger.spec
-        for index, path in enumerate(paths):
-            yield ("start", index, None)
-            n_samples = 0
-            try:
-                for window in stream_windows(
-                    path, sample_rate=spec.frontend.sample_rate, window_s=spec.window_s, hop_s=spec.hop_s,
-                    min_window_s=spec.min_window_s,
-                ):
-                    n_samples = max(n_samples, window.start + window.n_valid)
-                    yield ("window", index, window.samples)
-            except TaggingError as err:
-                yield ("error", index, str(err))
-                continue
-            yield ("end", index, n_samples)
+        self._paths = paths
+        self._windowing = _windowing(tagger)
 
     def messages(self) -> Iterator[tuple]:
-        yield from self._messages
+        for task in enumerate(self._paths):
+            yield from _file_messages(*task, **self._windowing)
 
     def close(self) -> None:
         pass
@@ -157,7 +151,6 @@ class _Decoders:
     """A pool of decoder processes fed from a task queue, read through one bounded queue."""
 
     def __init__(self, paths: Sequence[str], tagger: Tagger, workers: int) -> None:
-        spec = tagger.spec
         # fork starts a decoder in milliseconds, as torch's DataLoader workers do; the children only
         # read and resample audio (no torch, no CUDA). Elsewhere, spawn.
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -167,7 +160,7 @@ class _Decoders:
             self._tasks.put(task)
         for _ in range(workers):
             self._tasks.put(None)
-        args = (self._tasks, self._out, spec.frontend.sample_rate, spec.window_s, spec.hop_s, spec.min_window_s)
+        args = (self._tasks, self._out, _windowing(tagger))
         self._procs = [ctx.Process(target=_decode, args=args, daemon=True) for _ in range(workers)]
         for proc in self._procs:
             proc.start()
