@@ -16,17 +16,16 @@ A script, never part of the test run. It prints one table.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from inference import panns_cnn14_runner  # benchmarks/ is on sys.path when a script in it runs
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "audio_samples"
@@ -51,31 +50,13 @@ def make_clips(folder: Path, n_files: int) -> list[Path]:
     return paths
 
 
-def panns_model(state_dict: dict) -> torch.nn.Module:
-    """panns-inference's Cnn14 with our weights; its import wants a label CSV under ~/panns_data."""
-    home = Path(tempfile.mkdtemp(prefix="panns_home_"))
-    (home / "panns_data").mkdir()
-    shutil.copy(REPO / "models" / "labels" / "audioset_527.csv", home / "panns_data" / "class_labels_indices.csv")
-    os.environ["HOME"] = str(home)
-    from panns_inference.models import Cnn14 as PannsCnn14
-
-    model = PannsCnn14(sample_rate=32_000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14_000,
-                       classes_num=527)
-    result = model.load_state_dict(state_dict, strict=False)
-    if result.unexpected_keys or any(not k.startswith(("spectrogram_extractor", "logmel_extractor"))
-                                     for k in result.missing_keys):
-        sys.exit(f"weights do not map onto panns-inference's Cnn14: {result}")
-    return model.eval()
-
-
-def plain_loop(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
+def plain_loop(run: Callable[[torch.Tensor], torch.Tensor], paths: list[Path]) -> np.ndarray:
     import librosa
 
     rows = []
-    with torch.inference_mode():
-        for path in paths:
-            audio, _ = librosa.load(path, sr=32_000, mono=True)
-            rows.append(model(torch.from_numpy(audio)[None])["clipwise_output"][0].numpy())
+    for path in paths:
+        audio, _ = librosa.load(path, sr=32_000, mono=True)
+        rows.append(run(torch.from_numpy(audio)[None])[0].numpy())
     return np.stack(rows)
 
 
@@ -94,7 +75,7 @@ def main() -> None:
     ours = cnn14.load(None, seed=0)
     # As `calitag batch` runs it: traced and frozen once (--jit, the default).
     tagger = Tagger(get_spec("cnn14"), ours, device=torch.device("cpu"), batch_size=args.batch_size, optimize=True)
-    reference = panns_model(ours.state_dict())
+    reference = panns_cnn14_runner(ours.state_dict())
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_clips(Path(tmp), args.files)
         plain_loop(reference, paths[:1])  # warm-up both sides

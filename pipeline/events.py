@@ -468,6 +468,16 @@ def detect_events(
 CRNN_DCASE2019_FRAME_HOP_S = 512 / 22_050
 
 
+def _read_json(source: str, *, what: str) -> Any:
+    """The parsed JSON of a file; ThresholdsError naming ``what`` and the file when it cannot be had."""
+    try:
+        return json.loads(Path(source).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ThresholdsError(f"{what} not found: {source}") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ThresholdsError(f"cannot read {source} as JSON: {e}") from e
+
+
 def postprocess_from_authors(
     path_or_data: str | os.PathLike | Mapping[str, Any],
     *,
@@ -500,12 +510,7 @@ def postprocess_from_authors(
         data, source = path_or_data, "<dict>"
     else:
         source = str(path_or_data)
-        try:
-            data = json.loads(Path(source).read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise ThresholdsError(f"authors' parameters file not found: {source}") from e
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ThresholdsError(f"cannot read {source} as JSON: {e}") from e
+        data = _read_json(source, what="authors' parameters file")
     try:
         classes = list(data["classes"])
         hyst = data["localization_hysteresis"]
@@ -568,12 +573,7 @@ def load_postprocess(
         Parameters for other classes or another model.
     """
     source = str(path)
-    try:
-        data = json.loads(Path(source).read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ThresholdsError(f"post-processing file not found: {source}") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ThresholdsError(f"cannot read {source} as JSON: {e}") from e
+    data = _read_json(source, what="post-processing file")
     if not isinstance(data, Mapping):
         raise ThresholdsError(f"{source}: expected a JSON object, got {type(data).__name__}")
     if "localization_hysteresis" in data:
