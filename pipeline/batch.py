@@ -10,6 +10,7 @@ memory flat whatever the number or the length of the files.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -121,6 +122,9 @@ def _file_messages(
 
 def _decode(tasks: "mp.Queue[tuple[int, str] | None]", out: "mp.Queue[tuple]", windowing: dict) -> None:
     """Decoder process: the messages of each (index, path) task, onto ``out``, until a None task."""
+    # Decoding is background work: at a lower priority it fills the queue in the model's gaps
+    # instead of preempting its threads (on 2 cores that preemption cost about 15% of the run).
+    os.nice(10)
     while (task := tasks.get()) is not None:
         for message in _file_messages(*task, **windowing):
             out.put(message)
