@@ -53,3 +53,11 @@ class DeviceError(TaggingError):
 
 class CalibrationError(TaggingError):
     """A threshold solver or objective is unknown, or one of its options is out of range."""
+
+
+class CacheError(CheckpointError):
+    """The model cache folder cannot be used (not a folder, not writable)."""
+
+
+class DownloadError(ModelNotFoundError):
+    """A published file could not be downloaded (no network, HTTP error, no pip)."""

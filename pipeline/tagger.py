@@ -109,7 +109,9 @@ class Tagger:
         self.batch_size = batch_size
         self.class_names: tuple[str, ...] = spec.class_names
         self.model = model.eval().to(device)
-        self.frontend = LogMel(spec.frontend).to(device)
+        # Models that score waveforms themselves (YAMNet: numpy frontend + onnxruntime) need no torch frontend.
+        self._scores_waveforms = getattr(model, "waveform_scores", None)
+        self.frontend = None if self._scores_waveforms else LogMel(spec.frontend).to(device)
         self._prepare = getattr(model, "prepare_features", None) or getattr(
             importlib.import_module(spec.builder.split(":")[0]), "prepare_features", None
         )
@@ -226,6 +228,8 @@ class Tagger:
 
     def _forward(self, batch: np.ndarray, *, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Waveforms (B, n) -> clip probs (B, C), frame probs (B, T_out, C) or None, feature frames."""
+        if self._scores_waveforms is not None and not frames:
+            return self._scores_waveforms(batch), None, 0
         with torch.inference_mode():
             waves = torch.from_numpy(batch).to(self.device)
             features = self.frontend(waves)
