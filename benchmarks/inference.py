@@ -40,7 +40,7 @@ CLIP = SHARED / "audio" / "R9_ZSCveAHg_7s.wav"
 CRNN_H5 = SHARED / "models" / "crnn_dcase2019_pellegrini_irit_task4_1.h5"
 AUDIOSET_CSV = REPO / "models" / "labels" / "audioset_527.csv"
 CLIP_SECONDS = 10.0
-DEFAULT_MODELS = ("cnn14", "cnn-transformer", "crnn-dcase2019", "yamnet")
+DEFAULT_MODELS = ("cnn14", "cnn-transformer", "crnn-dcase2019", "yamnet", "yamnet-int8")
 PANNS = "panns-inference 0.1.1"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -63,10 +63,10 @@ def checkpoint_for(name: str) -> tuple[Path | None, str]:
     """The checkpoint the benchmark uses for ``name``, and how to describe its weights."""
     if name == "crnn-dcase2019":
         return (CRNN_H5, "published") if CRNN_H5.is_file() else (None, "random")
-    if name == "yamnet":
+    if name in ("yamnet", "yamnet-int8"):
         from calitag.models.checkpoints import resolve_checkpoint
 
-        return resolve_checkpoint("yamnet", download=False), "published"
+        return resolve_checkpoint(name, download=False), "published"
     return None, "random"
 
 
