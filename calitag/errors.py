@@ -53,3 +53,7 @@ class DeviceError(TaggingError):
 
 class CalibrationError(TaggingError):
     """A threshold solver or objective is unknown, or one of its options is out of range."""
+
+
+class EngineError(TaggingError):
+    """A batch engine is not installed, or its cluster cannot be reached or fails."""
