@@ -412,7 +412,9 @@ class _Progress:
 
 
 @main.command("calibrate")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=_Path))
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=_Path))
+@click.option("--scores", "scores_path", default=None,
+              help="Fit from a `calitag batch --all-scores` output (JSONL file or Parquet folder) instead of FOLDER.")
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
@@ -431,27 +433,37 @@ class _Progress:
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
-def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
-                      objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path) -> None:
+def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path: _Path, model_name: str,
+                      checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
+                      seed: int, skip_missing: bool, workers: int, device: str, cache_dir: _Path | None,
+                      out_path: _Path) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
     held-out part, and the thresholds fitted on the first are measured on the second against the
     default threshold 0.5, with bootstrap 95% intervals. Classes absent from the labels keep 0.5.
+    With --scores, the clip scores come from a batch output of the same model instead.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.calibrate import calibrate
+    from calitag.pipeline.calibrate import ScoredFiles, calibrate
     from calitag.pipeline.labels import read_clip_labels
 
+    if (folder is None) == (scores_path is None):
+        raise click.UsageError("give either FOLDER or --scores")
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
-    progress = None
+    progress = scored = None
     try:
+        if scores_path is not None:
+            from calitag.pipeline.records import read_all_scores
+
+            paths, matrix, errors = read_all_scores(scores_path, model=model_name, class_names=tagger.class_names)
+            scored = ScoredFiles(paths=tuple(paths), scores=matrix, errors=errors, source=scores_path)
+            folder = _Path(scores_path)
         labels = read_clip_labels(labels_path, class_names=tagger.class_names)
         progress = _Progress(len(labels.labels), "scoring")
         result = calibrate(tagger, folder, labels, out=out_path, method=method, objective=objective.replace("-", "_"),
                            val_fraction=val_fraction, folds=folds, seed=seed, skip_missing=skip_missing,
-                           workers=workers, on_progress=progress)
+                           workers=workers, on_progress=progress, scored=scored)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
