@@ -45,6 +45,8 @@ RAY_EXTRA = "pip install 'calitag[ray]'"
 CHUNK_WINDOWS = 32
 #: Files per decoding task.
 FILES_PER_TASK = 4
+#: Memory reserved per decoding task, bytes (a chunk of windows and the decoder's buffers).
+DECODE_MEMORY = 256 * 2**20
 #: Chunks per actor call (each call stacks their windows into forward passes).
 CHUNKS_PER_CALL = 8
 #: The Tagger's default threshold (calitag.pipeline.tagger), without importing torch in the driver.
@@ -365,7 +367,9 @@ def _run(ray, model, paths, class_names, rate, options, *, checkpoint, cache_dir
     n_blocks = max(1, -(-len(paths) // options.files_per_task))
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=n_blocks)
     dataset = dataset.map_batches(
-        _decode_batch, batch_size=options.files_per_task, batch_format="numpy", num_cpus=1,
+        # The memory reservation also keeps Ray Data from fusing decoding into the actors, where
+        # it would run in turn with the model instead of beside it.
+        _decode_batch, batch_size=options.files_per_task, batch_format="numpy", num_cpus=1, memory=DECODE_MEMORY,
         fn_kwargs={"windowing": windowing, "chunk_windows": options.chunk_windows},
     )
     dataset = dataset.map_batches(
