@@ -45,6 +45,9 @@ RAY_EXTRA = "pip install 'calitag[ray]'"
 CHUNK_WINDOWS = 32
 #: Files per decoding task.
 FILES_PER_TASK = 4
+#: CPUs reserved per decoding task: half a core, so that one actor and one decoder fit on a
+#: single-CPU node (decoding waits on reads as well as computing).
+DECODE_CPUS = 0.5
 #: Memory reserved per decoding task, bytes (a chunk of windows and the decoder's buffers).
 DECODE_MEMORY = 256 * 2**20
 #: Chunks per actor call (each call stacks their windows into forward passes).
@@ -369,7 +372,8 @@ def _run(ray, model, paths, class_names, rate, options, *, checkpoint, cache_dir
     dataset = dataset.map_batches(
         # The memory reservation also keeps Ray Data from fusing decoding into the actors, where
         # it would run in turn with the model instead of beside it.
-        _decode_batch, batch_size=options.files_per_task, batch_format="numpy", num_cpus=1, memory=DECODE_MEMORY,
+        _decode_batch, batch_size=options.files_per_task, batch_format="numpy", num_cpus=DECODE_CPUS,
+        memory=DECODE_MEMORY,
         fn_kwargs={"windowing": windowing, "chunk_windows": options.chunk_windows},
     )
     dataset = dataset.map_batches(
