@@ -412,7 +412,9 @@ class _Progress:
 
 
 @main.command("calibrate")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=_Path))
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=_Path))
+@click.option("--scores", "scores_path", default=None,
+              help="Fit from a `calitag batch --all-scores` output (JSONL file or Parquet folder) instead of FOLDER.")
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=_Path),
               help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
@@ -431,27 +433,37 @@ class _Progress:
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
-def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
-                      objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path) -> None:
+def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path: _Path, model_name: str,
+                      checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
+                      seed: int, skip_missing: bool, workers: int, device: str, cache_dir: _Path | None,
+                      out_path: _Path) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
     held-out part, and the thresholds fitted on the first are measured on the second against the
     default threshold 0.5, with bootstrap 95% intervals. Classes absent from the labels keep 0.5.
+    With --scores, the clip scores come from a batch output of the same model instead.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.calibrate import calibrate
+    from calitag.pipeline.calibrate import ScoredFiles, calibrate
     from calitag.pipeline.labels import read_clip_labels
 
+    if (folder is None) == (scores_path is None):
+        raise click.UsageError("give either FOLDER or --scores")
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
-    progress = None
+    progress = scored = None
     try:
+        if scores_path is not None:
+            from calitag.pipeline.records import read_all_scores
+
+            paths, matrix, errors = read_all_scores(scores_path, model=model_name, class_names=tagger.class_names)
+            scored = ScoredFiles(paths=tuple(paths), scores=matrix, errors=errors, source=scores_path)
+            folder = _Path(scores_path)
         labels = read_clip_labels(labels_path, class_names=tagger.class_names)
         progress = _Progress(len(labels.labels), "scoring")
         result = calibrate(tagger, folder, labels, out=out_path, method=method, objective=objective.replace("-", "_"),
                            val_fraction=val_fraction, folds=folds, seed=seed, skip_missing=skip_missing,
-                           workers=workers, on_progress=progress)
+                           workers=workers, on_progress=progress, scored=scored)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -488,11 +500,11 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
 
 
 @main.command("batch")
-@click.argument("folder", type=click.Path(exists=True, path_type=_Path))
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
-              help="Results file: one record per file, appended as files finish.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
-              help="Default: from the --out extension (.csv -> csv, else jsonl).")
+@click.argument("folder", metavar="SOURCE")
+@click.option("--out", "out_path", required=True,
+              help="Results: a file (jsonl, csv) appended as files finish, or a folder of Parquet part files.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+              help="Default: parquet with --engine ray, else from the --out extension (.csv -> csv, else jsonl).")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
 @_CHECKPOINT_OPTION
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
@@ -509,33 +521,66 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
               help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
-def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: str, checkpoint: _Path | None,
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine's processes; ray: Ray Data, on a local instance or a cluster (--address).")
+@click.option("--address", default=None, help="Ray cluster to join (e.g. 'auto', 'HOST:6379'); default: start one here.")
+@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="Ray scoring actors.")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs per Ray actor (the model then runs on CUDA).")
+@click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="CPUs reserved per Ray actor.")
+@click.option("--rows-per-part", type=click.IntRange(min=1), default=None,
+              help="Parquet: records per part file (default 1000; a kill redoes at most this many files).")
+def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, checkpoint: _Path | None,
                   thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
                   batch_size: int, top_k: int, all_scores: bool, resume: bool, optimize: bool, device: str,
-                  cache_dir: _Path | None) -> None:
-    """Tag every audio file in FOLDER, writing one record per file to --out.
+                  cache_dir: _Path | None, engine: str, address: str | None, actors: int, gpus_per_actor: float,
+                  cpus_per_actor: float, rows_per_part: int | None) -> None:
+    """Tag every audio file in SOURCE, writing one record per file to --out.
 
-    Records are appended and flushed as files finish, so an interrupted run loses nothing and
-    `--resume` skips the files already done. A file that fails gets a record with an `error`
-    field; the exit code is 1 if any file failed.
+    SOURCE is a folder; with --engine ray also a text file listing paths, or a URI
+    (file://, s3://, gs://, ...). Records are written as files finish, so an interrupted run
+    loses nothing and `--resume` skips the files already done. A file that fails gets a record
+    with an `error` field; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
     from calitag.pipeline.batch import find_audio_files, run_batch
-    from calitag.pipeline.records import RecordWriter
+    from calitag.pipeline.records import ROWS_PER_PART, ParquetWriter, RecordWriter
     from calitag.models.checkpoints import file_digests
+    from calitag.models.registry import get_spec
 
-    fmt = fmt or ("csv" if out_path.suffix.lower() == ".csv" else "jsonl")
-    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                          cache_dir=cache_dir, batch_size=batch_size)
+    if fmt is None:
+        fmt = "parquet" if engine == "ray" else ("csv" if out_path.lower().endswith(".csv") else "jsonl")
+    if engine == "local" and "://" in folder:
+        raise click.UsageError("a URI SOURCE needs --engine ray")
+    class_names = get_spec(model_name).class_names
     # Records name the thresholds file and the start of its sha256, so results stay traceable.
     thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
                      if thresholds_path is not None else None)
+    tagger = thresholds = None
     try:
-        files = find_audio_files(folder, recursive=recursive, pattern=pattern)
-        writer = RecordWriter(out_path, fmt, resume=resume)
+        if engine == "local":
+            files = [str(p) for p in find_audio_files(_Path(folder), recursive=recursive, pattern=pattern)]
+        else:
+            from calitag.pipeline.ray_engine import import_ray, list_sources
+
+            import_ray()
+            files = list_sources(folder, recursive=recursive, pattern=pattern)
+        if engine == "local":
+            tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
+                                  cache_dir=cache_dir, batch_size=batch_size)
+        elif thresholds_path is not None:
+            from calitag.thresholds import Thresholds
+
+            thresholds = Thresholds.load(thresholds_path, expected_model=model_name, expected_classes=class_names)
+        if fmt == "parquet":
+            writer = ParquetWriter(out_path, class_names=class_names, model=model_name, all_scores=all_scores,
+                                   resume=resume, rows_per_part=rows_per_part or ROWS_PER_PART)
+        else:
+            writer = RecordWriter(_Path(out_path), fmt, resume=resume)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    todo = [p for p in files if str(p) not in writer.done]
+    todo = [p for p in files if p not in writer.done]
     if resume and len(todo) < len(files):
         click.echo(f"resuming: {len(files) - len(todo)} of {len(files)} file(s) already in {out_path}", err=True)
     if not files:
@@ -555,14 +600,23 @@ def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: s
             "path": result.path,
             "duration_s": round(result.duration_s, 3),
             "tags": [label for label, _ in result.tags],
-            "scores": {tagger.class_names[i]: round(float(result.scores[i]), 6) for i in order},
+            "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
             "model": model_name,
             "thresholds": thresholds_id,
         })
 
     progress = _Progress(len(todo), "tagging")
     try:
-        results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
+        if engine == "local":
+            results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
+        else:
+            from calitag.pipeline.ray_engine import RayOptions, run_ray_batch
+
+            options = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor,
+                                 cpus_per_actor=cpus_per_actor)
+            results = run_ray_batch(model_name, todo, options=options, checkpoint=checkpoint, cache_dir=cache_dir,
+                                    thresholds=thresholds, batch_size=batch_size, optimize=optimize,
+                                    on_result=record, on_progress=progress)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:

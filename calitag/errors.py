@@ -61,3 +61,7 @@ class CacheError(CheckpointError):
 
 class DownloadError(ModelNotFoundError):
     """A published file could not be downloaded (no network, HTTP error, no pip)."""
+
+
+class EngineError(TaggingError):
+    """A batch engine is not installed, or its cluster cannot be reached or fails."""

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,35 @@ def score_files(
     return np.stack([cache.rows[keys[i]] for i in ok]) if ok else np.zeros((0, len(tagger.class_names))), ok, list(failures.values())
 
 
+@dataclass(frozen=True)
+class ScoredFiles:
+    """Clip scores made elsewhere (a ``calitag batch --all-scores`` output), looked up by file name.
+
+    paths: the recorded path of each row of ``scores`` (n_files, n_classes); errors: {path: error}.
+    A label-file name matches the one recorded path that equals it or ends with ``/`` + it.
+    """
+
+    paths: tuple[str, ...]
+    scores: np.ndarray
+    errors: dict[str, str]
+    source: str
+
+    @cached_property
+    def _by_base(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for path in (*self.paths, *self.errors):
+            index.setdefault(path.rsplit("/", 1)[-1], []).append(path)
+        return index
+
+    def find(self, name: str) -> str | None:
+        """The recorded path of a label-file name, None if absent; several matches raise LabelsError."""
+        found = [p for p in self._by_base.get(name.rsplit("/", 1)[-1], []) if p == name or p.endswith("/" + name)]
+        if len(found) > 1:
+            raise LabelsError(f"{self.source}: {name} matches {len(found)} recorded files ({', '.join(found[:3])}); "
+                              "name files by a longer path in the labels")
+        return found[0] if found else None
+
+
 def _checkpoint_sha256(tagger: Tagger) -> str | None:
     """sha256 of the weights file the tagger runs, None for random weights."""
     path = tagger.checkpoint
@@ -210,6 +240,7 @@ def calibrate(
     skip_missing: bool = False,
     workers: int = 1,
     on_progress: Callable[[BatchProgress], None] | None = None,
+    scored: ScoredFiles | None = None,
     **options: object,
 ) -> CalibrationResult:
     """Fit per-class thresholds for ``tagger`` on a labeled folder and measure them on held-out clips.
@@ -235,6 +266,9 @@ def calibrate(
         Seeds the split, the solver and the bootstrap.
     skip_missing : bool
         Drop files listed but absent, and labels that are not model classes, instead of failing.
+    scored : ScoredFiles or None
+        Use these scores (from a batch output) instead of scoring the files in ``folder``, which
+        then only names the source in the thresholds file.
 
     Returns
     -------
@@ -255,7 +289,10 @@ def calibrate(
         check_labels(labels, class_names, model=tagger.name)
     if unknown:
         notes.append(f"ignored {len(unknown)} label(s) that are not {tagger.name} classes: {', '.join(unknown[:8])}")
-    missing = tuple(sorted(name for name in labels.labels if not (folder / name).is_file()))
+    if scored is None:
+        missing = tuple(sorted(name for name in labels.labels if not (folder / name).is_file()))
+    else:
+        missing = tuple(sorted(name for name in labels.labels if scored.find(name) is None))
     if missing and not skip_missing:
         raise LabelsError(
             f"{labels.source}: {len(missing)} listed file(s) are not in {folder}: {', '.join(missing[:5])}"
@@ -263,12 +300,22 @@ def calibrate(
         )
     listed = {(folder / name).resolve() for name in labels.labels}
     nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
-    unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
     names = [name for name in labels.labels if name not in missing]
-    cache = ScoreCache(cache_path_for(out, tagger.name), class_names)
     checkpoint_sha256 = _checkpoint_sha256(tagger)
-    scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
-                                     checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
+    if scored is None:
+        unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
+        cache = ScoreCache(cache_path_for(out, tagger.name), class_names)
+        scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
+                                         checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
+    else:
+        recorded = [scored.find(n) for n in names]
+        used = set(recorded)
+        unlabeled = tuple(p for p in scored.paths if p not in used)
+        failed = [FileResult(path=p, duration_s=None, scores=None, error=scored.errors[p]) for p in recorded
+                  if p in scored.errors]
+        ok = [i for i, p in enumerate(recorded) if p not in scored.errors]
+        row = {p: i for i, p in enumerate(scored.paths)}
+        scores = scored.scores[[row[recorded[i]] for i in ok]].reshape(len(ok), len(class_names))
     names = [names[i] for i in ok]
     classes = tuple(c for c in class_names if any(c in labels.labels[n] for n in names))
     if not classes:
