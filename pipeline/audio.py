@@ -1,6 +1,8 @@
-"""Audio input: read any file libsndfile reads, downmix, resample with soxr, cut into windows.
+"""Audio input: read any file libsndfile or FFmpeg reads, downmix, resample with soxr, cut into windows.
 
-Files are read block by block and resampled with a streaming soxr resampler, so a recording of
+libsndfile reads wav, flac, ogg/opus, mp3, aiff and the like; what it does not open (m4a/aac, the
+audio track of mp4/mkv/webm, opus in webm, wma, ...) is decoded by FFmpeg through PyAV. Files are
+read block by block and resampled with a streaming soxr resampler, so a recording of
 any length is analysed in bounded memory; a whole-file load (:func:`load_audio`) goes through the
 same code and gives the same samples. Resampling uses soxr's "HQ" quality, which is what
 ``librosa.load(path, sr=...)`` uses by default (``res_type="soxr_hq"``).
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import av
 import numpy as np
 import soundfile
 import soxr
@@ -27,22 +30,35 @@ logger = logging.getLogger(__name__)
 MAX_CHANNELS = 16
 #: Frames read per block from the file: about 6 s at 44.1 kHz, 2 MiB of stereo float32.
 BLOCK_FRAMES = 1 << 18
-#: Extensions taken when a folder is expanded into files (what libsndfile 1.1+ commonly reads).
-AUDIO_EXTENSIONS = frozenset(
+#: Extensions of what libsndfile 1.1+ commonly reads.
+SNDFILE_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64"}
 )
-#: First bytes of the containers libsndfile reads: a file that starts so but fails to open is
-#: corrupt rather than "not audio".
-_AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"riff")
+#: Extensions of audio and video containers FFmpeg (PyAV) demuxes whose audio track is decoded.
+#: A fixed list: FFmpeg's own extension lists also name images, subtitles and text files.
+FFMPEG_EXTENSIONS = frozenset(
+    {".m4a", ".m4b", ".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".aac", ".adts", ".mkv", ".mka", ".webm", ".weba",
+     ".wma", ".wmv", ".asf", ".avi", ".flv", ".ts", ".mts", ".ac3", ".eac3", ".dts", ".amr", ".mp2", ".mpc",
+     ".ape", ".wv", ".tta", ".spx", ".dsf", ".mpg", ".mpeg", ".vob"}
+)
+#: Extensions taken when a folder is expanded into files.
+AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+#: First bytes of audio containers: a file that starts so but fails to open is corrupt rather
+#: than "not audio". (ISO media "ftyp" and Matroska/WebM EBML are checked apart.)
+_AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"riff",
+                b"\x1a\x45\xdf\xa3", b"\x30\x26\xb2\x75")
 
 Aggregate = Literal["max", "mean"]
+#: What libsndfile and FFmpeg raise on a file they cannot read.
+_DECODE_ERRORS = (soundfile.LibsndfileError, RuntimeError, av.FFmpegError)
 
 
 @dataclass(frozen=True)
 class AudioInfo:
     """What the header of an audio file says.
 
-    frames: samples per channel; sample_rate: Hz; channels: interleaved channels.
+    frames: samples per channel (for FFmpeg containers the container's estimate, 0 when it gives none);
+    sample_rate: Hz; channels: interleaved channels.
     """
 
     path: Path
@@ -50,6 +66,11 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    #: "sndfile" or "ffmpeg": the library that decodes the file.
+    backend: str = "sndfile"
+    #: Frames the header declares, where it can be checked against the data (RIFF/WAVE); a larger
+    #: value than ``frames`` means the file was cut short.
+    declared_frames: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -73,14 +94,59 @@ class Window:
 def _looks_like_audio(path: Path) -> bool:
     with path.open("rb") as handle:
         head = handle.read(12)
-    if head.startswith(_AUDIO_MAGIC):
+    if head.startswith(_AUDIO_MAGIC) or head[4:8] == b"ftyp":
         return True
     # An MPEG audio frame starts with 11 set sync bits.
     return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
 
 
+def _riff_declared_frames(path: Path, info: "soundfile._SoundFileInfo") -> int | None:
+    """Frames the ``data`` chunk of a RIFF/WAVE header declares (libsndfile reports what is present)."""
+    if info.format != "WAV":
+        return None
+    block_align = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                   "ULAW": 1, "ALAW": 1}.get(info.subtype)
+    if block_align is None:
+        return None
+    with path.open("rb") as handle:
+        if handle.read(4) != b"RIFF" or handle.read(4) == b"" or handle.read(4) != b"WAVE":
+            return None
+        while len(header := handle.read(8)) == 8:
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                return size // (block_align * info.channels)
+            handle.seek(size + (size & 1), 1)  # chunks are padded to an even length
+    return None
+
+
+def _probe_ffmpeg(path: Path) -> AudioInfo:
+    """Header facts of the first audio track of a container FFmpeg demuxes (raises av.FFmpegError)."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            kinds = sorted({stream.type for stream in container.streams}) or ["no"]
+            raise AudioLoadError(
+                f"{path}: no audio track ({container.format.name} container with {', '.join(kinds)} streams); "
+                "expected a file with sound"
+            )
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        channels = int(stream.codec_context.channels or 0)
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base
+        else:
+            seconds = 0.0
+        codec = stream.codec_context.name
+        return AudioInfo(path=path, sample_rate=rate, channels=channels, frames=max(0, round(seconds * rate)),
+                         format=f"{container.format.name}/{codec}", backend="ffmpeg")
+
+
 def probe_audio(path: str | Path) -> AudioInfo:
     """Check that ``path`` is a readable audio file and return its header facts.
+
+    libsndfile is asked first; a file it does not open is tried with FFmpeg (PyAV), which takes
+    the first audio track of any container it demuxes.
 
     Parameters
     ----------
@@ -90,13 +156,13 @@ def probe_audio(path: str | Path) -> AudioInfo:
     Returns
     -------
     AudioInfo
-        Sample rate, channels, frames and format from the header.
+        Sample rate, channels, frames, format and decoding backend from the header.
 
     Raises
     ------
     AudioLoadError
         If the file is missing, not a regular file, empty, not audio, corrupt, holds zero
-        samples, or has more than :data:`MAX_CHANNELS` channels (or none).
+        samples or no audio track, or has more than :data:`MAX_CHANNELS` channels (or none).
     """
     path = Path(path)
     if not path.exists():
@@ -111,30 +177,69 @@ def probe_audio(path: str | Path) -> AudioInfo:
     if size == 0:
         raise AudioLoadError(f"{path}: empty file (0 bytes, zero samples)")
     try:
-        info = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        if looks_like_audio:
+        sf_info = soundfile.info(str(path))
+    except _DECODE_ERRORS as sf_err:
+        try:
+            info = _probe_ffmpeg(path)
+        except _DECODE_ERRORS as ff_err:
+            if looks_like_audio:
+                raise AudioLoadError(
+                    f"{path}: corrupt or unreadable audio (libsndfile: {sf_err}; FFmpeg: {ff_err}); expected a "
+                    "complete audio file, re-export or re-download it"
+                ) from sf_err
             raise AudioLoadError(
-                f"{path}: corrupt or unreadable audio ({err}); expected a complete audio file, "
-                "re-export or re-download it"
-            ) from err
-        raise AudioLoadError(
-            f"{path}: not audio: libsndfile does not recognise its format ({err}); expected wav, "
-            "flac, ogg/opus, mp3 or another format libsndfile reads"
-        ) from err
+                f"{path}: not audio: neither libsndfile nor FFmpeg recognises its format (libsndfile: {sf_err}; "
+                f"FFmpeg: {ff_err}); expected wav, flac, ogg/opus, mp3, m4a/aac, or a video with an audio track"
+            ) from sf_err
+    else:
+        info = AudioInfo(
+            path=path, sample_rate=int(sf_info.samplerate), channels=int(sf_info.channels),
+            frames=int(sf_info.frames), format=str(sf_info.format),
+            declared_frames=_riff_declared_frames(path, sf_info),
+        )
+        if info.frames <= 0:
+            raise AudioLoadError(f"{path}: zero samples (the header says {info.frames} frames)")
     if info.channels < 1 or info.channels > MAX_CHANNELS:
         raise AudioLoadError(
             f"{path}: unsupported channel layout: {info.channels} channels; expected 1 to "
             f"{MAX_CHANNELS} channels, which are averaged to mono; extract the channels you want first"
         )
-    if info.frames <= 0:
-        raise AudioLoadError(f"{path}: zero samples (the header says {info.frames} frames)")
-    if info.samplerate <= 0:
-        raise AudioLoadError(f"{path}: corrupt header: sample rate {info.samplerate} Hz")
-    return AudioInfo(
-        path=path, sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
-        format=str(info.format),
-    )
+    if info.sample_rate <= 0:
+        raise AudioLoadError(f"{path}: corrupt header: sample rate {info.sample_rate} Hz")
+    return info
+
+
+def _sndfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """(frames, channels) float32 blocks read by libsndfile."""
+    with soundfile.SoundFile(str(info.path)) as handle:
+        yield from handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True)
+
+
+def _ffmpeg_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """(frames, channels) float32 blocks of the first audio track, decoded by FFmpeg (PyAV)."""
+    # Only the sample format changes (to float planar); rate and layout stay the file's.
+    converter = av.AudioResampler(format="fltp")
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    with av.open(str(info.path)) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            if frame.sample_rate != info.sample_rate:
+                raise AudioLoadError(
+                    f"{info.path}: the sample rate changes inside the audio track ({info.sample_rate} Hz, then "
+                    f"{frame.sample_rate} Hz); re-encode it at one rate"
+                )
+            for converted in converter.resample(frame):
+                planes = converted.to_ndarray()  # (channels, n)
+                pending.append(planes.T)
+                n_pending += planes.shape[1]
+            if n_pending >= block_frames:
+                yield np.concatenate(pending)
+                pending, n_pending = [], 0
+        for converted in converter.resample(None):
+            pending.append(converted.to_ndarray().T)
+    if pending:
+        yield np.concatenate(pending)
 
 
 def stream_audio(
@@ -143,12 +248,14 @@ def stream_audio(
     """Read a file block by block as mono float32 at ``sample_rate``.
 
     Channels are averaged; non-finite samples are set to zero (with a logged warning);
-    resampling is soxr "HQ" in streaming mode, identical to a one-shot ``soxr.resample``.
+    resampling is soxr "HQ" in streaming mode, identical to a one-shot ``soxr.resample``. A WAV
+    file whose header declares more frames than it holds (cut short in a copy or download) is
+    read as far as it goes, with a logged warning giving both lengths.
 
     Parameters
     ----------
     path : str or Path
-        An audio file libsndfile reads.
+        An audio file libsndfile or FFmpeg reads.
     sample_rate : int
         The rate to deliver, Hz.
     block_frames : int
@@ -171,21 +278,21 @@ def stream_audio(
     resampler = None
     if info.sample_rate != sample_rate:
         resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    blocks = _ffmpeg_blocks if info.backend == "ffmpeg" else _sndfile_blocks
     n_read = 0
     n_bad = 0
     try:
-        with soundfile.SoundFile(str(info.path)) as handle:
-            for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-                bad = ~np.isfinite(mono)
-                if bad.any():
-                    n_bad += int(bad.sum())
-                    mono = np.where(bad, np.float32(0.0), mono)
-                n_read += len(mono)
-                chunk = resampler.resample_chunk(mono, last=False) if resampler else mono
-                if len(chunk):
-                    yield np.ascontiguousarray(chunk, dtype=np.float32)
-    except (soundfile.LibsndfileError, RuntimeError) as err:
+        for block in blocks(info, block_frames):
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            bad = ~np.isfinite(mono)
+            if bad.any():
+                n_bad += int(bad.sum())
+                mono = np.where(bad, np.float32(0.0), mono)
+            n_read += len(mono)
+            chunk = resampler.resample_chunk(mono, last=False) if resampler else mono
+            if len(chunk):
+                yield np.ascontiguousarray(chunk, dtype=np.float32)
+    except _DECODE_ERRORS as err:
         raise AudioLoadError(f"{info.path}: corrupt audio, decoding failed after {n_read} frames ({err})") from err
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
@@ -197,6 +304,12 @@ def stream_audio(
         raise AudioLoadError(f"{info.path}: all {n_read} samples are NaN or infinite; expected finite audio")
     if n_bad:
         logger.warning("%s: %d of %d samples were NaN or infinite and were set to 0", info.path, n_bad, n_read)
+    if info.declared_frames is not None and info.declared_frames > n_read:
+        logger.warning(
+            "%s: truncated file: the header declares %d frames (%.2f s) but only %d (%.2f s) are present; "
+            "tagged as the %.2f s present", info.path, info.declared_frames, info.declared_frames / info.sample_rate,
+            n_read, n_read / info.sample_rate, n_read / info.sample_rate,
+        )
 
 
 def load_audio(path: str | Path, *, sample_rate: int) -> Waveform:
