@@ -21,7 +21,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from calitag.errors import AudioError, AudioLoadError
+from calitag.errors import AudioError, AudioLoadError, AudioTypeError
 from calitag.pipeline.types import Waveform
 
 logger = logging.getLogger(__name__)
@@ -337,28 +337,104 @@ def load_audio(path: str | Path, *, sample_rate: int) -> Waveform:
     return Waveform(samples=samples, sample_rate=sample_rate, source=str(path))
 
 
-def resample(waveform: Waveform, *, sample_rate: int) -> Waveform:
-    """Return ``waveform`` at ``sample_rate`` (soxr "HQ"), float32; unchanged when the rate matches.
+#: A 2-D array is one recording with channels on its short axis only when the long axis is at
+#: least this many times longer: (32000, 2) is stereo, (8, 500) is refused as ambiguous.
+MIN_SAMPLES_PER_CHANNEL_RATIO = 100
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def as_samples(samples: object, *, source: str = "<array>") -> np.ndarray:
+    """Check one recording's samples and return them as mono float32, shape (n_samples,).
+
+    The one input check of every in-memory entry point (:class:`Tagger` arrays and Waveforms,
+    :func:`resample`). Integer PCM is scaled to [-1, 1) (int16 by 2**15, int32 by 2**31, uint8
+    offset by 128); a 2-D array is one recording whose channels lie on its short axis, averaged
+    to mono, when that axis has at most :data:`MAX_CHANNELS` entries and the other is at least
+    :data:`MIN_SAMPLES_PER_CHANNEL_RATIO` times longer (channels-first or channels-last).
+    Non-finite samples are set to zero.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Shape (n_samples,), (n_samples, n_channels) or (n_channels, n_samples); float or integer.
+    source : str
+        Named in errors.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape (n_samples,).
 
     Raises
     ------
+    AudioTypeError
+        For anything but a numeric array (None, a number, a string, object or bool arrays).
     AudioError
-        If the samples are not a 1-D array, are empty, or are all non-finite.
+        For a 0-D array, an ambiguous or higher-dimensional shape, no samples, unsigned integers
+        other than uint8, or samples that are all NaN or infinite.
     """
-    samples = np.asarray(waveform.samples)
-    if samples.ndim != 1:
-        raise AudioError(
-            f"expected mono samples of shape (n_samples,), got shape {samples.shape} ({waveform.source}); "
-            "average the channels first"
+    if not isinstance(samples, np.ndarray):
+        raise AudioTypeError(f"expected audio samples as a numpy array, got {_describe(samples)} ({source})")
+    kind = samples.dtype.kind
+    if kind not in "iuf":
+        raise AudioTypeError(
+            f"expected numeric audio samples (float or integer PCM), got an array of dtype {samples.dtype} "
+            f"({source})"
         )
+    if samples.ndim == 0:
+        raise AudioError(f"expected an array of samples, got a 0-D array (a single number {samples.item()!r}) "
+                         f"({source})")
+    if samples.ndim > 2:
+        raise AudioError(f"expected samples of shape (n_samples,) or (n_samples, n_channels), got shape "
+                         f"{samples.shape} ({source}); pass several recordings as a list")
     if samples.size == 0:
-        raise AudioError(f"zero samples ({waveform.source})")
+        raise AudioError(f"zero samples, shape {samples.shape} ({source})")
+    if kind == "i":
+        samples = samples.astype(np.float32) / np.float32(2 ** (8 * samples.dtype.itemsize - 1))
+    elif kind == "u":
+        if samples.dtype != np.uint8:
+            raise AudioError(f"unsigned {samples.dtype} samples have no standard PCM scaling ({source}); "
+                             "convert them to float in [-1, 1]")
+        samples = (samples.astype(np.float32) - np.float32(128)) / np.float32(128)
+    if samples.ndim == 2:
+        short_axis = int(np.argmin(samples.shape))
+        n_channels, n_samples = samples.shape[short_axis], samples.shape[1 - short_axis]
+        if n_channels > MAX_CHANNELS or n_samples < MIN_SAMPLES_PER_CHANNEL_RATIO * n_channels:
+            raise AudioError(
+                f"ambiguous shape {samples.shape} ({source}): a 2-D array is read as one recording with up to "
+                f"{MAX_CHANNELS} channels on its short axis and at least {MIN_SAMPLES_PER_CHANNEL_RATIO} times as "
+                "many samples on the other; pass several recordings as a list of 1-D arrays"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            samples = samples.astype(np.float32, copy=False).mean(axis=short_axis, dtype=np.float32)
     samples = samples.astype(np.float32, copy=False)
     finite = np.isfinite(samples)
     if not finite.any():
-        raise AudioError(f"all {samples.size} samples are NaN or infinite ({waveform.source})")
+        raise AudioError(f"all {samples.size} samples are NaN or infinite ({source})")
     if not finite.all():
         samples = np.where(finite, samples, np.float32(0.0))
+    return samples
+
+
+def resample(waveform: Waveform, *, sample_rate: int) -> Waveform:
+    """Return ``waveform`` at ``sample_rate`` (soxr "HQ"), mono float32; unchanged when the rate matches.
+
+    The samples are checked and converted by :func:`as_samples` (integer PCM scaled, channels
+    averaged).
+
+    Raises
+    ------
+    AudioTypeError, AudioError
+        As :func:`as_samples`; also for a sample rate that is not a positive number.
+    """
+    samples = as_samples(waveform.samples, source=waveform.source)
+    if not isinstance(waveform.sample_rate, (int, np.integer)) or waveform.sample_rate <= 0:
+        raise AudioError(f"sample_rate must be a positive whole number of Hz, got {waveform.sample_rate!r} "
+                         f"({waveform.source})")
     if waveform.sample_rate != sample_rate:
         samples = soxr.resample(samples, waveform.sample_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     return Waveform(samples=samples, sample_rate=sample_rate, source=waveform.source)
@@ -468,6 +544,22 @@ def stream_windows(
     window, hop, min_length = _sizes(sample_rate, window_s, hop_s, min_window_s)
     chunks = stream_audio(path, sample_rate=sample_rate, block_frames=block_frames)
     yield from window_chunks(chunks, window=window, hop=hop, min_length=min_length, source=str(path))
+
+
+def check_finite_scores(probs: np.ndarray, samples: np.ndarray, source: str) -> None:
+    """Raise if a window's scores hold NaN or inf (audio far outside [-1, 1] overflows the frontend).
+
+    Raises
+    ------
+    AudioError
+        Naming the source and the window's peak amplitude.
+    """
+    if not np.isfinite(probs).all():
+        peak = float(np.max(np.abs(samples)))
+        raise AudioError(
+            f"{source}: the model gave NaN or infinite scores; the samples reach amplitude {peak:.3g}, expected "
+            "audio in [-1, 1] (scale integer PCM or normalise the recording)"
+        )
 
 
 def aggregate(window_scores: np.ndarray, *, how: Aggregate = "max") -> np.ndarray:

@@ -18,10 +18,10 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from calitag.errors import AudioError, DeviceError, ModelNotFoundError
+from calitag.errors import AudioError, AudioTypeError, DeviceError, ModelNotFoundError
 from calitag.models.checkpoints import resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
-from calitag.pipeline.audio import Aggregate, Window, resample, stream_windows, windows
+from calitag.pipeline.audio import Aggregate, Window, check_finite_scores, resample, stream_windows, windows
 from calitag.pipeline.features import LogMel
 from calitag.pipeline.types import FrameScores, Scores, Tags, Waveform
 
@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 8
 
-#: A recording: a path, a Waveform (any rate: resampled), or a 1-D array at the model's rate.
+#: A recording: a path, a Waveform (any rate: resampled), or an array at the model's rate: (n,), or
+#: (n, channels) / (channels, n) averaged to mono; integer PCM is scaled (see ``as_samples``).
 AudioInput = Union[str, Path, Waveform, np.ndarray]
 
 
@@ -211,18 +212,27 @@ class Tagger:
         if isinstance(item, np.ndarray):
             item = Waveform(samples=item, sample_rate=rate, source=f"<array {index}>")
         if not isinstance(item, Waveform):
-            raise AudioError(f"expected a path, a Waveform or a 1-D numpy array, got {type(item).__name__}")
+            text = repr(item)
+            raise AudioTypeError(
+                f"input {index}: expected a path, a Waveform or a numpy array of samples, got "
+                f"{type(item).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+            )
         wave = resample(item, sample_rate=rate)
         cut = windows(wave, window_s=spec.window_s, hop_s=spec.hop_s, min_window_s=spec.min_window_s)
         return _Item(index, wave.source, iter(cut))
 
     @staticmethod
     def _as_list(items: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
-        if isinstance(items, (str, Path, Waveform)):
+        # An array is always one recording (a 2-D one has channels); several go in a list.
+        if isinstance(items, (str, Path, Waveform, np.ndarray)):
             return [items]
-        if isinstance(items, np.ndarray):
-            return [items] if items.ndim == 1 else list(items)
-        return list(items)
+        if isinstance(items, Iterable) and not isinstance(items, (bytes, dict)):
+            return list(items)
+        text = repr(items)
+        raise AudioTypeError(
+            "expected a path, a Waveform, a numpy array of samples, or a list of them; got "
+            f"{type(items).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+        )
 
     def _forward(self, batch: np.ndarray, *, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Waveforms (B, n) -> clip probs (B, C), frame probs (B, T_out, C) or None, feature frames."""
@@ -275,7 +285,7 @@ class Tagger:
 
         Parameters
         ----------
-        items : path, Waveform, 1-D array, or a sequence of them
+        items : path, Waveform, array, or a list of them
             Arrays are taken to be at the model's sample rate; Waveforms are resampled.
         aggregate : {"max", "mean"}
             How window scores become the clip score.
@@ -308,7 +318,8 @@ class Tagger:
 
         for members, batch in self._batches(prepared()):
             probs, _, _ = self._forward(batch)
-            for (index, _), row in zip(members, probs):
+            for (index, window), row in zip(members, probs):
+                check_finite_scores(row, window.samples, sources[index])
                 row = row.astype(np.float64)
                 previous = folded[index]
                 if previous is None:
@@ -358,6 +369,7 @@ class Tagger:
             _, frames, n_feature_frames = self._forward(batch, frames=True)
             hop_s = feature_hop_s * n_feature_frames / frames.shape[1]  # type: ignore[union-attr]
             for (_, window), rows in zip(members, frames):
+                check_finite_scores(rows, window.samples, entry.source)
                 # Drop output frames that only saw padding (of the audio, or of the features).
                 real = self._feature_frames(window.n_valid) * len(rows) / n_feature_frames
                 n_valid = min(len(rows), max(1, math.ceil(real - 1e-6)))
@@ -395,7 +407,7 @@ class Tagger:
 
         Parameters
         ----------
-        items : path, Waveform, 1-D array, or a sequence of them
+        items : path, Waveform, array, or a list of them
             As :meth:`scores`.
         top_k : int or None
             Keep at most this many labels per recording (the highest scores).
