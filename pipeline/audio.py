@@ -498,6 +498,32 @@ def window_chunks(
         yield Window(samples=buffer[len(buffer) - window :].copy(), start=total - window, n_valid=window)
 
 
+def split_segments(chunks: Iterable[np.ndarray], *, segment_samples: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Regroup a stream of sample chunks into consecutive segments of ``segment_samples``.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+        Each segment's first sample index and its float32 samples; the last one may be shorter.
+    """
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    start = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        n_pending += len(chunk)
+        if n_pending < segment_samples:
+            continue
+        joined = np.concatenate(pending)
+        n_whole = len(joined) // segment_samples * segment_samples
+        for offset in range(0, n_whole, segment_samples):
+            yield start, joined[offset : offset + segment_samples]
+            start += segment_samples
+        pending, n_pending = [joined[n_whole:]], len(joined) - n_whole
+    if n_pending:
+        yield start, np.concatenate(pending)
+
+
 def _sizes(sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None) -> tuple[int, int, int]:
     window = int(round(window_s * sample_rate))
     hop = int(round(hop_s * sample_rate))
