@@ -700,6 +700,19 @@ _SED_MODEL_OPTION = click.option(
     help="A frame-level model.")
 
 
+def _table_names(paths: list[_Path]) -> list[str]:
+    """Names of files in an events table: base names, or paths below their common folder where two
+    base names are equal (A/x.flac and B/x.flac stay apart)."""
+    import os
+
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    return [_Path(os.path.relpath(a, root)).as_posix() for a in absolute]
+
+
 @main.command("detect")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=_Path))
 @_SED_MODEL_OPTION
@@ -736,15 +749,16 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
     events, done, failed = [], [], 0
-    for path in paths:
+    names = _table_names(paths)
+    for path, name in zip(paths, names):
         try:
-            found = detect_events(tagger.frame_scores(path), postprocess, file=path.name)
+            found = detect_events(tagger.frame_scores(path), postprocess, file=name)
         except TaggingError as err:
             failed += 1
             click.echo(f"skip {path}: {err}", err=True)
             continue
         events.extend(found)
-        done.append(path.name)
+        done.append(name)
         click.echo(f"{path}: {len(found)} event(s)")
     try:
         write_events_tsv(out_path, events, files=done)
