@@ -269,7 +269,14 @@ def calibrate(
     checkpoint_sha256 = _checkpoint_sha256(tagger)
     scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
                                      checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
+    n_listed = len(names)
     names = [names[i] for i in ok]
+    if failed and len(names) < 2:
+        # The files are the cause, not the labels: say so, with the first decoder message.
+        raise LabelsError(
+            f"{len(failed)} of the {n_listed} labeled clip(s) in {folder} could not be read, leaving {len(names)}; "
+            f"calibration needs at least 2; e.g. {failed[0].error}"
+        )
     classes = tuple(c for c in class_names if any(c in labels.labels[n] for n in names))
     if not classes:
         raise LabelsError(f"{labels.source}: none of the labeled clips has a {tagger.name} class")
