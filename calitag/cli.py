@@ -233,6 +233,18 @@ def models_list(cache_dir: _Path | None) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
 
 
+@models_group.command("classes")
+@click.argument("name", type=click.Choice(_available_models()))
+@click.option("--grep", "pattern", default=None, help="Only class names containing this text (case-insensitive).")
+def models_classes(name: str, pattern: str | None) -> None:
+    """List NAME's class names, one per line with its output index (what labels and thresholds use)."""
+    from calitag.models.registry import get_spec
+
+    for index, label in enumerate(get_spec(name).class_names):
+        if pattern is None or pattern.lower() in label.lower():
+            click.echo(f"{index}\t{label}")
+
+
 @models_group.command("fetch")
 @click.argument("name", type=click.Choice(_available_models()))
 @_CACHE_DIR_OPTION

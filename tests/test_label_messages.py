@@ -66,3 +66,22 @@ def test_label_file_errors_name_the_label_file(tmp_path):
     result = CliRunner().invoke(main, ["thresholds", "fit", str(scores), "--labels", str(labels)])
     assert result.exit_code != 0
     assert "labels.csv" in result.output and "scores.csv" not in result.output
+
+
+def test_models_classes_lists_names_with_indices():
+    """`calitag models classes crnn-dcase2019` prints its 10 DESED classes in output order, index first."""
+    result = CliRunner().invoke(main, ["models", "classes", "crnn-dcase2019"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines == [f"{i}\t{name}" for i, name in enumerate(get_spec("crnn-dcase2019").class_names)]
+    assert lines[1] == "1\tSpeech"
+    grep = CliRunner().invoke(main, ["models", "classes", "cnn14", "--grep", "cattle"])
+    assert grep.output.splitlines() == [f"{AUDIOSET.index('Cattle, bovinae')}\tCattle, bovinae"]
+
+
+def test_cli_emits_no_click_deprecation_warning(audio_samples, recwarn):
+    """`calitag tag` no longer calls click.get_text_stream (deprecated in click 8.2)."""
+    result = CliRunner().invoke(main, ["tag", str(audio_samples / "speech_01.wav"), "--model", "debug",
+                                       "--device", "cpu", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert not [w for w in recwarn if "get_text_stream" in str(w.message)]
