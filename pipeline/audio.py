@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import av
 import numpy as np
 import soundfile
 import soxr
@@ -49,8 +48,15 @@ _AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b"
                 b"\x1a\x45\xdf\xa3", b"\x30\x26\xb2\x75")
 
 Aggregate = Literal["max", "mean"]
-#: What libsndfile and FFmpeg raise on a file they cannot read.
-_DECODE_ERRORS = (soundfile.LibsndfileError, RuntimeError, av.FFmpegError)
+#: What libsndfile raises on a file it cannot read.
+_SNDFILE_ERRORS = (soundfile.LibsndfileError, RuntimeError)
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    """What libsndfile and FFmpeg raise on a file they cannot read (PyAV imported here: it takes 0.7 s)."""
+    import av
+
+    return (*_SNDFILE_ERRORS, av.FFmpegError)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ def _riff_declared_frames(path: Path, info: "soundfile._SoundFileInfo") -> int |
 
 def _probe_ffmpeg(path: Path) -> AudioInfo:
     """Header facts of the first audio track of a container FFmpeg demuxes (raises av.FFmpegError)."""
+    import av
+
     with av.open(str(path)) as container:
         if not container.streams.audio:
             kinds = sorted({stream.type for stream in container.streams}) or ["no"]
@@ -178,10 +186,10 @@ def probe_audio(path: str | Path) -> AudioInfo:
         raise AudioLoadError(f"{path}: empty file (0 bytes, zero samples)")
     try:
         sf_info = soundfile.info(str(path))
-    except _DECODE_ERRORS as sf_err:
+    except _SNDFILE_ERRORS as sf_err:
         try:
             info = _probe_ffmpeg(path)
-        except _DECODE_ERRORS as ff_err:
+        except _decode_errors() as ff_err:
             if looks_like_audio:
                 raise AudioLoadError(
                     f"{path}: corrupt or unreadable audio (libsndfile: {sf_err}; FFmpeg: {ff_err}); expected a "
@@ -217,6 +225,8 @@ def _sndfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
 
 def _ffmpeg_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
     """(frames, channels) float32 blocks of the first audio track, decoded by FFmpeg (PyAV)."""
+    import av
+
     # Only the sample format changes (to float planar); rate and layout stay the file's.
     converter = av.AudioResampler(format="fltp")
     pending: list[np.ndarray] = []
@@ -279,6 +289,7 @@ def stream_audio(
     if info.sample_rate != sample_rate:
         resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     blocks = _ffmpeg_blocks if info.backend == "ffmpeg" else _sndfile_blocks
+    errors = _decode_errors() if info.backend == "ffmpeg" else _SNDFILE_ERRORS
     n_read = 0
     n_bad = 0
     try:
@@ -292,7 +303,7 @@ def stream_audio(
             chunk = resampler.resample_chunk(mono, last=False) if resampler else mono
             if len(chunk):
                 yield np.ascontiguousarray(chunk, dtype=np.float32)
-    except _DECODE_ERRORS as err:
+    except errors as err:
         raise AudioLoadError(f"{info.path}: corrupt audio, decoding failed after {n_read} frames ({err})") from err
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
