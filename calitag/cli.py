@@ -31,6 +31,9 @@ _CACHE_DIR_OPTION = click.option(
 _CHECKPOINT_OPTION = click.option(
     "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
     help="Weights file to use instead of the cached published checkpoint.")
+_SEGMENT_OPTION = click.option(
+    "--segment-s", type=click.FloatRange(min=0, min_open=True, max=1e6), default=None,
+    help="Also give tags per consecutive segment of this many seconds (a timeline of long files).")
 _DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="auto: CUDA when available, else CPU.")
@@ -38,13 +41,15 @@ _DEVICE_OPTION = click.option(
 
 def _download_progress(desc: str):  # -> (callback, close)
     """A tqdm bar on stderr driven by ``on_progress(done, total)`` callbacks."""
+    import sys
+
     from tqdm import tqdm
 
     state: dict = {}
 
     def update(done: int, total: int) -> None:
         if "bar" not in state:
-            state["bar"] = tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=click.get_text_stream("stderr"))
+            state["bar"] = tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=sys.stderr)
         state["bar"].update(done - state["bar"].n)
 
     def close() -> None:
@@ -94,18 +99,21 @@ def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, c
 @_DEVICE_OPTION
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="How window scores of long files become one clip score.")
+@_SEGMENT_OPTION
 @_CACHE_DIR_OPTION
 def tag_command(
     files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None, thresholds_path: _Path | None,
-    top_k: int | None, fmt: str, device: str, aggregate: str, cache_dir: _Path | None,
+    top_k: int | None, fmt: str, device: str, aggregate: str, segment_s: float | None, cache_dir: _Path | None,
 ) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
-    still tagged; the exit code is 1 if any file failed.
+    still tagged; the exit code is 1 if any file failed. With --segment-s, each file gets one
+    row of tags per segment (start and end in seconds): a timeline of a long recording.
     """
     import csv
     import json
+    import sys
 
     from calitag.errors import TaggingError
 
@@ -114,8 +122,10 @@ def tag_command(
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
-    out = click.get_text_stream("stdout")
-    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if segment_s is not None:
+        _tag_segments(tagger, paths, segment_s=segment_s, top_k=top_k, fmt=fmt, aggregate=aggregate)
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
     if writer:
         writer.writerow(["path", "label", "score"])
     records = []
@@ -137,6 +147,59 @@ def tag_command(
                 writer.writerow([str(path), label, "" if label == "" else f"{score:.4f}"])
         records.append({"path": str(path), "model": tags.model,
                         "tags": [{"label": label, "score": round(score, 6)} for label, score in tags.labels]})
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    if failed:
+        click.echo(f"{failed} of {len(paths)} file(s) failed", err=True)
+        raise SystemExit(1)
+
+
+def _segment_tags(tagger, path: _Path, *, segment_s: float, top_k: int | None, aggregate: str) -> list[dict]:
+    """One {start_s, end_s, tags} dict per segment of ``path`` (raises TaggingError)."""
+    from calitag.pipeline.types import Scores
+
+    timeline = tagger.segment_scores(path, segment_s=segment_s, aggregate=aggregate)
+    scores = Scores(probs=timeline.probs, class_names=timeline.class_names, model=timeline.model,
+                    sources=(timeline.source,) * len(timeline.probs))
+    tags = tagger.tags_from_scores(scores, top_k=top_k)
+    return [{"start_s": round(float(start), 3), "end_s": round(float(end), 3),
+             "tags": [{"label": label, "score": round(score, 6)} for label, score in row.labels]}
+            for start, end, row in zip(timeline.starts_s, timeline.ends_s, tags)]
+
+
+def _tag_segments(tagger, paths: list[_Path], *, segment_s: float, top_k: int | None, fmt: str,
+                  aggregate: str) -> None:
+    """`calitag tag --segment-s`: one row of tags per segment of each file."""
+    import csv
+    import json
+    import sys
+
+    from calitag.errors import TaggingError
+
+    writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writerow(["path", "start_s", "end_s", "label", "score"])
+    records, failed = [], 0
+    for path in paths:
+        try:
+            segments = _segment_tags(tagger, path, segment_s=segment_s, top_k=top_k, aggregate=aggregate)
+        except TaggingError as err:
+            failed += 1
+            reason = str(err).removeprefix(f"{path}: ")
+            click.echo(f"skip {path}: {reason}", err=True)
+            records.append({"path": str(path), "error": reason})
+            continue
+        records.append({"path": str(path), "model": tagger.name, "segment_s": segment_s, "segments": segments})
+        if fmt == "table":
+            click.echo(f"{path}:")
+            for seg in segments:
+                shown = ", ".join(f"{t['label']} {t['score']:.3f}" for t in seg["tags"]) or "(no tag above threshold)"
+                click.echo(f"  {seg['start_s']:8.2f}-{seg['end_s']:8.2f} s: {shown}")
+        elif writer:
+            for seg in segments:
+                for t in seg["tags"] or ({"label": "", "score": None},):
+                    writer.writerow([str(path), f"{seg['start_s']:.3f}", f"{seg['end_s']:.3f}", t["label"],
+                                     "" if t["score"] is None else f"{t['score']:.4f}"])
     if fmt == "json":
         click.echo(json.dumps(records, indent=2, ensure_ascii=False))
     if failed:
@@ -168,6 +231,18 @@ def models_list(cache_dir: _Path | None) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+
+
+@models_group.command("classes")
+@click.argument("name", type=click.Choice(_available_models()))
+@click.option("--grep", "pattern", default=None, help="Only class names containing this text (case-insensitive).")
+def models_classes(name: str, pattern: str | None) -> None:
+    """List NAME's class names, one per line with its output index (what labels and thresholds use)."""
+    from calitag.models.registry import get_spec
+
+    for index, label in enumerate(get_spec(name).class_names):
+        if pattern is None or pattern.lower() in label.lower():
+            click.echo(f"{index}\t{label}")
 
 
 @models_group.command("fetch")
@@ -519,6 +594,7 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out.")
 @click.option("--jit/--no-jit", "optimize", default=True, show_default=True,
               help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
+@_SEGMENT_OPTION
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -533,9 +609,9 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
               help="Parquet: records per part file (default 1000; a kill redoes at most this many files).")
 def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, checkpoint: _Path | None,
                   thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
-                  batch_size: int, top_k: int, all_scores: bool, resume: bool, optimize: bool, device: str,
-                  cache_dir: _Path | None, engine: str, address: str | None, actors: int, gpus_per_actor: float,
-                  cpus_per_actor: float, rows_per_part: int | None) -> None:
+                  batch_size: int, top_k: int, all_scores: bool, resume: bool, optimize: bool,
+                  segment_s: float | None, device: str, cache_dir: _Path | None, engine: str, address: str | None,
+                  actors: int, gpus_per_actor: float, cpus_per_actor: float, rows_per_part: int | None) -> None:
     """Tag every audio file in SOURCE, writing one record per file to --out.
 
     SOURCE is a folder; with --engine ray also a text file listing paths, or a URI
@@ -554,6 +630,8 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     if engine == "local" and "://" in folder:
         raise click.UsageError("a URI SOURCE needs --engine ray")
     class_names = get_spec(model_name).class_names
+    if segment_s is not None and (fmt != "jsonl" or engine != "local"):
+        raise click.UsageError("--segment-s writes a list of segments per record: use --format jsonl and --engine local")
     # Records name the thresholds file and the start of its sha256, so results stay traceable.
     thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
                      if thresholds_path is not None else None)
@@ -603,13 +681,13 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
             "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
             "model": model_name,
             "thresholds": thresholds_id,
+            **({"segments": timelines.pop(result.path)} if segment_s is not None else {}),
         })
 
+    timelines: dict[str, list[dict]] = {}
     progress = _Progress(len(todo), "tagging")
     try:
-        if engine == "local":
-            results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
-        else:
+        if engine == "ray":
             from calitag.pipeline.ray_engine import RayOptions, run_ray_batch
 
             options = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor,
@@ -617,6 +695,11 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
             results = run_ray_batch(model_name, todo, options=options, checkpoint=checkpoint, cache_dir=cache_dir,
                                     thresholds=thresholds, batch_size=batch_size, optimize=optimize,
                                     on_result=record, on_progress=progress)
+        elif segment_s is None:
+            results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
+        else:
+            results = _batch_segments(tagger, todo, segment_s=segment_s, top_k=top_k, timelines=timelines,
+                                      on_result=record, on_progress=progress)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -626,6 +709,45 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     click.echo(f"{len(results) - failed} file(s) tagged, {failed} failed -> {out_path}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _batch_segments(tagger, paths, *, segment_s: float, top_k: int, timelines: dict, on_result, on_progress) -> list:
+    """`batch --segment-s`: files one after another through Tagger.segment_scores; the file's scores
+    are the maximum over its segments; each file's segments are left in ``timelines`` for its record."""
+    import time
+
+    import numpy as np
+
+    from calitag.errors import TaggingError
+    from calitag.pipeline.batch import BatchProgress, FileResult
+    from calitag.pipeline.types import Scores
+
+    results, failed, start = [], 0, time.perf_counter()
+    for path in map(str, paths):
+        try:
+            timeline = tagger.segment_scores(path, segment_s=segment_s)
+        except TaggingError as err:
+            result = FileResult(path=path, duration_s=None, scores=None, error=str(err))
+            failed += 1
+        else:
+            rows = Scores(probs=timeline.probs, class_names=timeline.class_names, model=timeline.model,
+                          sources=(path,) * len(timeline.probs))
+            segment_tags = tagger.tags_from_scores(rows)
+            timelines[path] = [
+                {"start_s": round(float(s), 3), "end_s": round(float(e), 3),
+                 "tags": [label for label, _ in t.labels],
+                 "scores": {tagger.class_names[i]: round(float(row[i]), 6) for i in np.argsort(-row)[:top_k]}}
+                for s, e, t, row in zip(timeline.starts_s, timeline.ends_s, segment_tags, timeline.probs)
+            ]
+            clip = timeline.probs.max(axis=0)
+            tags = tagger.tags_from_scores(Scores(probs=clip[None], class_names=timeline.class_names,
+                                                  model=timeline.model, sources=(path,)))[0].labels
+            result = FileResult(path=path, duration_s=float(timeline.ends_s[-1]), scores=clip, tags=tags)
+        results.append(result)
+        on_result(result)
+        on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
+                                  elapsed_s=time.perf_counter() - start))
+    return results
 
 
 # --- detect, calibrate-events (issue 6) ----------------------------------------------------
@@ -641,6 +763,19 @@ def _frame_level_models() -> list[str]:
 _SED_MODEL_OPTION = click.option(
     "--model", "model_name", type=click.Choice(_frame_level_models()), default="crnn-dcase2019", show_default=True,
     help="A frame-level model.")
+
+
+def _table_names(paths: list[_Path]) -> list[str]:
+    """Names of files in an events table: base names, or paths below their common folder where two
+    base names are equal (A/x.flac and B/x.flac stay apart)."""
+    import os
+
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    return [_Path(os.path.relpath(a, root)).as_posix() for a in absolute]
 
 
 @main.command("detect")
@@ -679,15 +814,16 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
     events, done, failed = [], [], 0
-    for path in paths:
+    names = _table_names(paths)
+    for path, name in zip(paths, names):
         try:
-            found = detect_events(tagger.frame_scores(path), postprocess, file=path.name)
+            found = detect_events(tagger.frame_scores(path), postprocess, file=name)
         except TaggingError as err:
             failed += 1
             click.echo(f"skip {path}: {err}", err=True)
             continue
         events.extend(found)
-        done.append(path.name)
+        done.append(name)
         click.echo(f"{path}: {len(found)} event(s)")
     try:
         write_events_tsv(out_path, events, files=done)

@@ -15,6 +15,10 @@ class AudioError(TaggingError):
     """A waveform or feature does not fit the stage it is given to (rate, shape, values)."""
 
 
+class AudioTypeError(AudioError, TypeError):
+    """An input that is not audio at all (None, a number, strings or objects instead of samples)."""
+
+
 class ModelNotFoundError(TaggingError):
     """An unknown model name, or a model whose checkpoint is not available offline."""
 

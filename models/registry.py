@@ -69,6 +69,9 @@ class ModelSpec:
     window_s / hop_s: analysis window for long recordings and the step between windows.
     min_window_s: recordings shorter than this are zero-padded to it (the shortest input the
       architecture accepts); a recording between min_window_s and window_s is one window as is.
+    frame_level: the model gives frame scores: from its own frame output (``forward_frames``), or,
+      for a clip model whose ``extra`` holds ``frame_window_s`` and ``frame_hop_s``, from the clip
+      scores of short windows that slide by ``frame_hop_s`` (YAMNet: one patch every 0.48 s).
     """
 
     name: str
@@ -232,6 +235,9 @@ register(
         hop_s=5.0,
         min_window_s=0.975,  # one 96-frame patch: 25 ms + 95 hops of 10 ms
         description="YAMNet with float activations (from the 8-bit ONNX graph), 521 AudioSet classes (default)",
+        # Frame scores: the scores of its own patches (0.975 s windows, one every 0.48 s).
+        frame_level=True,
+        extra={"frame_window_s": 0.975, "frame_hop_s": 0.48},
     )
 )
 
@@ -246,6 +252,9 @@ register(
         hop_s=5.0,
         min_window_s=0.975,  # one 96-frame patch: 25 ms + 95 hops of 10 ms
         description="YAMNet, the published 8-bit ONNX graph: faster, coarse scores (a few dozen levels)",
+        # Frame scores: the scores of its own patches (0.975 s windows, one every 0.48 s).
+        frame_level=True,
+        extra={"frame_window_s": 0.975, "frame_hop_s": 0.48},
     )
 )
 

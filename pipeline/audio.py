@@ -1,6 +1,8 @@
-"""Audio input: read any file libsndfile reads, downmix, resample with soxr, cut into windows.
+"""Audio input: read any file libsndfile or FFmpeg reads, downmix, resample with soxr, cut into windows.
 
-Files are read block by block and resampled with a streaming soxr resampler, so a recording of
+libsndfile reads wav, flac, ogg/opus, mp3, aiff and the like; what it does not open (m4a/aac, the
+audio track of mp4/mkv/webm, opus in webm, wma, ...) is decoded by FFmpeg through PyAV. Files are
+read block by block and resampled with a streaming soxr resampler, so a recording of
 any length is analysed in bounded memory; a whole-file load (:func:`load_audio`) goes through the
 same code and gives the same samples. Resampling uses soxr's "HQ" quality, which is what
 ``librosa.load(path, sr=...)`` uses by default (``res_type="soxr_hq"``).
@@ -18,7 +20,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from calitag.errors import AudioError, AudioLoadError
+from calitag.errors import AudioError, AudioLoadError, AudioTypeError
 from calitag.pipeline.types import Waveform
 
 logger = logging.getLogger(__name__)
@@ -27,22 +29,42 @@ logger = logging.getLogger(__name__)
 MAX_CHANNELS = 16
 #: Frames read per block from the file: about 6 s at 44.1 kHz, 2 MiB of stereo float32.
 BLOCK_FRAMES = 1 << 18
-#: Extensions taken when a folder is expanded into files (what libsndfile 1.1+ commonly reads).
-AUDIO_EXTENSIONS = frozenset(
+#: Extensions of what libsndfile 1.1+ commonly reads.
+SNDFILE_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64"}
 )
-#: First bytes of the containers libsndfile reads: a file that starts so but fails to open is
-#: corrupt rather than "not audio".
-_AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"riff")
+#: Extensions of audio and video containers FFmpeg (PyAV) demuxes whose audio track is decoded.
+#: A fixed list: FFmpeg's own extension lists also name images, subtitles and text files.
+FFMPEG_EXTENSIONS = frozenset(
+    {".m4a", ".m4b", ".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".aac", ".adts", ".mkv", ".mka", ".webm", ".weba",
+     ".wma", ".wmv", ".asf", ".avi", ".flv", ".ts", ".mts", ".ac3", ".eac3", ".dts", ".amr", ".mp2", ".mpc",
+     ".ape", ".wv", ".tta", ".spx", ".dsf", ".mpg", ".mpeg", ".vob"}
+)
+#: Extensions taken when a folder is expanded into files.
+AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+#: First bytes of audio containers: a file that starts so but fails to open is corrupt rather
+#: than "not audio". (ISO media "ftyp" and Matroska/WebM EBML are checked apart.)
+_AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"riff",
+                b"\x1a\x45\xdf\xa3", b"\x30\x26\xb2\x75")
 
 Aggregate = Literal["max", "mean"]
+#: What libsndfile raises on a file it cannot read.
+_SNDFILE_ERRORS = (soundfile.LibsndfileError, RuntimeError)
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    """What libsndfile and FFmpeg raise on a file they cannot read (PyAV imported here: it takes 0.7 s)."""
+    import av
+
+    return (*_SNDFILE_ERRORS, av.FFmpegError)
 
 
 @dataclass(frozen=True)
 class AudioInfo:
     """What the header of an audio file says.
 
-    frames: samples per channel; sample_rate: Hz; channels: interleaved channels.
+    frames: samples per channel (for FFmpeg containers the container's estimate, 0 when it gives none);
+    sample_rate: Hz; channels: interleaved channels.
     """
 
     path: Path
@@ -50,6 +72,11 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    #: "sndfile" or "ffmpeg": the library that decodes the file.
+    backend: str = "sndfile"
+    #: Frames the header declares, where it can be checked against the data (RIFF/WAVE); a larger
+    #: value than ``frames`` means the file was cut short.
+    declared_frames: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -73,14 +100,61 @@ class Window:
 def _looks_like_audio(path: Path) -> bool:
     with path.open("rb") as handle:
         head = handle.read(12)
-    if head.startswith(_AUDIO_MAGIC):
+    if head.startswith(_AUDIO_MAGIC) or head[4:8] == b"ftyp":
         return True
     # An MPEG audio frame starts with 11 set sync bits.
     return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
 
 
+def _riff_declared_frames(path: Path, info: "soundfile._SoundFileInfo") -> int | None:
+    """Frames the ``data`` chunk of a RIFF/WAVE header declares (libsndfile reports what is present)."""
+    if info.format != "WAV":
+        return None
+    block_align = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                   "ULAW": 1, "ALAW": 1}.get(info.subtype)
+    if block_align is None:
+        return None
+    with path.open("rb") as handle:
+        if handle.read(4) != b"RIFF" or handle.read(4) == b"" or handle.read(4) != b"WAVE":
+            return None
+        while len(header := handle.read(8)) == 8:
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                return size // (block_align * info.channels)
+            handle.seek(size + (size & 1), 1)  # chunks are padded to an even length
+    return None
+
+
+def _probe_ffmpeg(path: Path) -> AudioInfo:
+    """Header facts of the first audio track of a container FFmpeg demuxes (raises av.FFmpegError)."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            kinds = sorted({stream.type for stream in container.streams}) or ["no"]
+            raise AudioLoadError(
+                f"{path}: no audio track ({container.format.name} container with {', '.join(kinds)} streams); "
+                "expected a file with sound"
+            )
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        channels = int(stream.codec_context.channels or 0)
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base
+        else:
+            seconds = 0.0
+        codec = stream.codec_context.name
+        return AudioInfo(path=path, sample_rate=rate, channels=channels, frames=max(0, round(seconds * rate)),
+                         format=f"{container.format.name}/{codec}", backend="ffmpeg")
+
+
 def probe_audio(path: str | Path) -> AudioInfo:
     """Check that ``path`` is a readable audio file and return its header facts.
+
+    libsndfile is asked first; a file it does not open is tried with FFmpeg (PyAV), which takes
+    the first audio track of any container it demuxes.
 
     Parameters
     ----------
@@ -90,13 +164,13 @@ def probe_audio(path: str | Path) -> AudioInfo:
     Returns
     -------
     AudioInfo
-        Sample rate, channels, frames and format from the header.
+        Sample rate, channels, frames, format and decoding backend from the header.
 
     Raises
     ------
     AudioLoadError
         If the file is missing, not a regular file, empty, not audio, corrupt, holds zero
-        samples, or has more than :data:`MAX_CHANNELS` channels (or none).
+        samples or no audio track, or has more than :data:`MAX_CHANNELS` channels (or none).
     """
     path = Path(path)
     if not path.exists():
@@ -111,30 +185,71 @@ def probe_audio(path: str | Path) -> AudioInfo:
     if size == 0:
         raise AudioLoadError(f"{path}: empty file (0 bytes, zero samples)")
     try:
-        info = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        if looks_like_audio:
+        sf_info = soundfile.info(str(path))
+    except _SNDFILE_ERRORS as sf_err:
+        try:
+            info = _probe_ffmpeg(path)
+        except _decode_errors() as ff_err:
+            if looks_like_audio:
+                raise AudioLoadError(
+                    f"{path}: corrupt or unreadable audio (libsndfile: {sf_err}; FFmpeg: {ff_err}); expected a "
+                    "complete audio file, re-export or re-download it"
+                ) from sf_err
             raise AudioLoadError(
-                f"{path}: corrupt or unreadable audio ({err}); expected a complete audio file, "
-                "re-export or re-download it"
-            ) from err
-        raise AudioLoadError(
-            f"{path}: not audio: libsndfile does not recognise its format ({err}); expected wav, "
-            "flac, ogg/opus, mp3 or another format libsndfile reads"
-        ) from err
+                f"{path}: not audio: neither libsndfile nor FFmpeg recognises its format (libsndfile: {sf_err}; "
+                f"FFmpeg: {ff_err}); expected wav, flac, ogg/opus, mp3, m4a/aac, or a video with an audio track"
+            ) from sf_err
+    else:
+        info = AudioInfo(
+            path=path, sample_rate=int(sf_info.samplerate), channels=int(sf_info.channels),
+            frames=int(sf_info.frames), format=str(sf_info.format),
+            declared_frames=_riff_declared_frames(path, sf_info),
+        )
+        if info.frames <= 0:
+            raise AudioLoadError(f"{path}: zero samples (the header says {info.frames} frames)")
     if info.channels < 1 or info.channels > MAX_CHANNELS:
         raise AudioLoadError(
             f"{path}: unsupported channel layout: {info.channels} channels; expected 1 to "
             f"{MAX_CHANNELS} channels, which are averaged to mono; extract the channels you want first"
         )
-    if info.frames <= 0:
-        raise AudioLoadError(f"{path}: zero samples (the header says {info.frames} frames)")
-    if info.samplerate <= 0:
-        raise AudioLoadError(f"{path}: corrupt header: sample rate {info.samplerate} Hz")
-    return AudioInfo(
-        path=path, sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
-        format=str(info.format),
-    )
+    if info.sample_rate <= 0:
+        raise AudioLoadError(f"{path}: corrupt header: sample rate {info.sample_rate} Hz")
+    return info
+
+
+def _sndfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """(frames, channels) float32 blocks read by libsndfile."""
+    with soundfile.SoundFile(str(info.path)) as handle:
+        yield from handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True)
+
+
+def _ffmpeg_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """(frames, channels) float32 blocks of the first audio track, decoded by FFmpeg (PyAV)."""
+    import av
+
+    # Only the sample format changes (to float planar); rate and layout stay the file's.
+    converter = av.AudioResampler(format="fltp")
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    with av.open(str(info.path)) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            if frame.sample_rate != info.sample_rate:
+                raise AudioLoadError(
+                    f"{info.path}: the sample rate changes inside the audio track ({info.sample_rate} Hz, then "
+                    f"{frame.sample_rate} Hz); re-encode it at one rate"
+                )
+            for converted in converter.resample(frame):
+                planes = converted.to_ndarray()  # (channels, n)
+                pending.append(planes.T)
+                n_pending += planes.shape[1]
+            if n_pending >= block_frames:
+                yield np.concatenate(pending)
+                pending, n_pending = [], 0
+        for converted in converter.resample(None):
+            pending.append(converted.to_ndarray().T)
+    if pending:
+        yield np.concatenate(pending)
 
 
 def stream_audio(
@@ -143,12 +258,14 @@ def stream_audio(
     """Read a file block by block as mono float32 at ``sample_rate``.
 
     Channels are averaged; non-finite samples are set to zero (with a logged warning);
-    resampling is soxr "HQ" in streaming mode, identical to a one-shot ``soxr.resample``.
+    resampling is soxr "HQ" in streaming mode, identical to a one-shot ``soxr.resample``. A WAV
+    file whose header declares more frames than it holds (cut short in a copy or download) is
+    read as far as it goes, with a logged warning giving both lengths.
 
     Parameters
     ----------
     path : str or Path
-        An audio file libsndfile reads.
+        An audio file libsndfile or FFmpeg reads.
     sample_rate : int
         The rate to deliver, Hz.
     block_frames : int
@@ -171,21 +288,22 @@ def stream_audio(
     resampler = None
     if info.sample_rate != sample_rate:
         resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    blocks = _ffmpeg_blocks if info.backend == "ffmpeg" else _sndfile_blocks
+    errors = _decode_errors() if info.backend == "ffmpeg" else _SNDFILE_ERRORS
     n_read = 0
     n_bad = 0
     try:
-        with soundfile.SoundFile(str(info.path)) as handle:
-            for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-                bad = ~np.isfinite(mono)
-                if bad.any():
-                    n_bad += int(bad.sum())
-                    mono = np.where(bad, np.float32(0.0), mono)
-                n_read += len(mono)
-                chunk = resampler.resample_chunk(mono, last=False) if resampler else mono
-                if len(chunk):
-                    yield np.ascontiguousarray(chunk, dtype=np.float32)
-    except (soundfile.LibsndfileError, RuntimeError) as err:
+        for block in blocks(info, block_frames):
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            bad = ~np.isfinite(mono)
+            if bad.any():
+                n_bad += int(bad.sum())
+                mono = np.where(bad, np.float32(0.0), mono)
+            n_read += len(mono)
+            chunk = resampler.resample_chunk(mono, last=False) if resampler else mono
+            if len(chunk):
+                yield np.ascontiguousarray(chunk, dtype=np.float32)
+    except errors as err:
         raise AudioLoadError(f"{info.path}: corrupt audio, decoding failed after {n_read} frames ({err})") from err
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
@@ -197,6 +315,12 @@ def stream_audio(
         raise AudioLoadError(f"{info.path}: all {n_read} samples are NaN or infinite; expected finite audio")
     if n_bad:
         logger.warning("%s: %d of %d samples were NaN or infinite and were set to 0", info.path, n_bad, n_read)
+    if info.declared_frames is not None and info.declared_frames > n_read:
+        logger.warning(
+            "%s: truncated file: the header declares %d frames (%.2f s) but only %d (%.2f s) are present; "
+            "tagged as the %.2f s present", info.path, info.declared_frames, info.declared_frames / info.sample_rate,
+            n_read, n_read / info.sample_rate, n_read / info.sample_rate,
+        )
 
 
 def load_audio(path: str | Path, *, sample_rate: int) -> Waveform:
@@ -224,28 +348,104 @@ def load_audio(path: str | Path, *, sample_rate: int) -> Waveform:
     return Waveform(samples=samples, sample_rate=sample_rate, source=str(path))
 
 
-def resample(waveform: Waveform, *, sample_rate: int) -> Waveform:
-    """Return ``waveform`` at ``sample_rate`` (soxr "HQ"), float32; unchanged when the rate matches.
+#: A 2-D array is one recording with channels on its short axis only when the long axis is at
+#: least this many times longer: (32000, 2) is stereo, (8, 500) is refused as ambiguous.
+MIN_SAMPLES_PER_CHANNEL_RATIO = 100
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def as_samples(samples: object, *, source: str = "<array>") -> np.ndarray:
+    """Check one recording's samples and return them as mono float32, shape (n_samples,).
+
+    The one input check of every in-memory entry point (:class:`Tagger` arrays and Waveforms,
+    :func:`resample`). Integer PCM is scaled to [-1, 1) (int16 by 2**15, int32 by 2**31, uint8
+    offset by 128); a 2-D array is one recording whose channels lie on its short axis, averaged
+    to mono, when that axis has at most :data:`MAX_CHANNELS` entries and the other is at least
+    :data:`MIN_SAMPLES_PER_CHANNEL_RATIO` times longer (channels-first or channels-last).
+    Non-finite samples are set to zero.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Shape (n_samples,), (n_samples, n_channels) or (n_channels, n_samples); float or integer.
+    source : str
+        Named in errors.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape (n_samples,).
 
     Raises
     ------
+    AudioTypeError
+        For anything but a numeric array (None, a number, a string, object or bool arrays).
     AudioError
-        If the samples are not a 1-D array, are empty, or are all non-finite.
+        For a 0-D array, an ambiguous or higher-dimensional shape, no samples, unsigned integers
+        other than uint8, or samples that are all NaN or infinite.
     """
-    samples = np.asarray(waveform.samples)
-    if samples.ndim != 1:
-        raise AudioError(
-            f"expected mono samples of shape (n_samples,), got shape {samples.shape} ({waveform.source}); "
-            "average the channels first"
+    if not isinstance(samples, np.ndarray):
+        raise AudioTypeError(f"expected audio samples as a numpy array, got {_describe(samples)} ({source})")
+    kind = samples.dtype.kind
+    if kind not in "iuf":
+        raise AudioTypeError(
+            f"expected numeric audio samples (float or integer PCM), got an array of dtype {samples.dtype} "
+            f"({source})"
         )
+    if samples.ndim == 0:
+        raise AudioError(f"expected an array of samples, got a 0-D array (a single number {samples.item()!r}) "
+                         f"({source})")
+    if samples.ndim > 2:
+        raise AudioError(f"expected samples of shape (n_samples,) or (n_samples, n_channels), got shape "
+                         f"{samples.shape} ({source}); pass several recordings as a list")
     if samples.size == 0:
-        raise AudioError(f"zero samples ({waveform.source})")
+        raise AudioError(f"zero samples, shape {samples.shape} ({source})")
+    if kind == "i":
+        samples = samples.astype(np.float32) / np.float32(2 ** (8 * samples.dtype.itemsize - 1))
+    elif kind == "u":
+        if samples.dtype != np.uint8:
+            raise AudioError(f"unsigned {samples.dtype} samples have no standard PCM scaling ({source}); "
+                             "convert them to float in [-1, 1]")
+        samples = (samples.astype(np.float32) - np.float32(128)) / np.float32(128)
+    if samples.ndim == 2:
+        short_axis = int(np.argmin(samples.shape))
+        n_channels, n_samples = samples.shape[short_axis], samples.shape[1 - short_axis]
+        if n_channels > MAX_CHANNELS or n_samples < MIN_SAMPLES_PER_CHANNEL_RATIO * n_channels:
+            raise AudioError(
+                f"ambiguous shape {samples.shape} ({source}): a 2-D array is read as one recording with up to "
+                f"{MAX_CHANNELS} channels on its short axis and at least {MIN_SAMPLES_PER_CHANNEL_RATIO} times as "
+                "many samples on the other; pass several recordings as a list of 1-D arrays"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            samples = samples.astype(np.float32, copy=False).mean(axis=short_axis, dtype=np.float32)
     samples = samples.astype(np.float32, copy=False)
     finite = np.isfinite(samples)
     if not finite.any():
-        raise AudioError(f"all {samples.size} samples are NaN or infinite ({waveform.source})")
+        raise AudioError(f"all {samples.size} samples are NaN or infinite ({source})")
     if not finite.all():
         samples = np.where(finite, samples, np.float32(0.0))
+    return samples
+
+
+def resample(waveform: Waveform, *, sample_rate: int) -> Waveform:
+    """Return ``waveform`` at ``sample_rate`` (soxr "HQ"), mono float32; unchanged when the rate matches.
+
+    The samples are checked and converted by :func:`as_samples` (integer PCM scaled, channels
+    averaged).
+
+    Raises
+    ------
+    AudioTypeError, AudioError
+        As :func:`as_samples`; also for a sample rate that is not a positive number.
+    """
+    samples = as_samples(waveform.samples, source=waveform.source)
+    if not isinstance(waveform.sample_rate, (int, np.integer)) or waveform.sample_rate <= 0:
+        raise AudioError(f"sample_rate must be a positive whole number of Hz, got {waveform.sample_rate!r} "
+                         f"({waveform.source})")
     if waveform.sample_rate != sample_rate:
         samples = soxr.resample(samples, waveform.sample_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     return Waveform(samples=samples, sample_rate=sample_rate, source=waveform.source)
@@ -309,6 +509,32 @@ def window_chunks(
         yield Window(samples=buffer[len(buffer) - window :].copy(), start=total - window, n_valid=window)
 
 
+def split_segments(chunks: Iterable[np.ndarray], *, segment_samples: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Regroup a stream of sample chunks into consecutive segments of ``segment_samples``.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+        Each segment's first sample index and its float32 samples; the last one may be shorter.
+    """
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    start = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        n_pending += len(chunk)
+        if n_pending < segment_samples:
+            continue
+        joined = np.concatenate(pending)
+        n_whole = len(joined) // segment_samples * segment_samples
+        for offset in range(0, n_whole, segment_samples):
+            yield start, joined[offset : offset + segment_samples]
+            start += segment_samples
+        pending, n_pending = [joined[n_whole:]], len(joined) - n_whole
+    if n_pending:
+        yield start, np.concatenate(pending)
+
+
 def _sizes(sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None) -> tuple[int, int, int]:
     window = int(round(window_s * sample_rate))
     hop = int(round(hop_s * sample_rate))
@@ -355,6 +581,22 @@ def stream_windows(
     window, hop, min_length = _sizes(sample_rate, window_s, hop_s, min_window_s)
     chunks = stream_audio(path, sample_rate=sample_rate, block_frames=block_frames)
     yield from window_chunks(chunks, window=window, hop=hop, min_length=min_length, source=str(path))
+
+
+def check_finite_scores(probs: np.ndarray, samples: np.ndarray, source: str) -> None:
+    """Raise if a window's scores hold NaN or inf (audio far outside [-1, 1] overflows the frontend).
+
+    Raises
+    ------
+    AudioError
+        Naming the source and the window's peak amplitude.
+    """
+    if not np.isfinite(probs).all():
+        peak = float(np.max(np.abs(samples)))
+        raise AudioError(
+            f"{source}: the model gave NaN or infinite scores; the samples reach amplitude {peak:.3g}, expected "
+            "audio in [-1, 1] (scale integer PCM or normalise the recording)"
+        )
 
 
 def aggregate(window_scores: np.ndarray, *, how: Aggregate = "max") -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calitag.errors import AudioError, TaggingError
-from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, stream_windows
+from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, check_finite_scores, stream_windows
 from calitag.pipeline.types import Scores
 
 if TYPE_CHECKING:  # decoder processes import this module: keep torch out of it
@@ -269,8 +269,12 @@ def run_batch(
     def run(length: int) -> None:
         members = batches.pop(length)
         probs = tagger.score_windows(np.stack([samples for _, samples in members]))
-        for (index, _), row in zip(members, probs):
+        for (index, samples), row in zip(members, probs):
             state = pending[index]
+            try:
+                check_finite_scores(row, samples, paths[index])
+            except TaggingError as err:
+                state.error = state.error or str(err)
             row = row.astype(np.float64)
             if state.folded is None:
                 state.folded = row

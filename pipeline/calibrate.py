@@ -302,6 +302,7 @@ def calibrate(
     nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
     names = [name for name in labels.labels if name not in missing]
     checkpoint_sha256 = _checkpoint_sha256(tagger)
+    n_listed = len(names)
     if scored is None:
         unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
         cache = ScoreCache(cache_path_for(out, tagger.name), class_names)
@@ -317,6 +318,12 @@ def calibrate(
         row = {p: i for i, p in enumerate(scored.paths)}
         scores = scored.scores[[row[recorded[i]] for i in ok]].reshape(len(ok), len(class_names))
     names = [names[i] for i in ok]
+    if failed and len(names) < 2:
+        # The files are the cause, not the labels: say so, with the first decoder message.
+        raise LabelsError(
+            f"{len(failed)} of the {n_listed} labeled clip(s) in {folder or labels.source} could not be read, leaving {len(names)}; "
+            f"calibration needs at least 2; e.g. {failed[0].error}"
+        )
     classes = tuple(c for c in class_names if any(c in labels.labels[n] for n in names))
     if not classes:
         raise LabelsError(f"{labels.source}: none of the labeled clips has a {tagger.name} class")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import tempfile
@@ -46,6 +47,12 @@ EVENTS_FORMAT_VERSION = 1
 TSV_HEADER = ("filename", "onset", "offset", "event_label")
 # Two frame hops closer than this are the same frame rate (float round-off in JSON).
 _HOP_TOLERANCE_S = 1e-6
+#: Longest smoothing kernel: 100 s at 10 ms frames; longer ones cost memory and time for nothing.
+MAX_KERNEL_FRAMES = 10_001
+#: Latest onset/offset accepted in an events table: 10^6 s (11.6 days).
+MAX_EVENT_TIME_S = 1e6
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, order=True)
@@ -96,8 +103,10 @@ class ClassPostprocess:
             raise ThresholdsError(
                 f"kernel_frames must be a whole number of frames, got {self.kernel_frames!r}"
             )
-        if self.kernel_frames < 1:
-            raise ThresholdsError(f"kernel_frames must be >= 1, got {self.kernel_frames}")
+        if not 1 <= self.kernel_frames <= MAX_KERNEL_FRAMES:
+            raise ThresholdsError(
+                f"kernel_frames must be between 1 and {MAX_KERNEL_FRAMES}, got {self.kernel_frames}"
+            )
         if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
             raise ThresholdsError(f"threshold must be a finite value in [0, 1], got {self.threshold!r}")
         if self.low is not None and not (
@@ -306,6 +315,8 @@ def smooth(scores: np.ndarray, *, kind: Smoothing, kernel_frames: int) -> np.nda
     x = np.asarray(scores, dtype=np.float64)
     if kind == "none" or kernel_frames <= 1:
         return x
+    if kernel_frames > MAX_KERNEL_FRAMES:
+        raise ThresholdsError(f"kernel_frames must be at most {MAX_KERNEL_FRAMES}, got {kernel_frames}")
     if kind == "median":
         size = (kernel_frames,) + (1,) * (x.ndim - 1)
         return ndimage.median_filter(x, size=size, mode="nearest")
@@ -641,11 +652,14 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
     -------
     EventTable
 
+    Rows repeating an earlier event exactly (file, onset, offset, label) are dropped with a logged
+    warning naming both lines.
+
     Raises
     ------
     LabelsError
-        Missing or unreadable file, wrong column count, non-numeric or negative times, or an offset
-        before its onset; the message names the file and line.
+        Missing or unreadable file, wrong column count, non-numeric or negative times, an offset
+        before its onset, or a time past :data:`MAX_EVENT_TIME_S`; the message names the file and line.
     """
     source = str(path)
     try:
@@ -666,6 +680,8 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
         columns = {name: first.index(name) for name in TSV_HEADER}
         rows = rows[1:]
     events: list[Event] = []
+    seen: dict[Event, int] = {}
+    duplicates: list[tuple[int, int]] = []
     files: dict[str, None] = {}
     width = max(columns.values()) + 1
     for line_no, row in rows:
@@ -685,11 +701,22 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
             ) from e
         if not label:
             raise LabelsError(f"{source}:{line_no}: event without a label")
-        if not (math.isfinite(on) and math.isfinite(off) and 0.0 <= on <= off):
+        if not (math.isfinite(on) and math.isfinite(off) and 0.0 <= on <= off <= MAX_EVENT_TIME_S):
             raise LabelsError(
-                f"{source}:{line_no}: expected 0 <= onset <= offset, got onset {on}, offset {off}"
+                f"{source}:{line_no}: expected 0 <= onset <= offset <= {MAX_EVENT_TIME_S:.0e} s, got onset {on}, "
+                f"offset {off}"
             )
-        events.append(Event(name, on, off, label))
+        event = Event(name, on, off, label)
+        if event in seen:
+            # A repeated row would count as a second event that no detection can match.
+            duplicates.append((line_no, seen[event]))
+            continue
+        seen[event] = line_no
+        events.append(event)
+    if duplicates:
+        shown = ", ".join(f"line {line} repeats line {first}" for line, first in duplicates[:5])
+        logger.warning("%s: %d duplicate event row(s) ignored (%s%s)", source, len(duplicates), shown,
+                       ", ..." if len(duplicates) > 5 else "")
     return EventTable(tuple(events), tuple(files), source)
 
 

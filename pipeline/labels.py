@@ -65,6 +65,28 @@ def _split_labels(cell: str, known: frozenset[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(labels))
 
 
+def _check_unquoted_comma(
+    row: list[str], *, label_col: int, named_columns: int, strict: bool, known: frozenset[str], where: str
+) -> None:
+    """Raise if the labels cell of a CSV row was cut by an unquoted comma (``a.wav,Animal;Cattle, bovinae``).
+
+    Cells past the named columns are the tell: with a header any such non-empty cell is one; without
+    a header, only when joining them back to the labels cell makes a known class name.
+    """
+    extra = row[max(named_columns, label_col + 1):]
+    if label_col != named_columns - 1 or not any(cell.strip() for cell in extra):
+        return
+    joined = ",".join([row[label_col], *extra])
+    rejoined = [label for label in _split_labels(joined, known) if "," in label and label in known]
+    if not rejoined and not strict:
+        return
+    cause = f"the class {rejoined[0]!r} was cut at its comma" if rejoined else f"{len(extra)} cell(s) past the header"
+    raise LabelsError(
+        f"{where}: the labels cell is split by an unquoted comma ({cause}); quote the field: "
+        f"{row[0].strip()},\"{joined.strip()}\""
+    )
+
+
 def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> ClipLabels:
     """Read a clip-level label file.
 
@@ -89,31 +111,37 @@ def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> Cl
         raise LabelsError(f"cannot read label file {path}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise LabelsError(f"label file {path} is not UTF-8 text") from e
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not numbered:
         raise LabelsError(f"label file {path} is empty")
-    delimiter = "\t" if "\t" in lines[0] else ","
-    rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
+    line_numbers = [n for n, _ in numbered]  # rows are numbered as lines of the file, blank ones included
+    delimiter = "\t" if "\t" in numbered[0][1] else ","
+    rows = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter))
     header = [cell.strip().lower() for cell in rows[0]]
     file_col = next((header.index(c) for c in FILE_COLUMNS if c in header), None)
-    if file_col is not None:
+    has_header = file_col is not None
+    if has_header:
         label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
         if label_col is None:
             raise LabelsError(
                 f"label file {path} has a header {rows[0]} but no labels column "
                 f"(expected one of {', '.join(LABEL_COLUMNS)})"
             )
-        rows = rows[1:]
+        rows, line_numbers = rows[1:], line_numbers[1:]
+        named_columns = len(header)
     else:
-        file_col, label_col = 0, 1
+        file_col, label_col, named_columns = 0, 1, 2
     known = frozenset(class_names)
     labels: dict[str, tuple[str, ...]] = {}
-    for line_no, row in enumerate(rows, start=2 if file_col is not None else 1):
+    for line_no, row in zip(line_numbers, rows):
         if len(row) <= file_col or not row[file_col].strip():
-            raise LabelsError(f"{path}, row {line_no}: no file name")
+            raise LabelsError(f"{path}, line {line_no}: no file name")
         name = row[file_col].strip()
         if name in labels:
-            raise LabelsError(f"{path}, row {line_no}: {name} is listed twice")
+            raise LabelsError(f"{path}, line {line_no}: {name} is listed twice")
+        if delimiter == ",":
+            _check_unquoted_comma(row, label_col=label_col, named_columns=named_columns, strict=has_header,
+                                  known=known, where=f"{path}, line {line_no}")
         labels[name] = _split_labels(row[label_col], known) if len(row) > label_col else ()
     if not labels:
         raise LabelsError(f"label file {path} lists no files")

@@ -22,7 +22,11 @@ CSV_COLUMNS = ("path", "duration_s", "tags", "scores", "model", "thresholds", "e
 
 
 def _format_jsonl(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    # JSON has no NaN or Infinity: refuse them rather than write a line other readers reject.
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise OutputError(f"record of {record.get('path')} holds NaN or infinity, which JSON cannot carry: {err}") from err
 
 
 def _format_csv(record: dict[str, Any]) -> str:

@@ -18,12 +18,15 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from calitag.errors import AudioError, DeviceError, ModelNotFoundError
+from calitag.errors import AudioError, AudioTypeError, DeviceError, ModelNotFoundError
 from calitag.models.checkpoints import resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
-from calitag.pipeline.audio import Aggregate, Window, resample, stream_windows, windows
+from calitag.pipeline.audio import (
+    Aggregate, Window, _sizes, check_finite_scores, resample, split_segments, stream_audio, stream_windows,
+    window_chunks, windows,
+)
 from calitag.pipeline.features import LogMel
-from calitag.pipeline.types import FrameScores, Scores, Tags, Waveform
+from calitag.pipeline.types import FrameScores, Scores, SegmentScores, Tags, Waveform
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 8
 
-#: A recording: a path, a Waveform (any rate: resampled), or a 1-D array at the model's rate.
+#: A recording: a path, a Waveform (any rate: resampled), or an array at the model's rate: (n,), or
+#: (n, channels) / (channels, n) averaged to mono; integer PCM is scaled (see ``as_samples``).
 AudioInput = Union[str, Path, Waveform, np.ndarray]
 
 
@@ -202,29 +206,44 @@ class Tagger:
 
     # --- inputs -> windows ---------------------------------------------------------------------
 
-    def _item(self, index: int, item: AudioInput) -> _Item:
+    def _item(
+        self, index: int, item: AudioInput, *, window_s: float | None = None, hop_s: float | None = None,
+        min_window_s: float | None = None,
+    ) -> _Item:
         spec = self.spec
         rate = spec.frontend.sample_rate
+        window_s = window_s or spec.window_s
+        hop_s = hop_s or spec.hop_s
+        min_window_s = min_window_s or spec.min_window_s
         if isinstance(item, (str, Path)):
             stream = stream_windows(
-                item, sample_rate=rate, window_s=spec.window_s, hop_s=spec.hop_s, min_window_s=spec.min_window_s
+                item, sample_rate=rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
             )
             return _Item(index, str(item), stream)
         if isinstance(item, np.ndarray):
             item = Waveform(samples=item, sample_rate=rate, source=f"<array {index}>")
         if not isinstance(item, Waveform):
-            raise AudioError(f"expected a path, a Waveform or a 1-D numpy array, got {type(item).__name__}")
+            text = repr(item)
+            raise AudioTypeError(
+                f"input {index}: expected a path, a Waveform or a numpy array of samples, got "
+                f"{type(item).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+            )
         wave = resample(item, sample_rate=rate)
-        cut = windows(wave, window_s=spec.window_s, hop_s=spec.hop_s, min_window_s=spec.min_window_s)
+        cut = windows(wave, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s)
         return _Item(index, wave.source, iter(cut))
 
     @staticmethod
     def _as_list(items: AudioInput | Sequence[AudioInput]) -> list[AudioInput]:
-        if isinstance(items, (str, Path, Waveform)):
+        # An array is always one recording (a 2-D one has channels); several go in a list.
+        if isinstance(items, (str, Path, Waveform, np.ndarray)):
             return [items]
-        if isinstance(items, np.ndarray):
-            return [items] if items.ndim == 1 else list(items)
-        return list(items)
+        if isinstance(items, Iterable) and not isinstance(items, (bytes, dict)):
+            return list(items)
+        text = repr(items)
+        raise AudioTypeError(
+            "expected a path, a Waveform, a numpy array of samples, or a list of them; got "
+            f"{type(items).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+        )
 
     def _forward(self, batch: np.ndarray, *, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Waveforms (B, n) -> clip probs (B, C), frame probs (B, T_out, C) or None, feature frames."""
@@ -279,7 +298,7 @@ class Tagger:
 
         Parameters
         ----------
-        items : path, Waveform, 1-D array, or a sequence of them
+        items : path, Waveform, array, or a list of them
             Arrays are taken to be at the model's sample rate; Waveforms are resampled.
         aggregate : {"max", "mean"}
             How window scores become the clip score.
@@ -312,7 +331,8 @@ class Tagger:
 
         for members, batch in self._batches(prepared()):
             probs, _, _ = self._forward(batch)
-            for (index, _), row in zip(members, probs):
+            for (index, window), row in zip(members, probs):
+                check_finite_scores(row, window.samples, sources[index])
                 row = row.astype(np.float64)
                 previous = folded[index]
                 if previous is None:
@@ -329,6 +349,82 @@ class Tagger:
         ]
         clip = np.asarray(rows, dtype=np.float32).reshape(len(entries), len(self.class_names))
         return Scores(probs=clip, class_names=self.class_names, model=self.name, sources=tuple(sources))
+
+    def segment_scores(self, item: AudioInput, *, segment_s: float, aggregate: Aggregate = "max") -> SegmentScores:
+        """Clip scores of consecutive ``segment_s``-long segments of one recording (a timeline).
+
+        Each segment is scored as a recording of its own (windowed as :meth:`scores` does); the
+        last segment is shorter when the recording does not divide evenly. The file is read in
+        blocks: one segment is held in memory at a time.
+
+        Parameters
+        ----------
+        item : path, Waveform or array
+            One recording, as :meth:`scores`.
+        segment_s : float
+            Segment length in seconds, positive and finite.
+        aggregate : {"max", "mean"}
+            How window scores become a segment's score.
+
+        Returns
+        -------
+        SegmentScores
+            ``probs`` float32 of shape (n_segments, n_classes), with each segment's start and end.
+
+        Raises
+        ------
+        AudioError
+            For a ``segment_s`` that is not a positive finite number, or a bad input.
+        AudioLoadError
+            If the file cannot be read.
+        """
+        if not isinstance(segment_s, (int, float)) or not math.isfinite(segment_s) or segment_s <= 0:
+            raise AudioError(f"segment_s must be a positive number of seconds, got {segment_s!r}")
+        if aggregate not in ("max", "mean"):
+            raise AudioError(f"unknown aggregation {aggregate!r}; expected 'max' or 'mean'")
+        spec = self.spec
+        rate = spec.frontend.sample_rate
+        segment = max(1, int(round(segment_s * rate)))
+        if isinstance(item, (str, Path)):
+            source, chunks = str(item), stream_audio(item, sample_rate=rate)
+        else:
+            if isinstance(item, np.ndarray):
+                item = Waveform(samples=item, sample_rate=rate, source="<array 0>")
+            if not isinstance(item, Waveform):
+                raise AudioTypeError(f"expected a path, a Waveform or a numpy array of samples, got {type(item).__name__}")
+            wave = resample(item, sample_rate=rate)
+            source, chunks = wave.source, iter([wave.samples])
+        window, hop, min_length = _sizes(rate, spec.window_s, spec.hop_s, spec.min_window_s)
+        bounds: list[tuple[int, int]] = []
+
+        def items() -> Iterator[_Item]:
+            for index, (start, samples) in enumerate(split_segments(chunks, segment_samples=segment)):
+                bounds.append((start, start + len(samples)))
+                cut = window_chunks([samples], window=window, hop=hop, min_length=min_length, source=source)
+                yield _Item(index, source, cut)
+
+        rows = self._fold(items(), aggregate=aggregate, source=source)
+        return SegmentScores(
+            probs=np.asarray(rows, dtype=np.float32).reshape(len(bounds), len(self.class_names)),
+            starts_s=np.array([b[0] / rate for b in bounds]), ends_s=np.array([b[1] / rate for b in bounds]),
+            class_names=self.class_names, model=self.name, source=source,
+        )
+
+    def _fold(self, items: Iterable[_Item], *, aggregate: Aggregate, source: str) -> list[np.ndarray]:
+        """Window scores of each item folded into one row per item, in item order."""
+        folded: dict[int, np.ndarray] = {}
+        counts: dict[int, int] = {}
+        for members, batch in self._batches(items):
+            probs, _, _ = self._forward(batch)
+            for (index, window), row in zip(members, probs):
+                check_finite_scores(row, window.samples, source)
+                row = row.astype(np.float64)
+                if index not in folded:
+                    folded[index], counts[index] = row, 1
+                    continue
+                folded[index] = np.maximum(folded[index], row) if aggregate == "max" else folded[index] + row
+                counts[index] += 1
+        return [folded[i] / counts[i] if aggregate == "mean" else folded[i] for i in sorted(folded)]
 
     def frame_scores(self, item: AudioInput) -> FrameScores:
         """Frame-level scores of one recording, for models with frame outputs.
@@ -348,11 +444,14 @@ class Tagger:
         AudioLoadError
             If the file cannot be read.
         """
-        if not self.spec.frame_level or not hasattr(self.model, "forward_frames"):
+        sliding = "frame_window_s" in self.spec.extra and not hasattr(self.model, "forward_frames")
+        if not self.spec.frame_level or not (sliding or hasattr(self.model, "forward_frames")):
             frame_level = sorted(name for name, spec in MODELS.items() if spec.frame_level)
             raise ModelNotFoundError(
                 f"{self.name} gives clip scores only; frame-level models: {', '.join(frame_level)}"
             )
+        if sliding:
+            return self._sliding_frame_scores(item)
         rate = self.spec.frontend.sample_rate
         feature_hop_s = self.spec.frontend.hop_length / rate
         entry = self._item(0, item)
@@ -362,6 +461,7 @@ class Tagger:
             _, frames, n_feature_frames = self._forward(batch, frames=True)
             hop_s = feature_hop_s * n_feature_frames / frames.shape[1]  # type: ignore[union-attr]
             for (_, window), rows in zip(members, frames):
+                check_finite_scores(rows, window.samples, entry.source)
                 # Drop output frames that only saw padding (of the audio, or of the features).
                 real = self._feature_frames(window.n_valid) * len(rows) / n_feature_frames
                 n_valid = min(len(rows), max(1, math.ceil(real - 1e-6)))
@@ -370,6 +470,27 @@ class Tagger:
         out = np.zeros((n_frames, len(self.class_names)), dtype=np.float32)
         for offset, rows in pieces:
             np.maximum(out[offset : offset + len(rows)], rows, out=out[offset : offset + len(rows)])
+        return FrameScores(probs=out, frame_hop_s=hop_s, class_names=self.class_names, model=self.name,
+                           source=entry.source)
+
+    def _sliding_frame_scores(self, item: AudioInput) -> FrameScores:
+        """Frame scores of a clip model: the clip scores of short windows, one every ``frame_hop_s``."""
+        rate = self.spec.frontend.sample_rate
+        window_s, hop_s = float(self.spec.extra["frame_window_s"]), float(self.spec.extra["frame_hop_s"])
+        entry = self._item(0, item, window_s=window_s, hop_s=hop_s, min_window_s=window_s)
+        n_frames = 0
+        rows: dict[int, np.ndarray] = {}
+        for members, batch in self._batches([entry]):
+            probs, _, _ = self._forward(batch)
+            for (_, window), row in zip(members, probs):
+                check_finite_scores(row, window.samples, entry.source)
+                # The last window is aligned to the end of the recording: it goes to the nearest frame.
+                offset = int(round(window.start / (hop_s * rate)))
+                rows[offset] = np.maximum(rows[offset], row) if offset in rows else row
+                n_frames = max(n_frames, offset + 1)
+        out = np.zeros((n_frames, len(self.class_names)), dtype=np.float32)
+        for offset, row in rows.items():
+            out[offset] = row
         return FrameScores(probs=out, frame_hop_s=hop_s, class_names=self.class_names, model=self.name,
                            source=entry.source)
 
@@ -399,7 +520,7 @@ class Tagger:
 
         Parameters
         ----------
-        items : path, Waveform, 1-D array, or a sequence of them
+        items : path, Waveform, array, or a list of them
             As :meth:`scores`.
         top_k : int or None
             Keep at most this many labels per recording (the highest scores).

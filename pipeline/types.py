@@ -75,6 +75,23 @@ class FrameScores:
 
 
 @dataclass(frozen=True)
+class SegmentScores:
+    """Clip scores of consecutive segments of one recording: a timeline.
+
+    probs: float array in [0, 1], shape (n_segments, n_classes), one row per segment.
+    starts_s, ends_s: float arrays, shape (n_segments,): each segment's span in seconds (the
+      last one ends with the recording).
+    """
+
+    probs: np.ndarray
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    class_names: tuple[str, ...]
+    model: str
+    source: str = "<array>"
+
+
+@dataclass(frozen=True)
 class Tags:
     """The decision for one recording: the labels whose score passed their threshold.
 

@@ -152,9 +152,9 @@ def test_aggregate_max_and_mean() -> None:
         aggregate(scores, how="median")  # type: ignore[arg-type]
 
 
-def test_resample_refuses_multichannel_arrays() -> None:
-    """An in-memory waveform must be 1-D; a (n, 2) array is refused with its shape."""
-    with pytest.raises(AudioError, match=r"got shape \(100, 2\)"):
+def test_resample_refuses_ambiguous_multichannel_arrays() -> None:
+    """A (100, 2) array is too short to tell samples from channels: refused with its shape."""
+    with pytest.raises(AudioError, match=r"ambiguous shape \(100, 2\)"):
         resample(Waveform(samples=np.zeros((100, 2), np.float32), sample_rate=16_000), sample_rate=32_000)
 
 

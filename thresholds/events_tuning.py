@@ -18,6 +18,7 @@ deterministic; the solver is seeded.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from calitag.pipeline.sed_metrics import (
     count_event_matches,
 )
 from calitag.pipeline.types import FrameScores
+
+logger = logging.getLogger(__name__)
 
 Metric = Literal["event", "segment"]
 
@@ -227,9 +230,26 @@ def _collect(
             f"reference events name {len(unscored)} file(s) with no frame scores, e.g. {unscored[:3]}; "
             "fix: score them or drop them from the reference"
         )
+    durations = {f: len(fs.probs) * hop for f, fs in zip(files, frame_scores)}
     by_key: dict[tuple[str, str], list[Event]] = {}
+    clipped = []
     for e in events:
+        end = durations[e.file]
+        if e.onset_s >= end + hop:
+            raise LabelsError(
+                f"reference event {e.label} at {e.onset_s:g}-{e.offset_s:g} s starts after the end of {e.file} "
+                f"({end:.2f} s of frame scores); fix: check the file name and times in the reference"
+            )
+        if e.offset_s > end + hop:
+            clipped.append(e)
+            e = Event(e.file, e.onset_s, end, e.label)
         by_key.setdefault((e.file, e.label), []).append(e)
+    if clipped:
+        first = clipped[0]
+        logger.warning(
+            "%d reference event(s) end after the end of their file and were cut there, e.g. %s %g-%g s in %s "
+            "(%.2f s)", len(clipped), first.label, first.onset_s, first.offset_s, first.file, durations[first.file],
+        )
     return names, hop, files, by_key
 
 

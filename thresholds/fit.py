@@ -17,6 +17,7 @@ exact      per-class optimum over the sorted scores: exact for macro/per-class F
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,10 @@ def _resolve_options(method: str, options: dict[str, Any]) -> Any:
     for name in ("lr", "slope", "sigma", "step_ratio", "delta", "slope_lr", "grid_step_z"):
         if hasattr(resolved, name) and not float(getattr(resolved, name)) > 0:
             raise CalibrationError(f"option {name} of method {method!r} must be > 0, got {getattr(resolved, name)}")
+    max_seconds = getattr(resolved, "max_seconds", None)
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and 0 <= max_seconds < math.inf):
+        raise CalibrationError(f"option max_seconds of method {method!r} must be a finite number of seconds >= 0, "
+                               f"got {max_seconds!r}")
     for name in ("epochs", "outer", "inner", "iterations", "max_tries", "max_sweeps"):
         if hasattr(resolved, name):
             value = getattr(resolved, name)

@@ -484,7 +484,10 @@ def read_scores(
         eval_scores = _sigmoid(eval_scores) if eval_scores is not None else None
     val_scores = check_scores(val_scores, source=source, name="val_scores" if file.suffix == ".npz" else "scores")
     if val_labels is not None:
-        val_labels = check_labels(val_labels, val_scores.shape, source=source, name="val_labels")
+        # Labels from a file of their own are named by that file, not the scores file.
+        label_source = str(labels) if labels is not None and file.suffix != ".npz" else source
+        val_labels = check_labels(val_labels, val_scores.shape, source=label_source,
+                                  name="val_labels" if file.suffix == ".npz" else "labels")
     if eval_scores is not None:
         eval_scores = check_scores(eval_scores, source=source, name="eval_scores")
         if eval_scores.shape[1] != val_scores.shape[1]:
