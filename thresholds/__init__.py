@@ -37,8 +37,20 @@ from calitag.thresholds.objectives import (
     objective_value,
     resolve_objective,
 )
-from calitag.thresholds.surrogate import SurrogateStep, ThresholdLayer, surrogate_step
 from calitag.thresholds.synthetic import synthetic_scores
+
+# The surrogate-gradient layer needs torch: import it on first use, so that fitting, the
+# thresholds file and every `calitag thresholds` command run without torch installed.
+_TORCH_NAMES = {"SurrogateStep", "ThresholdLayer", "surrogate_step"}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        from calitag.thresholds import surrogate
+
+        return getattr(surrogate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FORMAT_VERSION",

@@ -1,13 +1,14 @@
 """The thresholds file (a fitted artefact that records where it came from) and score-file readers.
 
-Layout of a thresholds file (JSON, format version 1)::
+Layout of a thresholds file (JSON, format version 2; version 1 lacks ``per_class``)::
 
-    {"format_version": 1, "calitag_version": "0.1.0", "created": "2026-01-01T12:00:00+00:00",
+    {"format_version": 2, "calitag_version": "0.1.0", "created": "2026-01-01T12:00:00+00:00",
      "model": "yamnet", "model_sha256": null,
      "class_names": ["Speech", ...], "thresholds": [0.31, ...],
      "method": "sgl", "options": {"lr": 0.01, ...}, "objective": "micro_f1",
      "validation": {"micro_f1": 0.62, "macro_f1": 0.41, "objective": 0.62, "n_clips": 488},
-     "events": null}
+     "events": null,
+     "per_class": {"positives": [120, ...], "kept": ["fit", ...], "reason": [null, ...]}}
 
 ``events`` belongs to sound event detection (its contents are not checked here beyond being a
 JSON object or null).
@@ -33,7 +34,11 @@ from calitag._version import __version__
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.thresholds.metrics import check_labels, check_scores
 
-FORMAT_VERSION = 1
+#: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 1
+#: files (without it) are still read.
+FORMAT_VERSION = 2
+#: What ``per_class["kept"]`` may say for a class.
+KEPT = ("fit", "default")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -58,6 +63,26 @@ def _jsonable(value: Any, *, where: str) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v, where=f"{where}.{k}") for k, v in value.items()}
     raise ThresholdsError(f"{where} holds a {type(value).__name__}, which a thresholds file cannot store")
+
+
+def _check_per_class(per_class: Any, n_classes: int) -> dict[str, list[Any]]:
+    """Validate the per-class provenance record (see :class:`Thresholds`)."""
+    if not isinstance(per_class, dict):
+        raise ThresholdsError(f"per_class must be a JSON object, got {type(per_class).__name__}")
+    out: dict[str, list[Any]] = {}
+    for key in ("positives", "kept", "reason"):
+        column = per_class.get(key)
+        if not isinstance(column, (list, tuple)) or len(column) != n_classes:
+            raise ThresholdsError(f"per_class.{key} must be a list with one entry per class ({n_classes})")
+        out[key] = list(column)
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in out["positives"]):
+        raise ThresholdsError("per_class.positives must be counts (integers >= 0)")
+    out["positives"] = [int(n) for n in out["positives"]]
+    if not all(k in KEPT for k in out["kept"]):
+        raise ThresholdsError(f"per_class.kept entries must be one of {', '.join(KEPT)}")
+    if not all(r is None or isinstance(r, str) for r in out["reason"]):
+        raise ThresholdsError("per_class.reason entries must be strings or null")
+    return out
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,10 @@ class Thresholds:
         Version that wrote the object.
     events : dict or None
         Sound-event post-processing section (owned by calitag's detection stage).
+    per_class : dict or None
+        Per-class provenance, lists in class order: ``positives`` (positive clips seen by the
+        fit), ``kept`` ("fit" or "default": whether the fitted value or the default threshold
+        was kept) and ``reason`` (why the default was kept, else None).
     """
 
     values: np.ndarray
@@ -101,6 +130,7 @@ class Thresholds:
     created: str = field(default_factory=_utc_now)
     calitag_version: str = __version__
     events: dict[str, Any] | None = None
+    per_class: dict[str, list[Any]] | None = None
 
     def __post_init__(self) -> None:
         values = np.array(self.values, dtype=np.float64).reshape(-1) if np.ndim(self.values) <= 1 else None
@@ -124,6 +154,8 @@ class Thresholds:
             raise ThresholdsError(f"model_sha256 must be 64 lower-case hex digits, got {self.model_sha256!r}")
         if self.events is not None and not isinstance(self.events, dict):
             raise ThresholdsError(f"events must be a JSON object or None, got {type(self.events).__name__}")
+        if self.per_class is not None:
+            object.__setattr__(self, "per_class", _check_per_class(self.per_class, len(names)))
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "class_names", names)
@@ -177,6 +209,7 @@ class Thresholds:
             "objective": self.objective,
             "validation": _jsonable(self.validation, where="validation"),
             "events": _jsonable(self.events, where="events") if self.events is not None else None,
+            "per_class": _jsonable(self.per_class, where="per_class") if self.per_class is not None else None,
         }
 
     @classmethod
@@ -201,7 +234,7 @@ class Thresholds:
                 f"{FORMAT_VERSION}: upgrade calitag"
             )
         if version < 1:
-            raise ThresholdsError(f"{source}: format_version {version} is not valid (expected 1)")
+            raise ThresholdsError(f"{source}: format_version {version} is not valid (expected 1 to {FORMAT_VERSION})")
 
         def need(key: str, kinds: tuple[type, ...], *, optional: bool = False) -> Any:
             if key not in document:
@@ -239,6 +272,7 @@ class Thresholds:
                 created=need("created", (str,), optional=True) or "",
                 calitag_version=need("calitag_version", (str,), optional=True) or "",
                 events=need("events", (dict,), optional=True),
+                per_class=need("per_class", (dict,), optional=True),
             )
         except ThresholdsError as err:
             raise ThresholdsError(f"{source}: {err}") from err
