@@ -226,7 +226,7 @@ def _echo_warnings(caught: list) -> None:
 
 
 def _read_score_set(scores_path: _Path, labels_path: _Path | None, logits: bool):
-    from calitag.thresholds.io import read_scores
+    from calitag.thresholds.scorefiles import read_scores
 
     return read_scores(scores_path, labels=labels_path, logits=logits)
 
@@ -431,14 +431,17 @@ class _Progress:
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
+@_JSON_OPTION
 def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
                       objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path) -> None:
+                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path, as_json: bool) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
     held-out part, and the thresholds fitted on the first are measured on the second against the
-    default threshold 0.5, with bootstrap 95% intervals. Classes absent from the labels keep 0.5.
+    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class keeps its
+    fitted threshold only when it beats 0.5 under 3-fold cross-validation inside the fitting
+    clips. Classes absent from the labels keep 0.5.
     """
     from calitag.errors import TaggingError
     from calitag.pipeline.calibrate import calibrate
@@ -466,21 +469,37 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
                    f"(not used), e.g. {result.unlabeled_files[0]}", err=True)
     for note in result.notes:
         click.echo(note, err=True)
+    if result.few_positives:
+        listed = ", ".join(f"{name} ({n})" for name, n in result.few_positives)
+        click.echo(f"warning: {len(result.few_positives)} class(es) have fewer than 5 positive clips, their "
+                   f"thresholds are unreliable: {listed}", err=True)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({**result.to_dict(), "out": str(out_path)}))
+        return
     held = f"{result.folds}-fold cross-validation" if result.folds else f"held-out {result.n_held_out} clips"
     click.echo(f"{model_name}: {len(result.classes)} labeled classes, fitted on {result.n_fit} clips, {held}")
     header = f"{'class':<32} {'n':>4} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5}"
     click.echo(f"{'':<37} | {'default':^23} | {'calibrated':^23}")
     click.echo(header)
     values = dict(zip(result.thresholds.class_names, result.thresholds.values))
+    kept = dict(zip(result.thresholds.class_names, (result.thresholds.per_class or {}).get("kept", ())))
     for i, name in enumerate(result.classes):
         d, c = result.default, result.calibrated
+        mark = "*" if kept.get(name) == "default" else " "
         click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {0.5:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
-                   f"{d.f1[i]:>5.2f} | {values[name]:>5.2f} {c.precision[i]:>5.2f} {c.recall[i]:>5.2f} {c.f1[i]:>5.2f}")
+                   f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
+                   f"{c.f1[i]:>5.2f}")
+    if any(kept.get(name) == "default" for name in result.classes):
+        click.echo("* the default 0.5 was kept: the fit did not beat it under cross-validation")
     for average in ("micro", "macro"):
-        d = result.intervals["default"][f"{average}_f1"]
-        c = result.intervals["calibrated"][f"{average}_f1"]
+        gain = result.gains[f"{average}_f1"]
+        d, c = gain.default, gain.calibrated
         click.echo(f"{average}-F1  default {d.value:.3f} [{d.low:.3f}, {d.high:.3f}]   "
                    f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
+    for average in ("micro", "macro"):
+        click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
     click.echo(f"wrote {out_path}")
 
 

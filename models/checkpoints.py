@@ -151,6 +151,16 @@ def _write_stamp(path: Path, sha256: str) -> None:
         logger.debug("cannot write %s: %s", _stamp_path(path), err)
 
 
+def known_sha256(path: str | Path) -> str | None:
+    """The sha256 of ``path`` recorded by a fresh verification stamp, without hashing; None if unknown."""
+    path = Path(path)
+    try:
+        sha256 = _stamp_path(path).read_text().split(" ", 1)[0]
+        return sha256 if _stamp_path(path).read_text() == _stamp_of(path, sha256) else None
+    except OSError:
+        return None
+
+
 def _verified(path: Path, spec: CheckpointSpec) -> bool:
     """True when ``path`` matches ``spec``; hashes in full only when its stamp is stale."""
     if not path.is_file():

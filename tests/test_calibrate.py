@@ -57,10 +57,10 @@ def test_bootstrap_point_estimate_matches_exact_metrics():
     scores = rng.random((60, 4))
     targets = (rng.random((60, 4)) < 0.4).astype(float)
     values = np.array([0.3, 0.5, 0.6, 0.4])
-    boot = bootstrap_f1(scores > values, targets, seed=0)
+    boot = {average: bootstrap_f1(scores > values, targets, average=average, seed=0) for average in ("micro", "macro")}
     report = evaluate(scores, targets, values)
-    assert boot["micro_f1"].value == pytest.approx(report.micro_f1)
-    assert boot["macro_f1"].value == pytest.approx(report.macro_f1)
+    assert boot["micro"].value == pytest.approx(report.micro_f1)
+    assert boot["macro"].value == pytest.approx(report.macro_f1)
     for interval in boot.values():
         assert interval.low <= interval.value <= interval.high and interval.high - interval.low > 0.01
 

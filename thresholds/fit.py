@@ -123,8 +123,10 @@ def _resolve_options(method: str, options: dict[str, Any]) -> Any:
         options = {**options, "init": tuple(float(v) for v in np.asarray(options["init"]).reshape(-1))}
     resolved = cls(**options)
     for name in ("lr", "slope", "sigma", "step_ratio", "delta", "slope_lr", "grid_step_z"):
-        if hasattr(resolved, name) and not float(getattr(resolved, name)) > 0:
-            raise CalibrationError(f"option {name} of method {method!r} must be > 0, got {getattr(resolved, name)}")
+        if hasattr(resolved, name) and not 0 < float(getattr(resolved, name)) < float("inf"):
+            raise CalibrationError(
+                f"option {name} of method {method!r} must be a finite number > 0, got {getattr(resolved, name)}"
+            )
     for name in ("epochs", "outer", "inner", "iterations", "max_tries", "max_sweeps"):
         if hasattr(resolved, name):
             value = getattr(resolved, name)
@@ -466,7 +468,8 @@ def fit(
     if guard_folds is not None and method != "default":
         keep, reasons = _guard(checked, truth, values, spec=spec, method=method, options=options, folds=guard_folds,
                                default=default_threshold, seed=int(getattr(opts, "seed", 0)))
-        values = np.where(keep, values, default_threshold)
+        # A kept default is placed mid-gap too: the default's decisions on these clips, off any level.
+        values = index.snap(np.where(keep, values, default_threshold))
         per_class["kept"] = ["fit" if k else "default" for k in keep]
         per_class["reason"] = reasons
         tp, pp, n_pos = outcome_counts(checked, truth, values)
