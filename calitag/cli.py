@@ -245,7 +245,8 @@ def thresholds_group() -> None:
               default="micro-f1", show_default=True)
 @click.option("--beta", type=float, default=None, help="Recall weight of the *-fbeta objectives (default 1).")
 @click.option("--init", type=click.FloatRange(0, 1), default=None,
-              help="Start threshold (the threshold itself for --method default). Solver default: 0.3 (default: 0.5).")
+              help="Start threshold (the threshold itself for --method default; 0.5 there). Without it the "
+                   "solvers start each class at its label-rate threshold (0.3 reproduces the paper's DCASE2017 run).")
 @click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01).")
 @click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100).")
 @click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50).")
@@ -253,6 +254,8 @@ def thresholds_group() -> None:
               help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix.")
 @click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0).")
 @click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver.")
+@click.option("--guard-folds", type=click.IntRange(min=2), default=None,
+              help="Keep a class's fit only when it beats 0.5 under K-fold CV inside the clips (default: no guard).")
 @click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
 @_LOGITS_OPTION
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
@@ -260,8 +263,8 @@ def thresholds_group() -> None:
 @_JSON_OPTION
 def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, objective: str, beta: float | None,
                    init: float | None, lr: float | None, epochs: int | None, slope: float | None, engine: str | None,
-                   seed: int | None, max_seconds: float | None, model_name: str | None, logits: bool,
-                   out_path: _Path | None, as_json: bool) -> None:
+                   seed: int | None, max_seconds: float | None, guard_folds: int | None, model_name: str | None,
+                   logits: bool, out_path: _Path | None, as_json: bool) -> None:
     """Fit one threshold per class on the validation split of SCORES.
 
     SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
@@ -285,7 +288,7 @@ def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, o
                 raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
             start = time.perf_counter()
             thresholds = fit(data.val_scores, data.val_labels, method=method, objective=objective, beta=beta,
-                             class_names=data.names(), model=model_name, **options)
+                             class_names=data.names(), model=model_name, guard_folds=guard_folds, **options)
             seconds = time.perf_counter() - start
             evaluated = (evaluate(data.eval_scores, data.eval_labels, thresholds)
                          if data.eval_scores is not None else None)
@@ -427,6 +430,8 @@ class _Progress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Decoder processes.")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips.")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
@@ -434,7 +439,8 @@ class _Progress:
 @_JSON_OPTION
 def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
                       objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path, as_json: bool) -> None:
+                      workers: int, guard: bool, device: str, cache_dir: _Path | None, out_path: _Path,
+                      as_json: bool) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -454,7 +460,7 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
         progress = _Progress(len(labels.labels), "scoring")
         result = calibrate(tagger, folder, labels, out=out_path, method=method, objective=objective.replace("-", "_"),
                            val_fraction=val_fraction, folds=folds, seed=seed, skip_missing=skip_missing,
-                           workers=workers, on_progress=progress)
+                           workers=workers, guard=guard, on_progress=progress)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:

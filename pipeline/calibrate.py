@@ -232,6 +232,7 @@ def calibrate(
     seed: int = 0,
     skip_missing: bool = False,
     workers: int = 1,
+    guard: bool = True,
     on_progress: Callable[[BatchProgress], None] | None = None,
     **options: object,
 ) -> CalibrationResult:
@@ -258,6 +259,9 @@ def calibrate(
         Seeds the split, the solver and the bootstrap.
     skip_missing : bool
         Drop files listed but absent, and labels that are not model classes, instead of failing.
+    guard : bool
+        Keep a class's fitted threshold only when it beats the default threshold under 3-fold
+        cross-validation inside the fitting clips (see :func:`calitag.thresholds.fit`).
 
     Returns
     -------
@@ -305,9 +309,9 @@ def calibrate(
 
     def fit_on(index: np.ndarray) -> Thresholds:
         # The guard needs positives in at least two folds; with fewer clips it cannot run.
-        guard = GUARD_FOLDS if method != "default" and len(index) >= 2 * GUARD_FOLDS else None
+        folds_in = GUARD_FOLDS if guard and method != "default" and len(index) >= 2 * GUARD_FOLDS else None
         return fit(sub_scores[index], targets[index], method=method, objective=objective, class_names=classes,
-                   model=tagger.name, guard_folds=guard, default_threshold=DEFAULT_THRESHOLD, **options)
+                   model=tagger.name, guard_folds=folds_in, default_threshold=DEFAULT_THRESHOLD, **options)
 
     if folds:
         if folds < 2 or folds > len(names):

@@ -185,9 +185,9 @@ class ScoreIndex:
         position = np.searchsorted(self.keys_all, query, side="right")
         start = rows * self.n_clips
         below = position - start
-        padded = np.concatenate([self.keys_all, [np.inf]])
-        low = np.where(below > 0, padded[np.maximum(position - 1, 0)] - ROW_GAP * rows, -np.inf)
-        high = np.where(below < self.n_clips, padded[position] - ROW_GAP * rows, np.inf)
+        last = self.keys_all.size - 1
+        low = np.where(below > 0, self.keys_all[np.clip(position - 1, 0, last)] - ROW_GAP * rows, -np.inf)
+        high = np.where(below < self.n_clips, self.keys_all[np.clip(position, 0, last)] - ROW_GAP * rows, np.inf)
         return below, low, high
 
     def snap(self, thresholds: np.ndarray) -> np.ndarray:
