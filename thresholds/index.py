@@ -122,7 +122,9 @@ class ScoreIndex:
         """
         n_clips, n_classes = scores.shape
         offsets = ROW_GAP * np.arange(n_classes)
-        sorted_all = np.ascontiguousarray(scores.T, dtype=np.float32)
+        # A copy, always: with one class (or one clip) scores.T is already contiguous, and an
+        # in-place sort of a view would reorder the caller's scores.
+        sorted_all = np.array(scores.T, dtype=np.float32, order="C", copy=True)
         sorted_all.sort(axis=1)
         keys_all = (sorted_all + offsets[:, None]).ravel()  # float64: exact sums
         # Positives read in the scores' own layout (a few per clip), then sorted class-major.
@@ -196,7 +198,8 @@ class ScoreIndex:
         The decisions ``score > threshold`` on the fitting scores do not change, but the
         threshold no longer sits within float rounding of a score level (with tied or quantised
         scores a threshold just below a level would flip every clip at that level). Below the
-        lowest score the gap is (0, lowest); above the highest it is (highest, 1).
+        lowest score the threshold becomes 0 ("every clip with a positive score"); above the
+        highest it is the middle of (highest, 1), so saturated scores of exactly 1 still count.
 
         Parameters
         ----------
@@ -209,9 +212,9 @@ class ScoreIndex:
             (C,) float64 midpoints.
         """
         _, low, high = self._neighbours(thresholds)
-        low = np.where(np.isfinite(low), low, 0.0)
         high = np.where(np.isfinite(high), high, 1.0)
-        middle = (low + high) / 2.0
+        middle = np.where(np.isfinite(low), (low + high) / 2.0, 0.0)
+        low = np.where(np.isfinite(low), low, 0.0)
         # A score of exactly 0 (or 1) leaves no room below (above) it; keep such a threshold.
         keep = high <= low
         return np.where(keep, np.asarray(thresholds, dtype=np.float64), middle)
