@@ -3,15 +3,21 @@
 Methods
 -------
 sgl        SGL-Thresh (Pellegrini & Masquelier 2021): full-batch Adam on -objective through the
-           surrogate step. ``engine="fast"`` reads counts and kernel sums off sorted scores
-           (:mod:`calitag.thresholds.index`); ``engine="autograd"`` runs the plain layer over the
-           whole score matrix (any device, optional learnable slope). Both follow the same steps.
+           surrogate step. ``engine="fast"`` (numpy) reads counts and kernel sums off sorted
+           scores (:mod:`calitag.thresholds.index`), takes dF/dcounts in closed form and runs
+           torch's Adam update in numpy; ``engine="autograd"`` (torch, imported on use) runs the
+           plain layer over the whole score matrix (any device, optional learnable slope). Both
+           follow the same steps.
 default    one threshold for every class.
 heuristic  "dichoThresh" (Cances et al. 2019): per-class random search with shrinking Gaussian steps.
 numeric    "numThresh" (Kong et al. 2019): finite-difference F gradient per class, Adam updates;
            each difference re-scores the whole matrix, which is what makes it slow.
 exact      per-class optimum over the sorted scores: exact for macro/per-class F; coordinate
            ascent (to a fixed point) for micro F.
+
+Without ``init`` the solvers start at each class's label-rate threshold. Every fitted value is
+then moved to the middle of its gap between fitting scores, and ``guard_folds`` keeps the default
+threshold for classes whose fit does not beat it out of fold.
 """
 
 from __future__ import annotations
