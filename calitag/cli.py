@@ -301,7 +301,7 @@ def _echo_warnings(caught: list) -> None:
 
 
 def _read_score_set(scores_path: _Path, labels_path: _Path | None, logits: bool):
-    from calitag.thresholds.io import read_scores
+    from calitag.thresholds.scorefiles import read_scores
 
     return read_scores(scores_path, labels=labels_path, logits=logits)
 
@@ -320,7 +320,8 @@ def thresholds_group() -> None:
               default="micro-f1", show_default=True)
 @click.option("--beta", type=float, default=None, help="Recall weight of the *-fbeta objectives (default 1).")
 @click.option("--init", type=click.FloatRange(0, 1), default=None,
-              help="Start threshold (the threshold itself for --method default). Solver default: 0.3 (default: 0.5).")
+              help="Start threshold (the threshold itself for --method default; 0.5 there). Without it the "
+                   "solvers start each class at its label-rate threshold (0.3 reproduces the paper's DCASE2017 run).")
 @click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01).")
 @click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100).")
 @click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50).")
@@ -328,6 +329,8 @@ def thresholds_group() -> None:
               help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix.")
 @click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0).")
 @click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver.")
+@click.option("--guard-folds", type=click.IntRange(min=2), default=None,
+              help="Keep a class's fit only when it beats 0.5 under K-fold CV inside the clips (default: no guard).")
 @click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
 @_LOGITS_OPTION
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
@@ -335,8 +338,8 @@ def thresholds_group() -> None:
 @_JSON_OPTION
 def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, objective: str, beta: float | None,
                    init: float | None, lr: float | None, epochs: int | None, slope: float | None, engine: str | None,
-                   seed: int | None, max_seconds: float | None, model_name: str | None, logits: bool,
-                   out_path: _Path | None, as_json: bool) -> None:
+                   seed: int | None, max_seconds: float | None, guard_folds: int | None, model_name: str | None,
+                   logits: bool, out_path: _Path | None, as_json: bool) -> None:
     """Fit one threshold per class on the validation split of SCORES.
 
     SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
@@ -360,7 +363,7 @@ def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, o
                 raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
             start = time.perf_counter()
             thresholds = fit(data.val_scores, data.val_labels, method=method, objective=objective, beta=beta,
-                             class_names=data.names(), model=model_name, **options)
+                             class_names=data.names(), model=model_name, guard_folds=guard_folds, **options)
             seconds = time.perf_counter() - start
             evaluated = (evaluate(data.eval_scores, data.eval_labels, thresholds)
                          if data.eval_scores is not None else None)
@@ -504,19 +507,24 @@ class _Progress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Decoder processes.")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips.")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
+@_JSON_OPTION
 def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path: _Path, model_name: str,
                       checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
-                      seed: int, skip_missing: bool, workers: int, device: str, cache_dir: _Path | None,
-                      out_path: _Path) -> None:
+                      seed: int, skip_missing: bool, workers: int, guard: bool, device: str, cache_dir: _Path | None,
+                      out_path: _Path, as_json: bool) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
     held-out part, and the thresholds fitted on the first are measured on the second against the
-    default threshold 0.5, with bootstrap 95% intervals. Classes absent from the labels keep 0.5.
+    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class keeps its
+    fitted threshold only when it beats 0.5 under 3-fold cross-validation inside the fitting
+    clips. Classes absent from the labels keep 0.5.
     With --scores, the clip scores come from a batch output of the same model instead.
     """
     from calitag.errors import TaggingError
@@ -538,7 +546,7 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
         progress = _Progress(len(labels.labels), "scoring")
         result = calibrate(tagger, folder, labels, out=out_path, method=method, objective=objective.replace("-", "_"),
                            val_fraction=val_fraction, folds=folds, seed=seed, skip_missing=skip_missing,
-                           workers=workers, on_progress=progress, scored=scored)
+                           workers=workers, guard=guard, on_progress=progress, scored=scored)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -553,21 +561,37 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
                    f"(not used), e.g. {result.unlabeled_files[0]}", err=True)
     for note in result.notes:
         click.echo(note, err=True)
+    if result.few_positives:
+        listed = ", ".join(f"{name} ({n})" for name, n in result.few_positives)
+        click.echo(f"warning: {len(result.few_positives)} class(es) have fewer than 5 positive clips, their "
+                   f"thresholds are unreliable: {listed}", err=True)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({**result.to_dict(), "out": str(out_path)}))
+        return
     held = f"{result.folds}-fold cross-validation" if result.folds else f"held-out {result.n_held_out} clips"
     click.echo(f"{model_name}: {len(result.classes)} labeled classes, fitted on {result.n_fit} clips, {held}")
     header = f"{'class':<32} {'n':>4} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5}"
     click.echo(f"{'':<37} | {'default':^23} | {'calibrated':^23}")
     click.echo(header)
     values = dict(zip(result.thresholds.class_names, result.thresholds.values))
+    kept = dict(zip(result.thresholds.class_names, (result.thresholds.per_class or {}).get("kept", ())))
     for i, name in enumerate(result.classes):
         d, c = result.default, result.calibrated
+        mark = "*" if kept.get(name) == "default" else " "
         click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {0.5:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
-                   f"{d.f1[i]:>5.2f} | {values[name]:>5.2f} {c.precision[i]:>5.2f} {c.recall[i]:>5.2f} {c.f1[i]:>5.2f}")
+                   f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
+                   f"{c.f1[i]:>5.2f}")
+    if any(kept.get(name) == "default" for name in result.classes):
+        click.echo("* the default 0.5 was kept: the fit did not beat it under cross-validation")
     for average in ("micro", "macro"):
-        d = result.intervals["default"][f"{average}_f1"]
-        c = result.intervals["calibrated"][f"{average}_f1"]
+        gain = result.gains[f"{average}_f1"]
+        d, c = gain.default, gain.calibrated
         click.echo(f"{average}-F1  default {d.value:.3f} [{d.low:.3f}, {d.high:.3f}]   "
                    f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
+    for average in ("micro", "macro"):
+        click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
     click.echo(f"wrote {out_path}")
 
 

@@ -129,6 +129,17 @@ def write_stamp(path: Path, sha256: str) -> None:
         logger.debug("cannot write %s: %s", _stamp_path(path), err)
 
 
+def known_sha256(path: str | Path) -> str | None:
+    """The sha256 of ``path`` recorded by a fresh verification stamp, without hashing; None if unknown."""
+    path = Path(path)
+    try:
+        recorded = _stamp_path(path).read_text()
+        sha256 = recorded.split(" ", 1)[0]
+        return sha256 if recorded == _stamp_of(path, sha256) else None
+    except OSError:
+        return None
+
+
 def verified(
     path: str | Path, *, sha256: str | None, size_bytes: int | None = None, md5: str | None = None, what: str = ""
 ) -> bool:

@@ -20,13 +20,14 @@ from typing import Literal
 
 from calitag.errors import CheckpointError, ChecksumError, DownloadError, ModelNotFoundError
 from calitag.models import wheel as _wheel
-from calitag.models.cache import (  # noqa: F401  (ENV_CACHE, cache_dir, file_digests, verify_file: re-exported)
+from calitag.models.cache import (  # noqa: F401  (ENV_CACHE, cache_dir, file_digests, known_sha256, verify_file: re-exported)
     ENV_CACHE,
     ProgressCallback,
     cache_dir,
     copy_verified,
     download,
     file_digests,
+    known_sha256,
     verified,
     verify_file,
     writable_folder,

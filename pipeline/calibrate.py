@@ -23,21 +23,19 @@ from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, 
 from calitag.pipeline.labels import ClipLabels, check_labels
 from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger
 from calitag.thresholds import ClassificationReport, Thresholds, fit
-from calitag.thresholds.metrics import fbeta_np, report_from_counts
+from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
+from calitag.thresholds.metrics import report_from_counts
 
 logger = logging.getLogger(__name__)
 
 #: Bootstrap resamples of the held-out clips for the 95% intervals.
 N_BOOTSTRAP = 1000
+#: Folds of the small-class guard inside the fitting clips.
+GUARD_FOLDS = 3
+#: Classes with fewer positives than this among the labeled clips are named in a warning.
+FEW_POSITIVES = 5
 
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its bootstrap 95% interval."""
-
-    value: float
-    low: float
-    high: float
+__all__ = ["CalibrationResult", "Interval", "PairedGain", "bootstrap_f1", "calibrate", "paired_gain"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,8 @@ class CalibrationResult:
     classes: the labeled classes that were calibrated and evaluated (a subset of the model's).
     default, calibrated: held-out reports over ``classes`` with the default and fitted thresholds.
     intervals: {"default"|"calibrated": {"micro_f1"|"macro_f1": Interval}}.
+    gains: {"micro_f1"|"macro_f1": PairedGain}, the paired bootstrap of calibrated - default.
+    few_positives: (class, positives) for the labeled classes with fewer than 5 positive clips.
     """
 
     thresholds: Thresholds
@@ -55,6 +55,7 @@ class CalibrationResult:
     default: ClassificationReport
     calibrated: ClassificationReport
     intervals: dict[str, dict[str, Interval]]
+    gains: dict[str, PairedGain]
     n_fit: int
     n_held_out: int
     failed: tuple[FileResult, ...] = ()
@@ -62,6 +63,51 @@ class CalibrationResult:
     missing_files: tuple[str, ...] = ()
     folds: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    few_positives: tuple[tuple[str, int], ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """Every number of the calibration as one JSON-ready object.
+
+        Per labeled class: support (held-out positives), positives seen by the fit, the default
+        and calibrated thresholds with held-out precision/recall/F1, whether the fit or the
+        default was kept (and why); micro/macro F1 with intervals and the paired gain.
+        """
+        thresholds = dict(zip(self.thresholds.class_names, self.thresholds.values))
+        per_class = self.thresholds.per_class or {}
+        index = {name: i for i, name in enumerate(self.thresholds.class_names)}
+        classes = []
+        for i, name in enumerate(self.classes):
+            d, c, j = self.default, self.calibrated, index[name]
+            classes.append({
+                "class": name,
+                "support": int(d.support[i]),
+                "positives_fit": per_class["positives"][j] if per_class else None,
+                "kept": per_class["kept"][j] if per_class else "fit",
+                "reason": per_class["reason"][j] if per_class else None,
+                "default": {"threshold": float(d.thresholds[i]), "precision": float(d.precision[i]),
+                            "recall": float(d.recall[i]), "f1": float(d.f1[i])},
+                "calibrated": {"threshold": float(thresholds[name]), "precision": float(c.precision[i]),
+                               "recall": float(c.recall[i]), "f1": float(c.f1[i])},
+            })
+        return {
+            "model": self.thresholds.model,
+            "method": self.thresholds.method,
+            "objective": self.thresholds.objective,
+            "n_fit": self.n_fit,
+            "n_held_out": self.n_held_out,
+            "folds": self.folds,
+            "classes": classes,
+            "default": {"micro_f1": self.intervals["default"]["micro_f1"].to_dict(),
+                        "macro_f1": self.intervals["default"]["macro_f1"].to_dict()},
+            "calibrated": {"micro_f1": self.intervals["calibrated"]["micro_f1"].to_dict(),
+                           "macro_f1": self.intervals["calibrated"]["macro_f1"].to_dict()},
+            "gain": {key: gain.to_dict() for key, gain in self.gains.items()},
+            "few_positives": [{"class": name, "positives": n} for name, n in self.few_positives],
+            "failed": [{"path": f.path, "error": str(f.error)} for f in self.failed],
+            "missing_files": list(self.missing_files),
+            "unlabeled_files": list(self.unlabeled_files),
+            "notes": list(self.notes),
+        }
 
 
 # --- the score cache ---------------------------------------------------------------------------
@@ -194,29 +240,6 @@ def split_indices(targets: np.ndarray, *, held_out_fraction: float, seed: int) -
     return np.sort(fit_idx), np.sort(held_idx)
 
 
-def bootstrap_f1(
-    decided: np.ndarray, targets: np.ndarray, *, seed: int, n_resamples: int = N_BOOTSTRAP
-) -> dict[str, Interval]:
-    """Micro and macro F1 of binary decisions (n_clips, n_classes), with percentile 95% intervals
-    over ``n_resamples`` resamples of the clips."""
-    decided = np.asarray(decided, dtype=bool)
-    truth = targets > 0
-    rng = np.random.default_rng(seed)
-    n = len(decided)
-    # Each resample as a count vector over the clips, so the counts are matrix products.
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)]).astype(np.float64)
-    tp = weights @ (decided & truth)
-    pp = weights @ decided
-    pos = weights @ truth
-    out = {}
-    for average in ("micro", "macro"):
-        point = float(fbeta_np((decided & truth).sum(0), decided.sum(0), truth.sum(0), average=average))
-        samples = fbeta_np(tp, pp, pos, average=average)
-        low, high = np.percentile(samples, [2.5, 97.5])
-        out[f"{average}_f1"] = Interval(point, float(low), float(high))
-    return out
-
-
 def _report(decided: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...]) -> ClassificationReport:
     truth = targets > 0
     return report_from_counts((decided & truth).sum(0), decided.sum(0), truth.sum(0), thresholds=thresholds,
@@ -239,6 +262,7 @@ def calibrate(
     seed: int = 0,
     skip_missing: bool = False,
     workers: int = 1,
+    guard: bool = True,
     on_progress: Callable[[BatchProgress], None] | None = None,
     scored: ScoredFiles | None = None,
     **options: object,
@@ -269,6 +293,9 @@ def calibrate(
     scored : ScoredFiles or None
         Use these scores (from a batch output) instead of scoring the files in ``folder``, which
         then only names the source in the thresholds file.
+    guard : bool
+        Keep a class's fitted threshold only when it beats the default threshold under 3-fold
+        cross-validation inside the fitting clips (see :func:`calitag.thresholds.fit`).
 
     Returns
     -------
@@ -335,8 +362,10 @@ def calibrate(
     options = {"seed": seed, **options} if method in ("sgl", "heuristic") else dict(options)
 
     def fit_on(index: np.ndarray) -> Thresholds:
+        # The guard needs positives in at least two folds; with fewer clips it cannot run.
+        folds_in = GUARD_FOLDS if guard and method != "default" and len(index) >= 2 * GUARD_FOLDS else None
         return fit(sub_scores[index], targets[index], method=method, objective=objective, class_names=classes,
-                   model=tagger.name, **options)
+                   model=tagger.name, guard_folds=folds_in, default_threshold=DEFAULT_THRESHOLD, **options)
 
     if folds:
         if folds < 2 or folds > len(names):
@@ -358,7 +387,12 @@ def calibrate(
     decided = {"default": held_scores > DEFAULT_THRESHOLD, "calibrated": held_scores > clip_values}
     default_report = _report(decided["default"], held_targets, np.full(len(classes), DEFAULT_THRESHOLD), classes)
     calibrated_report = _report(decided["calibrated"], held_targets, fitted.values, classes)
-    intervals = {kind: bootstrap_f1(d, held_targets, seed=seed) for kind, d in decided.items()}
+    gains = {f"{average}_f1": paired_gain(decided["default"], decided["calibrated"], held_targets, average=average,
+                                          n_resamples=N_BOOTSTRAP, seed=seed)
+             for average in ("micro", "macro")}
+    intervals = {kind: {key: getattr(gain, kind) for key, gain in gains.items()} for kind in ("default", "calibrated")}
+    positives = targets.sum(axis=0)
+    few = tuple((name, int(n)) for name, n in zip(classes, positives) if n < FEW_POSITIVES)
     n_held = len(held_idx)
     values = np.full(len(class_names), DEFAULT_THRESHOLD)
     values[columns] = fitted.values
@@ -383,10 +417,21 @@ def calibrate(
             "source": str(folder),
             "labels": labels.source,
         },
+        per_class=_full_per_class(fitted, columns, len(class_names)),
     )
     thresholds.save(out)
     return CalibrationResult(
         thresholds=thresholds, classes=classes, default=default_report, calibrated=calibrated_report,
-        intervals=intervals, n_fit=n_fit, n_held_out=n_held, failed=tuple(failed), unlabeled_files=unlabeled,
-        missing_files=missing, folds=folds, notes=tuple(notes),
+        intervals=intervals, gains=gains, n_fit=n_fit, n_held_out=n_held, failed=tuple(failed), unlabeled_files=unlabeled,
+        missing_files=missing, folds=folds, notes=tuple(notes), few_positives=few,
     )
+
+
+def _full_per_class(fitted: Thresholds, columns: np.ndarray, n_classes: int) -> dict[str, list[object]]:
+    """The fit's per-class record spread over every model class (unlabeled ones keep the default)."""
+    record: dict[str, list[object]] = {"positives": [0] * n_classes, "kept": ["default"] * n_classes,
+                                       "reason": ["not in the labels"] * n_classes}
+    for j, column in enumerate(columns):
+        for key in record:
+            record[key][int(column)] = (fitted.per_class or {}).get(key, [None] * len(columns))[j]
+    return record

@@ -18,7 +18,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from calitag.errors import AudioError, AudioTypeError, DeviceError, ModelNotFoundError
+from calitag.errors import AudioError, AudioTypeError, DeviceError, ModelNotFoundError, ThresholdsMismatchError
 from calitag.models.checkpoints import resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
 from calitag.pipeline.audio import (
@@ -201,6 +201,16 @@ class Tagger:
             thresholds = Thresholds.load(thresholds, expected_model=spec.name, expected_classes=spec.class_names)
         elif thresholds is not None:
             thresholds.check_compatible(expected_model=spec.name, expected_classes=spec.class_names)
+        if thresholds is not None and thresholds.model_sha256 is not None and path is not None:
+            # Compared only where the weights' hash is already known (a verified checkpoint).
+            from calitag.models.checkpoints import known_sha256
+
+            running = known_sha256(path)
+            if running is not None and running != thresholds.model_sha256:
+                raise ThresholdsMismatchError(
+                    f"the thresholds were fitted on {spec.name} weights with sha256 {thresholds.model_sha256[:12]}..., "
+                    f"this tagger runs {path} (sha256 {running[:12]}...): re-run `calitag calibrate` for these weights"
+                )
         return cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds, batch_size=batch_size,
                    optimize=optimize)
 

@@ -57,10 +57,10 @@ def test_bootstrap_point_estimate_matches_exact_metrics():
     scores = rng.random((60, 4))
     targets = (rng.random((60, 4)) < 0.4).astype(float)
     values = np.array([0.3, 0.5, 0.6, 0.4])
-    boot = bootstrap_f1(scores > values, targets, seed=0)
+    boot = {average: bootstrap_f1(scores > values, targets, average=average, seed=0) for average in ("micro", "macro")}
     report = evaluate(scores, targets, values)
-    assert boot["micro_f1"].value == pytest.approx(report.micro_f1)
-    assert boot["macro_f1"].value == pytest.approx(report.macro_f1)
+    assert boot["micro"].value == pytest.approx(report.micro_f1)
+    assert boot["macro"].value == pytest.approx(report.macro_f1)
     for interval in boot.values():
         assert interval.low <= interval.value <= interval.high and interval.high - interval.low > 0.01
 
@@ -117,11 +117,40 @@ def test_calibrate_audio_samples_with_yamnet_beats_default(yamnet_cached, audio_
     result = CliRunner().invoke(main, ["calibrate", str(audio_samples), "--labels",
                                        str(audio_samples / "labels.csv"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    held = json.loads(out.read_text())["validation"]["held_out"]
+    document = json.loads(out.read_text())
+    held = document["validation"]["held_out"]
     assert held["calibrated_micro_f1"] >= held["default_micro_f1"]
+    assert held["calibrated_macro_f1"] >= held["default_macro_f1"]
     assert held["n_clips"] >= 20
+    assert "gain: micro-F1" in result.stdout and "gain: macro-F1" in result.stdout
+    # No calibrated threshold sits within 1e-6 of a score of the labeled clips (the fitting clips among them).
+    cache = np.load(tmp_path / "th.yamnet.scores.npz")
+    names = list(cache["class_names"])
+    calibrated = document["options"]["calibrated_classes"]
+    columns = [names.index(c) for c in calibrated]
+    values = np.array([document["thresholds"][j] for j in columns])
+    assert np.abs(cache["scores"][:, columns].astype(np.float64) - values).min() > 1e-6
     tagged = CliRunner().invoke(main, ["tag", str(audio_samples / "speech_01.wav"), "--thresholds", str(out)])
     assert tagged.exit_code == 0 and "Speech" in tagged.stdout
     refused = CliRunner().invoke(main, ["tag", str(audio_samples / "speech_01.wav"), "--model", "debug",
                                         "--thresholds", str(out)])
     assert refused.exit_code == 1 and "yamnet" in refused.output
+
+
+def test_calibrate_json_prints_every_number(debug_tagger, speech_music, tmp_path):
+    """`calibrate --json` prints one object with per-class support, thresholds, P/R/F1, intervals and the gain."""
+    folder, labels_path = speech_music
+    result = CliRunner().invoke(main, ["calibrate", str(folder), "--labels", str(labels_path), "--model", "debug",
+                                       "--out", str(tmp_path / "th.json"), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [c["class"] for c in document["classes"]] == ["Speech", "Music"]
+    first = document["classes"][0]
+    assert {"support", "positives_fit", "kept", "default", "calibrated"} <= set(first)
+    assert {"threshold", "precision", "recall", "f1"} == set(first["calibrated"])
+    assert first["default"]["threshold"] == 0.5 and first["kept"] in ("fit", "default")
+    for average in ("micro_f1", "macro_f1"):
+        gain = document["gain"][average]
+        assert gain["gain"]["value"] == pytest.approx(gain["calibrated"]["value"] - gain["default"]["value"])
+        assert gain["verdict"].startswith(average.replace("_f1", "-F1"))
+        assert document["calibrated"][average]["low"] <= document["calibrated"][average]["value"]

@@ -197,3 +197,19 @@ def test_optimized_tagger_traces_once_and_keeps_the_scores() -> None:
     np.testing.assert_allclose(fast.score_windows(batch), eager.score_windows(batch), atol=1e-5)
     assert isinstance(fast._traced, torch.jit.ScriptModule)
     assert fast.score_windows(batch[:1]).shape == (1, len(spec.class_names))  # other batch sizes reuse it
+
+
+def test_thresholds_fitted_on_other_weights_are_refused(yamnet_cached):
+    """A thresholds file whose model_sha256 differs from the verified weights in use raises ThresholdsMismatchError."""
+    from calitag.models.checkpoints import known_sha256
+    from calitag.models.registry import get_spec
+
+    names = get_spec("yamnet").class_names
+    other = Thresholds(values=np.full(len(names), 0.5), class_names=names, model="yamnet", model_sha256="0" * 64)
+    with pytest.raises(ThresholdsMismatchError, match="sha256 000000000000"):
+        Tagger.load("yamnet", thresholds=other)
+    same = Tagger.load("yamnet")
+    running = known_sha256(same.checkpoint)
+    assert running is not None
+    matching = Thresholds(values=np.full(len(names), 0.5), class_names=names, model="yamnet", model_sha256=running)
+    assert Tagger.load("yamnet", thresholds=matching).thresholds is matching

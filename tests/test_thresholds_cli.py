@@ -141,3 +141,29 @@ def test_bad_solver_option_is_one_line_error(runner, dcase2017):
     """An option that does not apply to the method is reported as `error:` with exit code 1."""
     result = runner.invoke(main, ["thresholds", "fit", str(dcase2017), "--method", "exact", "--lr", "0.1"])
     assert result.exit_code == 1 and "has no option lr" in result.stderr
+
+
+def test_fit_infinite_slope_is_one_line_error(runner, dcase2017):
+    """`thresholds fit --slope inf` exits 1 with a message naming the slope, not a ZeroDivisionError."""
+    result = runner.invoke(main, ["thresholds", "fit", str(dcase2017), "--slope", "inf"])
+    assert result.exit_code == 1 and "slope" in result.output and "finite" in result.output
+
+
+def test_fit_command_never_imports_torch_or_sklearn(dcase2017, tmp_path):
+    """`calitag thresholds fit` runs in a process that never imports torch or scikit-learn."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from calitag.cli import main\n"
+        "try:\n"
+        f"    main(['thresholds', 'fit', {str(dcase2017)!r}, '--out', {str(tmp_path / 'th.json')!r}])\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert Thresholds.load(tmp_path / "th.json").options["init_source"] == "label_rate"

@@ -191,3 +191,121 @@ def test_bad_method_objective_and_options_raise():
         fit(bad, labels)
     with pytest.raises(ScoresError, match="shape"):
         fit(scores, labels[:10])
+
+
+def _torch_adam_reference(scores: np.ndarray, labels: np.ndarray, *, init: float, objective: str, beta: float = 1.0):
+    """Today's fast engine with torch's Adam and autograd for dF/dcounts: the numpy engine's reference."""
+    torch = pytest.importorskip("torch", reason="the reference engine runs torch.optim.Adam")
+    from calitag.thresholds import ScoreIndex, fbeta_from_counts, resolve_objective
+
+    spec = resolve_objective(objective, beta=beta if objective.endswith("fbeta") else None)
+    index = ScoreIndex.build(scores, labels.astype(bool), slope=50.0, grid_step_z=0.05)
+    n_pos = torch.from_numpy(index.n_pos)
+    thresholds = torch.full((scores.shape[1],), init, dtype=torch.float32)
+    optimizer = torch.optim.Adam([thresholds], lr=1e-2, foreach=False)
+    for _ in range(100):
+        current = thresholds.detach().numpy()
+        tp_np, pp_np = index.counts(current)
+        tp = torch.from_numpy(tp_np).requires_grad_(True)
+        pp = torch.from_numpy(pp_np).requires_grad_(True)
+        value = fbeta_from_counts(tp, pp, n_pos, beta=spec.beta, average=spec.average)
+        d_tp, d_pp = torch.autograd.grad(value, (tp, pp))
+        k_pos, k_all = index.kernel_sums(current)
+        thresholds.grad = torch.from_numpy((d_tp.numpy() * k_pos + d_pp.numpy() * k_all).astype(np.float32))
+        optimizer.step()
+        with torch.no_grad():
+            thresholds.clamp_(0.0, 1.0)
+    return thresholds.double().numpy(), index
+
+
+@pytest.mark.parametrize("objective", ["micro_f1", "macro_f1", "micro_fbeta"])
+@pytest.mark.parametrize("dataset", ["dcase2017", "dcase2019"])
+def test_numpy_adam_engine_equals_torch_adam_engine(request, dataset, objective):
+    """The numpy engine (closed-form count gradient, numpy Adam) ends within 1e-6 of torch's Adam and autograd."""
+    data = request.getfixturevalue(dataset)
+    init = 0.3 if dataset == "dcase2017" else 0.5
+    reference, index = _torch_adam_reference(data["val_scores"], data["val_labels"], init=init, objective=objective,
+                                             beta=0.5)
+    th = fit(data["val_scores"], data["val_labels"], method="sgl", init=init, objective=objective,
+             beta=0.5 if objective.endswith("fbeta") else None)
+    # fit() snaps to the middle of the score gap; the reference, snapped the same way, must agree.
+    np.testing.assert_allclose(th.values, index.snap(reference), atol=1e-6)
+
+
+def test_label_rate_init_reaches_62_2_on_dcase2017(dcase2017):
+    """With no init, sgl starts from each class's label-rate threshold and reaches >= 62.2 eval micro-F1."""
+    th = fit(dcase2017["val_scores"], dcase2017["val_labels"])
+    assert th.options["init"] is None and th.options["init_source"] == "label_rate"
+    assert 100 * evaluate(dcase2017["eval_scores"], dcase2017["eval_labels"], th).micro_f1 >= 62.2
+
+
+def _cv_micro_f1(data: dict, init: float | None, folds: np.ndarray) -> float:
+    """Mean held-out micro-F1 (%) of sgl fitted on the other folds, over 3 folds."""
+    values = []
+    for k in range(3):
+        inside = folds != k
+        th = fit(data["val_scores"][inside], data["val_labels"][inside], init=init)
+        values.append(100 * evaluate(data["val_scores"][~inside], data["val_labels"][~inside], th).micro_f1)
+    return float(np.mean(values))
+
+
+def test_label_rate_init_matches_the_better_fixed_init_on_dcase2019(dcase2019):
+    """On 3-fold CV inside DCASE2019 val the no-init default is within 0.2 points of the better of 0.3 and 0.5."""
+    folds = np.random.default_rng(0).permutation(len(dcase2019["val_scores"])) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoPositivesWarning)
+        best_fixed = max(_cv_micro_f1(dcase2019, 0.3, folds), _cv_micro_f1(dcase2019, 0.5, folds))
+        assert _cv_micro_f1(dcase2019, None, folds) >= best_fixed - 0.2
+
+
+@pytest.mark.parametrize("method", ["sgl", "heuristic", "exact"])
+def test_fitted_thresholds_sit_between_score_levels(method):
+    """With heavily tied (8-bit-like) scores no fitted threshold lies within 1e-6 of a fitting score."""
+    rng = np.random.default_rng(3)
+    levels = np.array([0.05, 0.18, 0.319, 0.5, 0.681, 0.82, 0.906, 0.953])
+    labels = rng.random((400, 6)) < 0.25
+    steps = np.clip(rng.integers(0, 4, (400, 6)) + 3 * labels, 0, levels.size - 1)
+    scores = levels[steps]
+    options = {"outer": 5, "inner": 50} if method == "heuristic" else {}
+    th = fit(scores, labels.astype(np.uint8), method=method, **options)
+    distance = np.abs(scores[:, :, None] - th.values[None, None, :]).min(axis=(0, 1))
+    gaps = np.abs(levels[:, None] - th.values[None, :]).min(axis=0)
+    assert gaps.min() > 1e-6 and distance.min() > 1e-6
+    np.testing.assert_array_equal(th.apply(scores), scores > th.values)
+
+
+def test_snap_keeps_the_decisions_on_the_fitting_scores(dcase2017):
+    """Moving thresholds to gap midpoints changes no decision on the fitting clips."""
+    from calitag.thresholds import ScoreIndex
+
+    scores, labels = dcase2017["val_scores"], dcase2017["val_labels"].astype(bool)
+    index = ScoreIndex.build(scores, labels, slope=None)
+    raw = np.random.default_rng(0).random(scores.shape[1])
+    snapped = index.snap(raw)
+    np.testing.assert_array_equal(scores > raw.astype(np.float32), scores > snapped)
+    assert not np.array_equal(raw, snapped)
+
+
+def test_guard_keeps_the_default_for_a_class_the_fit_does_not_help():
+    """A class whose fit loses to 0.5 out of fold keeps 0.5's decisions, and the file says why."""
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = np.zeros((n, 2), dtype=np.uint8)
+    labels[:, 0] = rng.random(n) < 0.3
+    labels[:3, 1] = 1  # three positives, scored like noise
+    scores = np.empty((n, 2))
+    scores[:, 0] = np.where(labels[:, 0], rng.uniform(0.2, 0.45, n), rng.uniform(0.0, 0.25, n))
+    scores[:, 1] = rng.uniform(0.0, 0.49, n)
+    th = fit(scores, labels, guard_folds=3, class_names=("strong", "noise"))
+    assert th.per_class["positives"] == [int(labels[:, 0].sum()), 3]
+    assert th.per_class["kept"] == ["fit", "default"]
+    assert th.per_class["reason"][0] is None and "3 positive" in th.per_class["reason"][1]
+    np.testing.assert_array_equal(scores[:, 1] > th.values[1], scores[:, 1] > 0.5)
+    assert th.values[0] < 0.45  # the fit for the separable class was kept
+
+
+def test_slope_must_be_finite():
+    """An infinite surrogate slope is refused with a clear message instead of dividing by zero."""
+    scores, labels = synthetic_scores(100, 3, seed=0)
+    with pytest.raises(CalibrationError, match="slope.*finite"):
+        fit(scores, labels, slope=float("inf"))

@@ -60,3 +60,15 @@ def test_finer_grid_is_more_accurate(data):
         _, k_all = ScoreIndex.build(scores, labels, slope=50.0, grid_step_z=step).kernel_sums(values)
         errors.append(np.abs(k_all - direct).max())
     assert errors[0] > errors[1] > errors[2]
+
+
+def test_build_leaves_a_single_class_matrix_untouched():
+    """Building the index of one class (its transpose is contiguous) sorts a copy, never the caller's scores."""
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 1)).astype(np.float32)
+    labels = rng.random((50, 1)) < 0.4
+    before = scores.copy()
+    index = ScoreIndex.build(scores, labels, slope=50.0)
+    np.testing.assert_array_equal(scores, before)
+    tp, pp = index.counts(np.array([0.5]))
+    assert (tp[0], pp[0]) == (((scores > 0.5) & labels).sum(), (scores > 0.5).sum())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.thresholds import FORMAT_VERSION, Thresholds, fit, read_scores
+from calitag.thresholds import FORMAT_VERSION, Thresholds, fit
 
 NAMES = ("Speech", "Dog", "Cat")
 
@@ -116,46 +116,26 @@ def test_unreadable_files_raise(tmp_path):
         Thresholds.load(tmp_path / "nan.json")
 
 
-def test_read_scores_npz(shared):
-    """The shared DCASE2017 npz reads as val and eval splits with bool labels."""
-    data = read_scores(shared / "data" / "dcase2017_task4.npz")
-    assert data.val_scores.shape == (488, 17) and data.eval_scores.shape == (1103, 17)
-    assert data.val_labels.dtype == bool and data.class_names is None and data.names()[0] == "0"
-    named = read_scores(shared / "data" / "dcase2019_task4_val.npz")
-    assert named.class_names[1] == "Speech" and named.eval_scores is None
+def test_per_class_record_round_trips_and_version_1_files_still_load(fitted, tmp_path):
+    """per_class (positives, kept, reason) survives save/load; a format-1 file without it loads with None."""
+    path = fitted.save(tmp_path / "th.json")
+    loaded = Thresholds.load(path)
+    assert loaded.per_class == fitted.per_class and loaded.per_class["kept"] == ["fit"] * 3
+    document = json.loads(path.read_text())
+    document["format_version"] = 1
+    del document["per_class"]
+    (tmp_path / "v1.json").write_text(json.dumps(document))
+    old = Thresholds.load(tmp_path / "v1.json")
+    assert old.per_class is None and np.array_equal(old.values, fitted.values)
+    document["per_class"] = {"positives": [1, 2], "kept": ["fit", "fit"], "reason": [None, None]}
+    document["format_version"] = FORMAT_VERSION
+    (tmp_path / "bad.json").write_text(json.dumps(document))
+    with pytest.raises(ThresholdsError, match="one entry per class"):
+        Thresholds.load(tmp_path / "bad.json")
 
 
-def test_read_scores_csv_and_npy_with_logits(tmp_path):
-    """A CSV with a header of class names and an .npy label matrix read back; --logits maps to [0, 1]."""
-    logits = np.array([[-2.0, 3.0], [0.0, -1.0], [4.0, 0.5]])
-    lines = ["Speech,Music"] + [",".join(str(v) for v in row) for row in logits]
-    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
-    np.save(tmp_path / "y.npy", np.array([[0, 1], [1, 0], [1, 1]]))
-    with pytest.raises(ScoresError, match="--logits"):
-        read_scores(tmp_path / "s.csv", labels=tmp_path / "y.npy")
-    data = read_scores(tmp_path / "s.csv", labels=tmp_path / "y.npy", logits=True)
-    assert data.class_names == ("Speech", "Music")
-    np.testing.assert_allclose(data.val_scores, 1 / (1 + np.exp(-logits)))
-    assert data.val_labels.tolist() == [[False, True], [True, False], [True, True]]
-
-
-def test_read_scores_errors(tmp_path):
-    """Missing, empty, wrong-layout and mismatched score files raise ScoresError."""
-    with pytest.raises(ScoresError, match="not found"):
-        read_scores(tmp_path / "none.npz")
-    (tmp_path / "empty.npz").write_bytes(b"")
-    with pytest.raises(ScoresError, match="empty"):
-        read_scores(tmp_path / "empty.npz")
-    np.savez(tmp_path / "wrong.npz", scores=np.zeros((2, 2)))
-    with pytest.raises(ScoresError, match="no 'val_scores'"):
-        read_scores(tmp_path / "wrong.npz")
-    np.savez(tmp_path / "half.npz", val_scores=np.zeros((2, 2)), val_labels=np.zeros((2, 2)),
-             eval_scores=np.zeros((2, 2)))
-    with pytest.raises(ScoresError, match="only one of eval"):
-        read_scores(tmp_path / "half.npz")
-    np.savez(tmp_path / "shape.npz", val_scores=np.zeros((3, 2)), val_labels=np.zeros((2, 2)))
-    with pytest.raises(ScoresError, match="shape"):
-        read_scores(tmp_path / "shape.npz")
-    (tmp_path / "s.txt.json").write_text("{}")
-    with pytest.raises(ScoresError, match="unsupported extension"):
-        read_scores(tmp_path / "s.txt.json")
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    """A thresholds file nesting JSON 100,000 deep raises ThresholdsError, not RecursionError."""
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ThresholdsError, match="nests JSON too deeply"):
+        Thresholds.load(tmp_path / "deep.json")

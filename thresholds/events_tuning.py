@@ -44,6 +44,7 @@ from calitag.pipeline.sed_metrics import (
     count_event_matches,
 )
 from calitag.pipeline.types import FrameScores
+from calitag.thresholds.metrics import fbeta_np
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class _ClassScorer:
         else:
             roll = self._roll(on, off)
             n_sys, tp = int(roll.sum()), int((roll & self.ref_roll).sum())
-        return 2.0 * tp / (n_sys + self.n_ref) if (n_sys + self.n_ref) else 0.0
+        return float(fbeta_np(tp, n_sys, self.n_ref, average=None))
 
 
 def _odd_kernels(kernels_s: Sequence[float], hop_s: float) -> list[int]:

@@ -3,15 +3,21 @@
 Methods
 -------
 sgl        SGL-Thresh (Pellegrini & Masquelier 2021): full-batch Adam on -objective through the
-           surrogate step. ``engine="fast"`` reads counts and kernel sums off sorted scores
-           (:mod:`calitag.thresholds.index`); ``engine="autograd"`` runs the plain layer over the
-           whole score matrix (any device, optional learnable slope). Both follow the same steps.
+           surrogate step. ``engine="fast"`` (numpy) reads counts and kernel sums off sorted
+           scores (:mod:`calitag.thresholds.index`), takes dF/dcounts in closed form and runs
+           torch's Adam update in numpy; ``engine="autograd"`` (torch, imported on use) runs the
+           plain layer over the whole score matrix (any device, optional learnable slope). Both
+           follow the same steps.
 default    one threshold for every class.
 heuristic  "dichoThresh" (Cances et al. 2019): per-class random search with shrinking Gaussian steps.
 numeric    "numThresh" (Kong et al. 2019): finite-difference F gradient per class, Adam updates;
            each difference re-scores the whole matrix, which is what makes it slow.
 exact      per-class optimum over the sorted scores: exact for macro/per-class F; coordinate
            ascent (to a fixed point) for micro F.
+
+Without ``init`` the solvers start at each class's label-rate threshold. Every fitted value is
+then moved to the middle of its gap between fitting scores, and ``guard_folds`` keeps the default
+threshold for classes whose fit does not beat it out of fold.
 """
 
 from __future__ import annotations
@@ -24,14 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from calitag.errors import CalibrationError
 from calitag.thresholds.index import ScoreIndex
 from calitag.thresholds.io import Thresholds
 from calitag.thresholds.metrics import check_scores_labels, fbeta_np, outcome_counts, report_from_counts
-from calitag.thresholds.objectives import Objective, fbeta_from_counts, objective_value, resolve_objective
-from calitag.thresholds.surrogate import ThresholdLayer
+from calitag.thresholds.objectives import Objective, fbeta_count_gradient, resolve_objective
 
 #: Solver names accepted by :func:`fit`.
 METHODS: tuple[str, ...] = ("sgl", "default", "heuristic", "numeric", "exact")
@@ -41,14 +45,19 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class SGLOptions:
-    """SGL-Thresh options; the defaults reproduce the paper's DCASE2017 run.
+    """SGL-Thresh options; with ``init=0.3`` they reproduce the paper's DCASE2017 run.
+
+    ``init=None`` (the default) starts each class at its label-rate threshold (the score that
+    predicts as many clips as the class has positives, see
+    :meth:`~calitag.thresholds.index.ScoreIndex.label_rate_thresholds`), so no start value has
+    to be guessed; a number or one value per class starts there instead.
 
     Full-batch SGL draws no random numbers, so equal inputs give equal thresholds; ``seed`` is
     recorded for the interface's sake. ``grid_step_z`` is the fast engine's kernel-table step in
     units of 1/slope.
     """
 
-    init: float | tuple[float, ...] = 0.3
+    init: float | tuple[float, ...] | None = None
     lr: float = 1e-2
     epochs: int = 100
     slope: float = 50.0
@@ -69,9 +78,9 @@ class DefaultOptions:
 
 @dataclass(frozen=True)
 class HeuristicOptions:
-    """dichoThresh: ``outer`` restarts of ``inner`` random steps each, per class."""
+    """dichoThresh: ``outer`` restarts of ``inner`` random steps each, per class (``init`` as for sgl)."""
 
-    init: float | tuple[float, ...] = 0.3
+    init: float | tuple[float, ...] | None = None
     outer: int = 80
     inner: int = 400
     sigma: float = 0.6
@@ -82,9 +91,9 @@ class HeuristicOptions:
 
 @dataclass(frozen=True)
 class NumericOptions:
-    """numThresh: finite differences of step ``delta`` (up to ``max_tries`` steps), Adam at ``lr``."""
+    """numThresh: finite differences of step ``delta`` (up to ``max_tries`` steps), Adam at ``lr`` (``init`` as for sgl)."""
 
-    init: float | tuple[float, ...] = 0.3
+    init: float | tuple[float, ...] | None = None
     lr: float = 1e-2
     iterations: int = 100
     delta: float = 0.01
@@ -94,9 +103,9 @@ class NumericOptions:
 
 @dataclass(frozen=True)
 class ExactOptions:
-    """Exact per-class search; ``init`` starts the micro-F coordinate ascent."""
+    """Exact per-class search; ``init`` (as for sgl) starts the micro-F coordinate ascent."""
 
-    init: float | tuple[float, ...] = 0.3
+    init: float | tuple[float, ...] | None = None
     max_sweeps: int = 50
 
 
@@ -121,8 +130,10 @@ def _resolve_options(method: str, options: dict[str, Any]) -> Any:
         options = {**options, "init": tuple(float(v) for v in np.asarray(options["init"]).reshape(-1))}
     resolved = cls(**options)
     for name in ("lr", "slope", "sigma", "step_ratio", "delta", "slope_lr", "grid_step_z"):
-        if hasattr(resolved, name) and not float(getattr(resolved, name)) > 0:
-            raise CalibrationError(f"option {name} of method {method!r} must be > 0, got {getattr(resolved, name)}")
+        if hasattr(resolved, name) and not 0 < float(getattr(resolved, name)) < float("inf"):
+            raise CalibrationError(
+                f"option {name} of method {method!r} must be a finite number > 0, got {getattr(resolved, name)}"
+            )
     max_seconds = getattr(resolved, "max_seconds", None)
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and 0 <= max_seconds < math.inf):
         raise CalibrationError(f"option max_seconds of method {method!r} must be a finite number of seconds >= 0, "
@@ -150,36 +161,66 @@ def _initial(init: float | tuple[float, ...], n_classes: int) -> np.ndarray:
     return values
 
 
-def _adam(param: torch.Tensor, lr: float) -> torch.optim.Adam:
-    # foreach=False keeps the update sequence identical across engines.
-    return torch.optim.Adam([param], lr=lr, foreach=False)
+class _Adam:
+    """``torch.optim.Adam`` (single-tensor path, no weight decay) in numpy, for one parameter array.
+
+    The update is torch's, operation for operation and in the parameter's dtype: ``m += (1 - b1)
+    (g - m)``; ``v = b2 v + (1 - b2) g g``; ``p += (-lr / (1 - b1**k)) m / (sqrt(v) / sqrt(1 - b2**k)
+    + eps)``, with the bias corrections in float64 as torch computes them on the host.
+    """
+
+    def __init__(self, param: np.ndarray, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param = param
+        self.lr = float(lr)
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.eps = float(eps)
+        self.exp_avg = np.zeros_like(param)
+        self.exp_avg_sq = np.zeros_like(param)
+        self.steps = 0
+
+    def step(self, grad: np.ndarray) -> None:
+        """One update of ``param`` in place from its gradient (of the loss to minimise)."""
+        cast = self.param.dtype.type
+        grad = np.asarray(grad, dtype=self.param.dtype)
+        self.steps += 1
+        self.exp_avg += cast(1 - self.beta1) * (grad - self.exp_avg)
+        self.exp_avg_sq *= cast(self.beta2)
+        self.exp_avg_sq += cast(1 - self.beta2) * grad * grad
+        bias_correction1 = 1 - self.beta1**self.steps
+        bias_correction2_sqrt = (1 - self.beta2**self.steps) ** 0.5
+        denom = np.sqrt(self.exp_avg_sq) / cast(bias_correction2_sqrt) + cast(self.eps)
+        self.param += cast(-self.lr / bias_correction1) * self.exp_avg / denom
 
 
-def _sgl_fast(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: SGLOptions, on_progress: ProgressFn | None) -> np.ndarray:
-    index = ScoreIndex.build(scores, labels, slope=opts.slope, grid_step_z=opts.grid_step_z)
-    n_pos = torch.from_numpy(index.n_pos)
-    thresholds = torch.tensor(_initial(opts.init, scores.shape[1]), dtype=torch.float32)
-    optimizer = _adam(thresholds, opts.lr)
+def _sgl_fast(index: ScoreIndex, spec: Objective, opts: SGLOptions, init: np.ndarray,
+              on_progress: ProgressFn | None) -> np.ndarray:
+    # float32 like the autograd engine's parameter, so both engines take the same steps.
+    thresholds = init.astype(np.float32)
+    optimizer = _Adam(thresholds, lr=opts.lr)
     for epoch in range(opts.epochs):
-        current = thresholds.detach().numpy()
-        tp_np, pp_np = index.counts(current)
-        tp = torch.from_numpy(tp_np).requires_grad_(True)
-        pp = torch.from_numpy(pp_np).requires_grad_(True)
-        value = fbeta_from_counts(tp, pp, n_pos, beta=spec.beta, average=spec.average)
-        d_tp, d_pp = torch.autograd.grad(value, (tp, pp))
-        k_pos, k_all = index.kernel_sums(current)
+        tp, pp = index.counts(thresholds)
+        d_tp, d_pp = fbeta_count_gradient(tp, pp, index.n_pos, beta=spec.beta, average=spec.average)
+        k_pos, k_all = index.kernel_sums(thresholds)
         # loss = -F; d(pred)/dt = -kernel, so dloss/dt = dF/dtp * Kpos + dF/dpp * Kall.
-        grad = d_tp.numpy() * k_pos + d_pp.numpy() * k_all
-        thresholds.grad = torch.from_numpy(grad.astype(np.float32))
-        optimizer.step()
-        with torch.no_grad():
-            thresholds.clamp_(0.0, 1.0)
+        optimizer.step(d_tp * k_pos + d_pp * k_all)
+        np.clip(thresholds, 0.0, 1.0, out=thresholds)
         if on_progress is not None:
             on_progress(epoch + 1, opts.epochs)
-    return thresholds.detach().to(torch.float64).numpy()
+    return thresholds.astype(np.float64)
 
 
-def _sgl_autograd(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: SGLOptions, on_progress: ProgressFn | None) -> tuple[np.ndarray, float]:
+def _sgl_autograd(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: SGLOptions, init: np.ndarray,
+                  on_progress: ProgressFn | None) -> tuple[np.ndarray, float]:
+    try:
+        import torch
+    except ImportError as err:
+        raise CalibrationError(
+            "engine='autograd' needs PyTorch, which is not installed: pip install 'calitag[torch]', "
+            "or use the default engine='fast'"
+        ) from err
+    from calitag.thresholds.objectives import objective_value
+    from calitag.thresholds.surrogate import ThresholdLayer
+
     try:
         device = torch.device(opts.device)
         x = torch.as_tensor(scores, dtype=torch.float32, device=device)
@@ -187,7 +228,7 @@ def _sgl_autograd(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts:
         raise CalibrationError(f"device {opts.device!r} is not usable here: {err}") from err
     y = torch.as_tensor(labels, dtype=torch.float32, device=device)
     layer = ThresholdLayer(
-        scores.shape[1], init=_initial(opts.init, scores.shape[1]).tolist(), slope=opts.slope,
+        scores.shape[1], init=init.tolist(), slope=opts.slope,
         learn_slope=opts.learn_slope, device=device,
     )
     if opts.learn_slope:
@@ -195,7 +236,8 @@ def _sgl_autograd(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts:
             [{"params": [layer.thresholds]}, {"params": [layer.slope], "lr": opts.slope_lr}], lr=opts.lr, foreach=False
         )
     else:
-        optimizer = _adam(layer.thresholds, opts.lr)
+        # foreach=False: the single-tensor update that the fast engine's numpy Adam reproduces.
+        optimizer = torch.optim.Adam([layer.thresholds], lr=opts.lr, foreach=False)
     for epoch in range(opts.epochs):
         optimizer.zero_grad()
         loss = -objective_value(layer(x), y, spec)
@@ -210,15 +252,15 @@ def _sgl_autograd(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts:
     return layer.thresholds.detach().to("cpu", torch.float64).numpy(), float(layer.slope.detach().mean())
 
 
-def _heuristic(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: HeuristicOptions, on_progress: ProgressFn | None) -> np.ndarray:
-    index = ScoreIndex.build(scores, labels, slope=None)
+def _heuristic(index: ScoreIndex, spec: Objective, opts: HeuristicOptions, init: np.ndarray,
+               on_progress: ProgressFn | None) -> np.ndarray:
     rng = np.random.default_rng(opts.seed)
 
     def per_class_score(values: np.ndarray) -> np.ndarray:
         tp, pp = index.counts(values)
         return fbeta_np(tp, pp, index.n_pos, beta=spec.beta, average=None)
 
-    best = _initial(opts.init, scores.shape[1])
+    best = init.copy()
     best_score = per_class_score(best)
     for outer in range(opts.outer):
         current = best.copy()
@@ -237,20 +279,21 @@ def _heuristic(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: He
     return best
 
 
-def _numeric(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: NumericOptions, on_progress: ProgressFn | None) -> tuple[np.ndarray, int]:
+def _numeric(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: NumericOptions, init: np.ndarray,
+             on_progress: ProgressFn | None) -> tuple[np.ndarray, int]:
     def full_score(values: np.ndarray) -> float:
         # Re-scores the whole matrix on purpose: numThresh's cost is C full evaluations per step.
         tp, pp, n_pos = outcome_counts(scores, labels, values)
         return float(fbeta_np(tp, pp, n_pos, beta=spec.beta, average=spec.average))
 
-    thresholds = torch.tensor(_initial(opts.init, scores.shape[1]), dtype=torch.float64)
-    optimizer = torch.optim.Adam([thresholds], lr=opts.lr, foreach=False)
+    thresholds = init.astype(np.float64)
+    optimizer = _Adam(thresholds, lr=opts.lr)
     start = time.perf_counter()
     done = 0
     for iteration in range(opts.iterations):
         if opts.max_seconds is not None and time.perf_counter() - start > opts.max_seconds:
             break
-        values = thresholds.detach().numpy().copy()
+        values = thresholds.copy()
         base = full_score(values)
         grads = np.zeros_like(values)
         for c in range(values.size):
@@ -261,14 +304,12 @@ def _numeric(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: Nume
                 if changed != base:
                     break
             grads[c] = (changed - base) / (opts.delta * tries)
-        thresholds.grad = torch.from_numpy(-grads)
-        optimizer.step()
-        with torch.no_grad():
-            thresholds.clamp_(0.0, 1.0)
+        optimizer.step(-grads)
+        np.clip(thresholds, 0.0, 1.0, out=thresholds)
         done = iteration + 1
         if on_progress is not None:
             on_progress(done, opts.iterations)
-    return thresholds.detach().numpy(), done
+    return thresholds, done
 
 
 def _cut_table(column: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,7 +329,7 @@ def _cut_table(column: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nd
     return thresholds[valid], hits[k][valid], k[valid]
 
 
-def _exact(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: ExactOptions) -> tuple[np.ndarray, int]:
+def _exact(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: ExactOptions, init: np.ndarray) -> tuple[np.ndarray, int]:
     n_classes = scores.shape[1]
     tables = [_cut_table(scores[:, c], labels[:, c]) for c in range(n_classes)]
     n_pos = labels.sum(axis=0).astype(np.float64)
@@ -301,7 +342,7 @@ def _exact(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: ExactO
             # no positives every cut scores 0 and this predicts nothing.
             values[c] = cand[np.flatnonzero(per == per.max())[0]]
         return values, 1
-    values = _initial(opts.init, n_classes)
+    values = init.copy()
     tp_c, pp_c, _ = outcome_counts(scores, labels, values)
     tp_c, pp_c = tp_c.astype(np.float64), pp_c.astype(np.float64)
     total_pos = n_pos.sum()
@@ -334,6 +375,8 @@ def fit(
     model: str | None = None,
     model_sha256: str | None = None,
     beta: float | None = None,
+    guard_folds: int | None = None,
+    default_threshold: float = 0.5,
     on_progress: ProgressFn | None = None,
     **options: Any,
 ) -> Thresholds:
@@ -355,6 +398,13 @@ def fit(
         Provenance recorded in the result (registry name, checkpoint sha256).
     beta : float, optional
         Recall weight of the F-beta objectives.
+    guard_folds : int, optional
+        Small-class guard: cross-validate the solver with this many folds inside the given
+        clips and keep a class's fitted threshold only when its out-of-fold objective beats
+        ``default_threshold``; otherwise keep the default and record why (``per_class``).
+        None (the default) keeps every fitted value.
+    default_threshold : float
+        The threshold the guard falls back to.
     on_progress : callable, optional
         Called as ``on_progress(done, total)`` after each epoch/iteration.
     **options
@@ -391,28 +441,54 @@ def fit(
         raise CalibrationError(f"{len(names)} class names given for {n_classes} score columns")
     extra: dict[str, Any] = {}
     start = time.perf_counter()
+    index = None
+    if method != "default":
+        fast = method == "sgl" and opts.engine == "fast"
+        index = ScoreIndex.build(checked, truth, slope=opts.slope if fast else None,
+                                 grid_step_z=opts.grid_step_z if fast else 0.05)
+        if opts.init is None:
+            init = index.label_rate_thresholds()
+        else:
+            init = _initial(opts.init, n_classes)
     if method == "sgl":
         if opts.engine == "fast":
-            values = _sgl_fast(checked, truth, spec, opts, on_progress)
+            values = _sgl_fast(index, spec, opts, init, on_progress)
         else:
-            values, final_slope = _sgl_autograd(checked, truth, spec, opts, on_progress)
+            values, final_slope = _sgl_autograd(checked, truth, spec, opts, init, on_progress)
             if opts.learn_slope:
                 extra["final_slope_mean"] = final_slope
     elif method == "default":
         values = _initial(opts.init, n_classes)
     elif method == "heuristic":
-        values = _heuristic(checked, truth, spec, opts, on_progress)
+        values = _heuristic(index, spec, opts, init, on_progress)
     elif method == "numeric":
-        values, done = _numeric(checked, truth, spec, opts, on_progress)
+        values, done = _numeric(checked, truth, spec, opts, init, on_progress)
         extra["iterations_done"] = done
     else:
-        values, sweeps = _exact(checked, truth, spec, opts)
+        values, sweeps = _exact(checked, truth, spec, opts, init)
         extra["sweeps"] = sweeps
+    if index is not None:
+        # Same decisions on the fitting clips, but never within rounding of a score level.
+        values = index.snap(np.clip(values, 0.0, 1.0))
     seconds = time.perf_counter() - start
     values = np.clip(values, 0.0, 1.0)
     tp, pp, n_pos = outcome_counts(checked, truth, values)
     report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
+    per_class: dict[str, list[Any]] = {"positives": [int(n) for n in n_pos], "kept": ["fit"] * n_classes,
+                                       "reason": [None] * n_classes}
+    if guard_folds is not None and method != "default":
+        keep, reasons = _guard(checked, truth, values, spec=spec, method=method, options=options, folds=guard_folds,
+                               default=default_threshold, seed=int(getattr(opts, "seed", 0)))
+        # A kept default is placed mid-gap too: the default's decisions on these clips, off any level.
+        values = index.snap(np.where(keep, values, default_threshold))
+        per_class["kept"] = ["fit" if k else "default" for k in keep]
+        per_class["reason"] = reasons
+        tp, pp, n_pos = outcome_counts(checked, truth, values)
+        report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
+        extra["guard"] = {"folds": guard_folds, "default_threshold": default_threshold, "n_default": int((~keep).sum())}
     recorded = dataclasses.asdict(opts)
+    if method != "default":
+        recorded["init_source"] = "given" if opts.init is not None else "label_rate"
     if spec.name.endswith("fbeta"):
         recorded["beta"] = spec.beta
     return Thresholds(
@@ -431,4 +507,81 @@ def fit(
             "fit_seconds": seconds,
             **extra,
         },
+        per_class=per_class,
     )
+
+
+def fold_indices(targets: np.ndarray, n_folds: int, *, seed: int = 0) -> np.ndarray:
+    """A fold number per clip that spreads every class's positives over the folds.
+
+    Clips are ordered by their rarest positive class (clips with none last), shuffled within
+    each class, and dealt round-robin, so a class with ``k >= n_folds`` positives has positives
+    in every fold. (scikit-learn's StratifiedKFold needs one label per clip; this is its
+    multi-label analogue, written here so that the thresholds stage does not import sklearn.)
+
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        (n_clips, n_classes) 0/1.
+    n_folds : int
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_clips,) int in ``[0, n_folds)``.
+    """
+    targets = np.asarray(targets, dtype=bool)
+    counts = targets.sum(axis=0)
+    rarity = np.where(targets, counts[None, :], np.iinfo(np.int64).max).min(axis=1)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(targets)), rarity))
+    folds = np.empty(len(targets), dtype=np.int64)
+    folds[order] = np.arange(len(targets)) % n_folds
+    return folds
+
+
+def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: Objective, method: str,
+           options: dict[str, Any], folds: int, default: float, seed: int) -> tuple[np.ndarray, list[str | None]]:
+    """Per class: keep the fit (True) when its cross-validated objective beats ``default``."""
+    import warnings
+
+    from calitag.thresholds.metrics import NoPositivesWarning
+
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(scores):
+        raise CalibrationError(f"guard_folds must be an integer from 2 to the number of clips ({len(scores)}), got {folds!r}")
+    n_classes = scores.shape[1]
+    fold = fold_indices(truth, folds, seed=seed)
+    decided = np.zeros_like(truth)
+    for f in range(folds):
+        inside = fold != f
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoPositivesWarning)
+            inner = fit(scores[inside], truth[inside], method=method, objective=spec, **options)
+        decided[~inside] = scores[~inside] > inner.values
+    tp_fit = (decided & truth).sum(axis=0).astype(np.float64)
+    pp_fit = decided.sum(axis=0).astype(np.float64)
+    by_default = scores > default
+    tp_def = (by_default & truth).sum(axis=0).astype(np.float64)
+    pp_def = by_default.sum(axis=0).astype(np.float64)
+    n_pos = truth.sum(axis=0).astype(np.float64)
+    if spec.average == "macro":
+        with_fit = fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta, average=None)
+        with_default = fbeta_np(tp_def, pp_def, n_pos, beta=spec.beta, average=None)
+    else:
+        # The micro objective of all out-of-fold decisions, with class c's own or the default's.
+        tp_rest, pp_rest = tp_fit.sum() - tp_fit, pp_fit.sum() - pp_fit
+        with_fit = np.full(n_classes, float(fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta)))
+        with_default = fbeta_np(tp_rest + tp_def, pp_rest + pp_def, np.full(n_classes, n_pos.sum()),
+                                beta=spec.beta, average=None)
+    keep = with_fit > with_default
+    reasons: list[str | None] = []
+    for c in range(n_classes):
+        if keep[c]:
+            reasons.append(None)
+        elif n_pos[c] == 0:
+            reasons.append("no positive example")
+        else:
+            reasons.append(f"{folds}-fold {spec.label} {with_fit[c]:.4f} does not beat default {default:g} "
+                           f"({with_default[c]:.4f}) with {int(n_pos[c])} positive(s)")
+    return keep, reasons

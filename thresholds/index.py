@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 
 from calitag.errors import CalibrationError
 
@@ -33,28 +32,25 @@ MAX_GRID = 1 << 16
 ROW_GAP = 2.0
 
 
-def _running_sum(local: np.ndarray) -> np.ndarray:
-    """``[0, x0, x0 + x1, ...]`` in float64 (``local`` must already be float64 for speed)."""
-    prefix = np.zeros(local.size + 1)
-    np.cumsum(local.ravel(), out=prefix[1:])
-    return prefix
-
-
-def _linear_binning(keys: np.ndarray, prefix: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
+def _linear_binning(keys: np.ndarray, local: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
     """Linear-binning weights of each class's scores on nodes ``0, step, 2 step, ...``.
 
-    ``keys`` is the flat sorted array of ``score + ROW_GAP * class`` and ``prefix`` the running
-    sum of the same scores without the class offset (:func:`_running_sum`). Returns (n_classes, n_nodes) float64: each score
-    at position ``p = score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)``
-    to the next, so the kernel sums built from it are second-order accurate in the step.
+    ``keys`` is the flat sorted array of ``score + ROW_GAP * class`` and ``local`` the same
+    scores without the class offset. Returns (n_classes, n_nodes) float64: each score at position
+    ``p = score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)`` to the next,
+    so the kernel sums built from it are second-order accurate in the step.
     """
-    n_classes = int(round(keys[-1] // ROW_GAP)) + 1 if keys.size else 0
     offsets = (ROW_GAP * np.arange(n_classes))[:, None]
     edges = np.arange(n_nodes + 1)[None, :] * step + offsets
     bounds = np.searchsorted(keys, edges.ravel()).reshape(n_classes, n_nodes + 1)
     count = np.diff(bounds, axis=1).astype(np.float64)
+    # Every score lies below the last edge, so bin j of class c ends where bin j + 1 (or class
+    # c + 1) starts: one reduceat sums every bin. It returns a[start] for an empty bin: masked.
+    starts = np.minimum(bounds[:, :-1].ravel(), max(keys.size - 1, 0))
+    sums = np.add.reduceat(local.ravel(), starts, dtype=np.float64).reshape(n_classes, n_nodes) if keys.size else count
+    sums = np.where(count > 0, sums, 0.0)
     # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
-    upper = np.diff(prefix[bounds], axis=1) / step - np.arange(n_nodes)[None, :] * count
+    upper = sums / step - np.arange(n_nodes)[None, :] * count
     grid = count - upper
     grid[:, 1:] += upper[:, :-1]
     return grid
@@ -66,9 +62,10 @@ def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.nda
     half = min(n_nodes - 1, int(np.ceil(KERNEL_HALF_WIDTH_Z / step_z)))
     z = np.arange(-half, half + 1) * step_z
     kernel = slope * np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))) ** 2
-    size = scipy.fft.next_fast_len(n_nodes + 2 * half, real=True)
-    spectrum = scipy.fft.rfft(grid, n=size, axis=1) * scipy.fft.rfft(kernel, n=size)
-    full = scipy.fft.irfft(spectrum, n=size, axis=1)
+    # numpy's FFT (scipy.fft costs ~1 s to import, more than the whole fit).
+    size = 1 << int(np.ceil(np.log2(n_nodes + 2 * half)))
+    spectrum = np.fft.rfft(grid, n=size, axis=1) * np.fft.rfft(kernel, n=size)
+    full = np.fft.irfft(spectrum, n=size, axis=1)
     # Full linear convolution: output index j + half is centred on node j.
     return np.maximum(full[:, half : half + n_nodes], 0.0)
 
@@ -124,18 +121,16 @@ class ScoreIndex:
         ScoreIndex
         """
         n_clips, n_classes = scores.shape
-        by_class = np.ascontiguousarray(scores.T, dtype=np.float32)
         offsets = ROW_GAP * np.arange(n_classes)
-        keys_all = np.sort(by_class, axis=1).astype(np.float64)
-        prefix_all = _running_sum(keys_all) if slope is not None else None
-        keys_all += offsets[:, None]
-        keys_all = keys_all.ravel()
-        truth = np.ascontiguousarray(labels.T, dtype=bool)
-        row, _ = np.nonzero(truth)
-        order = np.lexsort((by_class[truth], row))
-        local_pos = by_class[truth][order].astype(np.float64)
-        keys_pos = local_pos + offsets[row[order]]
-        n_pos = truth.sum(axis=1)
+        # A copy, always: with one class (or one clip) scores.T is already contiguous, and an
+        # in-place sort of a view would reorder the caller's scores.
+        sorted_all = np.array(scores.T, dtype=np.float32, order="C", copy=True)
+        sorted_all.sort(axis=1)
+        keys_all = (sorted_all + offsets[:, None]).ravel()  # float64: exact sums
+        # Positives read in the scores' own layout (a few per clip), then sorted class-major.
+        clip, column = np.nonzero(labels)
+        keys_pos = np.sort(np.asarray(scores[clip, column], dtype=np.float32) + offsets[column])
+        n_pos = np.bincount(column, minlength=n_classes)
         pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
         kernel = None
         step = float("nan")
@@ -149,11 +144,10 @@ class ScoreIndex:
                     f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
                     "use a smaller slope, a larger grid_step_z, or engine='autograd'"
                 )
-            grids = np.zeros((2 * n_classes, n_nodes))
-            if keys_pos.size:
-                n_rows = int(keys_pos[-1] // ROW_GAP) + 1
-                grids[:n_rows] = _linear_binning(keys_pos, _running_sum(local_pos), step=step, n_nodes=n_nodes)
-            grids[n_classes:] = _linear_binning(keys_all, prefix_all, step=step, n_nodes=n_nodes)
+            grids = np.empty((2 * n_classes, n_nodes))
+            local_pos = keys_pos - ROW_GAP * np.repeat(np.arange(n_classes), n_pos)
+            grids[:n_classes] = _linear_binning(keys_pos, local_pos, n_classes=n_classes, step=step, n_nodes=n_nodes)
+            grids[n_classes:] = _linear_binning(keys_all, sorted_all, n_classes=n_classes, step=step, n_nodes=n_nodes)
             kernel = _convolve_kernel(grids, step_z=grid_step_z, slope=slope).reshape(2, n_classes, n_nodes)
         return cls(keys_all, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step, float(slope or 0.0))
 
@@ -184,3 +178,64 @@ class ScoreIndex:
         left, right = flat[:, index], flat[:, index + 1]
         value = left + weight * (right - left)
         return value[0], value[1]
+
+    def _neighbours(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per class: the number of scores at or below ``thresholds`` (compared in float32), the
+        largest such score (or -inf) and the smallest score above (or +inf)."""
+        rows = np.arange(self.n_classes)
+        query = np.asarray(thresholds, dtype=np.float32).astype(np.float64) + ROW_GAP * rows
+        position = np.searchsorted(self.keys_all, query, side="right")
+        start = rows * self.n_clips
+        below = position - start
+        last = self.keys_all.size - 1
+        low = np.where(below > 0, self.keys_all[np.clip(position - 1, 0, last)] - ROW_GAP * rows, -np.inf)
+        high = np.where(below < self.n_clips, self.keys_all[np.clip(position, 0, last)] - ROW_GAP * rows, np.inf)
+        return below, low, high
+
+    def snap(self, thresholds: np.ndarray) -> np.ndarray:
+        """Move each threshold to the middle of the gap between the fitting scores around it.
+
+        The decisions ``score > threshold`` on the fitting scores do not change, but the
+        threshold no longer sits within float rounding of a score level (with tied or quantised
+        scores a threshold just below a level would flip every clip at that level). Below the
+        lowest score the threshold becomes 0 ("every clip with a positive score"); above the
+        highest it is the middle of (highest, 1), so saturated scores of exactly 1 still count.
+
+        Parameters
+        ----------
+        thresholds : numpy.ndarray
+            (C,) values in [0, 1].
+
+        Returns
+        -------
+        numpy.ndarray
+            (C,) float64 midpoints.
+        """
+        _, low, high = self._neighbours(thresholds)
+        high = np.where(np.isfinite(high), high, 1.0)
+        middle = np.where(np.isfinite(low), (low + high) / 2.0, 0.0)
+        low = np.where(np.isfinite(low), low, 0.0)
+        # A score of exactly 0 (or 1) leaves no room below (above) it; keep such a threshold.
+        keep = high <= low
+        return np.where(keep, np.asarray(thresholds, dtype=np.float64), middle)
+
+    def label_rate_thresholds(self, *, low: float = 0.01, high: float = 0.99) -> np.ndarray:
+        """Per class, the threshold that predicts as many clips as the class has positives.
+
+        The midpoint between the ``n_pos``-th and ``(n_pos + 1)``-th highest score, clipped into
+        ``[low, high]`` (a class with no positive gets ``high``, one that is positive everywhere
+        ``low``). This is the data-derived start of the solvers when no ``init`` is given.
+
+        Returns
+        -------
+        numpy.ndarray
+            (C,) float64.
+        """
+        rows = np.arange(self.n_classes)
+        k = self.n_pos.astype(np.int64)
+        start = rows * self.n_clips
+        above = np.where(k > 0, self.keys_all[start + np.clip(self.n_clips - k, 0, self.n_clips - 1)], np.inf)
+        below = np.where(k < self.n_clips, self.keys_all[start + np.clip(self.n_clips - k - 1, 0, self.n_clips - 1)], -np.inf)
+        middle = (above + below) / 2.0 - ROW_GAP * rows
+        middle = np.where(k == 0, high, np.where(k >= self.n_clips, low, middle))
+        return np.clip(middle, low, high)

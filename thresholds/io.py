@@ -1,13 +1,14 @@
-"""The thresholds file (a fitted artefact that records where it came from) and score-file readers.
+"""The thresholds file: a fitted artefact that records where it came from.
 
-Layout of a thresholds file (JSON, format version 1)::
+Layout of a thresholds file (JSON, format version 2; version 1 lacks ``per_class``)::
 
-    {"format_version": 1, "calitag_version": "0.1.0", "created": "2026-01-01T12:00:00+00:00",
+    {"format_version": 2, "calitag_version": "0.1.0", "created": "2026-01-01T12:00:00+00:00",
      "model": "yamnet", "model_sha256": null,
      "class_names": ["Speech", ...], "thresholds": [0.31, ...],
      "method": "sgl", "options": {"lr": 0.01, ...}, "objective": "micro_f1",
      "validation": {"micro_f1": 0.62, "macro_f1": 0.41, "objective": 0.62, "n_clips": 488},
-     "events": null}
+     "events": null,
+     "per_class": {"positives": [120, ...], "kept": ["fit", ...], "reason": [null, ...]}}
 
 ``events`` belongs to sound event detection (its contents are not checked here beyond being a
 JSON object or null).
@@ -15,7 +16,6 @@ JSON object or null).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -31,9 +31,12 @@ import numpy as np
 
 from calitag._version import __version__
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.thresholds.metrics import check_labels, check_scores
 
-FORMAT_VERSION = 1
+#: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 1
+#: files (without it) are still read.
+FORMAT_VERSION = 2
+#: What ``per_class["kept"]`` may say for a class.
+KEPT = ("fit", "default")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -58,6 +61,26 @@ def _jsonable(value: Any, *, where: str) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v, where=f"{where}.{k}") for k, v in value.items()}
     raise ThresholdsError(f"{where} holds a {type(value).__name__}, which a thresholds file cannot store")
+
+
+def _check_per_class(per_class: Any, n_classes: int) -> dict[str, list[Any]]:
+    """Validate the per-class provenance record (see :class:`Thresholds`)."""
+    if not isinstance(per_class, dict):
+        raise ThresholdsError(f"per_class must be a JSON object, got {type(per_class).__name__}")
+    out: dict[str, list[Any]] = {}
+    for key in ("positives", "kept", "reason"):
+        column = per_class.get(key)
+        if not isinstance(column, (list, tuple)) or len(column) != n_classes:
+            raise ThresholdsError(f"per_class.{key} must be a list with one entry per class ({n_classes})")
+        out[key] = list(column)
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in out["positives"]):
+        raise ThresholdsError("per_class.positives must be counts (integers >= 0)")
+    out["positives"] = [int(n) for n in out["positives"]]
+    if not all(k in KEPT for k in out["kept"]):
+        raise ThresholdsError(f"per_class.kept entries must be one of {', '.join(KEPT)}")
+    if not all(r is None or isinstance(r, str) for r in out["reason"]):
+        raise ThresholdsError("per_class.reason entries must be strings or null")
+    return out
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,10 @@ class Thresholds:
         Version that wrote the object.
     events : dict or None
         Sound-event post-processing section (owned by calitag's detection stage).
+    per_class : dict or None
+        Per-class provenance, lists in class order: ``positives`` (positive clips seen by the
+        fit), ``kept`` ("fit" or "default": whether the fitted value or the default threshold
+        was kept) and ``reason`` (why the default was kept, else None).
     """
 
     values: np.ndarray
@@ -101,6 +128,7 @@ class Thresholds:
     created: str = field(default_factory=_utc_now)
     calitag_version: str = __version__
     events: dict[str, Any] | None = None
+    per_class: dict[str, list[Any]] | None = None
 
     def __post_init__(self) -> None:
         values = np.array(self.values, dtype=np.float64).reshape(-1) if np.ndim(self.values) <= 1 else None
@@ -124,6 +152,8 @@ class Thresholds:
             raise ThresholdsError(f"model_sha256 must be 64 lower-case hex digits, got {self.model_sha256!r}")
         if self.events is not None and not isinstance(self.events, dict):
             raise ThresholdsError(f"events must be a JSON object or None, got {type(self.events).__name__}")
+        if self.per_class is not None:
+            object.__setattr__(self, "per_class", _check_per_class(self.per_class, len(names)))
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "class_names", names)
@@ -177,6 +207,7 @@ class Thresholds:
             "objective": self.objective,
             "validation": _jsonable(self.validation, where="validation"),
             "events": _jsonable(self.events, where="events") if self.events is not None else None,
+            "per_class": _jsonable(self.per_class, where="per_class") if self.per_class is not None else None,
         }
 
     @classmethod
@@ -201,7 +232,7 @@ class Thresholds:
                 f"{FORMAT_VERSION}: upgrade calitag"
             )
         if version < 1:
-            raise ThresholdsError(f"{source}: format_version {version} is not valid (expected 1)")
+            raise ThresholdsError(f"{source}: format_version {version} is not valid (expected 1 to {FORMAT_VERSION})")
 
         def need(key: str, kinds: tuple[type, ...], *, optional: bool = False) -> Any:
             if key not in document:
@@ -239,6 +270,7 @@ class Thresholds:
                 created=need("created", (str,), optional=True) or "",
                 calitag_version=need("calitag_version", (str,), optional=True) or "",
                 events=need("events", (dict,), optional=True),
+                per_class=need("per_class", (dict,), optional=True),
             )
         except ThresholdsError as err:
             raise ThresholdsError(f"{source}: {err}") from err
@@ -322,6 +354,10 @@ class Thresholds:
             document = json.loads(text)
         except json.JSONDecodeError as err:
             raise ThresholdsError(f"thresholds file {source} is not valid JSON: {err}") from err
+        except RecursionError as err:
+            raise ThresholdsError(
+                f"thresholds file {source} nests JSON too deeply to read: it is not a calitag thresholds file"
+            ) from err
         thresholds = cls.from_dict(document, source=source)
         thresholds.check_compatible(expected_model=expected_model, expected_classes=expected_classes, source=source)
         return thresholds
@@ -352,149 +388,3 @@ class Thresholds:
                     f"{source} class {i} is {self.class_names[i]!r}, the scores have {expected[i]!r}: "
                     "the file was made for another class list (or order)"
                 )
-
-
-@dataclass(frozen=True)
-class ScoreSet:
-    """Clip scores and labels read from a file, split into validation and optional evaluation parts.
-
-    val_scores/val_labels: (N, C); eval_scores/eval_labels: (M, C) or None; labels are bool and
-    may be None when only scores were given.
-    """
-
-    val_scores: np.ndarray
-    val_labels: np.ndarray | None
-    eval_scores: np.ndarray | None
-    eval_labels: np.ndarray | None
-    class_names: tuple[str, ...] | None
-    source: str
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.val_scores.shape[1])
-
-    def names(self) -> tuple[str, ...]:
-        """Class names from the file, or "0", "1", ... when it has none."""
-        return self.class_names if self.class_names is not None else tuple(str(i) for i in range(self.n_classes))
-
-
-def _read_matrix(path: Path, *, what: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """A numeric matrix from .npy or .csv (optionally with a header row of class names)."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            raise ScoresError(f"cannot read {what} file {path}: {err}") from err
-        return array, None
-    if suffix in (".csv", ".tsv", ".txt"):
-        delimiter = "\t" if suffix == ".tsv" else ","
-        try:
-            with path.open(newline="", encoding="utf-8") as handle:
-                rows = [row for row in csv.reader(handle, delimiter=delimiter) if row and any(c.strip() for c in row)]
-        except (OSError, UnicodeDecodeError) as err:
-            raise ScoresError(f"cannot read {what} file {path}: {err}") from err
-        if not rows:
-            raise ScoresError(f"{what} file {path} is empty: expected rows of numbers")
-        header = None
-        try:
-            [float(c) for c in rows[0]]
-        except ValueError:
-            header, rows = tuple(c.strip() for c in rows[0]), rows[1:]
-        if not rows:
-            raise ScoresError(f"{what} file {path} has a header but no rows")
-        if len({len(r) for r in rows}) != 1:
-            raise ScoresError(f"{what} file {path} has rows of different lengths: expected one column per class")
-        try:
-            array = np.array([[float(c) for c in row] for row in rows], dtype=np.float64)
-        except ValueError as err:
-            raise ScoresError(f"{what} file {path} holds a non-numeric value: {err}") from err
-        if header is not None and len(header) != array.shape[1]:
-            raise ScoresError(f"{what} file {path}: header has {len(header)} names for {array.shape[1]} columns")
-        return array, header
-    raise ScoresError(f"{what} file {path} has an unsupported extension {path.suffix!r}: expected .npz, .npy or .csv")
-
-
-def _sigmoid(array: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    return expit(np.asarray(array, dtype=np.float64))
-
-
-def read_scores(
-    path: str | os.PathLike[str],
-    *,
-    labels: str | os.PathLike[str] | None = None,
-    logits: bool = False,
-) -> ScoreSet:
-    """Read clip scores (and labels) for calibration or evaluation.
-
-    Parameters
-    ----------
-    path : path-like
-        ``.npz`` with ``val_scores``, ``val_labels`` and optional ``eval_scores``, ``eval_labels``,
-        ``classes`` (the layout of the SGL-Thresh data); or a ``.npy``/``.csv`` score matrix
-        (a CSV may start with a header row of class names).
-    labels : path-like, optional
-        ``.npy``/``.csv`` 0/1 matrix for a ``.npy``/``.csv`` score file (ignored for ``.npz``).
-    logits : bool
-        The file holds logits: a sigmoid maps them to [0, 1] first.
-
-    Returns
-    -------
-    ScoreSet
-
-    Raises
-    ------
-    ScoresError
-        Missing/unreadable/empty file, missing arrays, bad shapes or values.
-    """
-    file = Path(path)
-    source = str(file)
-    if not file.is_file():
-        raise ScoresError(f"score file not found: {source}")
-    if file.stat().st_size == 0:
-        raise ScoresError(f"score file {source} is empty (0 bytes)")
-    class_names: tuple[str, ...] | None = None
-    eval_scores = eval_labels = None
-    if file.suffix.lower() == ".npz":
-        try:
-            with np.load(file, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError) as err:
-            raise ScoresError(f"cannot read {source} as .npz: {err}") from err
-        if "val_scores" not in arrays:
-            found = ", ".join(sorted(arrays)) or "nothing"
-            raise ScoresError(f"{source} has no 'val_scores' array (found {found}): expected val_scores, val_labels[, eval_scores, eval_labels, classes]")
-        val_scores = arrays["val_scores"]
-        val_labels = arrays.get("val_labels")
-        eval_scores = arrays.get("eval_scores")
-        eval_labels = arrays.get("eval_labels")
-        if (eval_scores is None) != (eval_labels is None):
-            raise ScoresError(f"{source} has only one of eval_scores/eval_labels: give both or neither")
-        if "classes" in arrays:
-            class_names = tuple(str(c) for c in np.asarray(arrays["classes"]).reshape(-1))
-    else:
-        val_scores, class_names = _read_matrix(file, what="score")
-        val_labels = None
-        if labels is not None:
-            val_labels, _ = _read_matrix(Path(labels), what="label")
-    if logits:
-        val_scores = _sigmoid(val_scores)
-        eval_scores = _sigmoid(eval_scores) if eval_scores is not None else None
-    val_scores = check_scores(val_scores, source=source, name="val_scores" if file.suffix == ".npz" else "scores")
-    if val_labels is not None:
-        # Labels from a file of their own are named by that file, not the scores file.
-        label_source = str(labels) if labels is not None and file.suffix != ".npz" else source
-        val_labels = check_labels(val_labels, val_scores.shape, source=label_source,
-                                  name="val_labels" if file.suffix == ".npz" else "labels")
-    if eval_scores is not None:
-        eval_scores = check_scores(eval_scores, source=source, name="eval_scores")
-        if eval_scores.shape[1] != val_scores.shape[1]:
-            raise ScoresError(
-                f"{source}: eval_scores have {eval_scores.shape[1]} classes, val_scores {val_scores.shape[1]}"
-            )
-        eval_labels = check_labels(eval_labels, eval_scores.shape, source=source, name="eval_labels")
-    if class_names is not None and len(class_names) != val_scores.shape[1]:
-        raise ScoresError(f"{source}: {len(class_names)} class names for {val_scores.shape[1]} score columns")
-    return ScoreSet(val_scores, val_labels, eval_scores, eval_labels, class_names, source)

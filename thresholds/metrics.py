@@ -71,8 +71,8 @@ def check_scores(scores: Any, *, source: str = "<array>", name: str = "scores") 
     return array
 
 
-def check_labels(labels: Any, shape: tuple[int, int], *, source: str = "<array>", name: str = "labels") -> np.ndarray:
-    """Validate binary labels against the score matrix shape and return them as bool.
+def check_targets(labels: Any, shape: tuple[int, int], *, source: str = "<array>", name: str = "labels") -> np.ndarray:
+    """Validate a 0/1 target matrix against the score matrix shape and return it as bool.
 
     Raises
     ------
@@ -112,7 +112,7 @@ def check_scores_labels(
         ``(scores (N, C) float, labels (N, C) bool)``.
     """
     checked = check_scores(scores, source=source)
-    truth = check_labels(labels, checked.shape, source=source)
+    truth = check_targets(labels, checked.shape, source=source)
     if warn_no_positives:
         empty = np.flatnonzero(~truth.any(axis=0))
         if empty.size:

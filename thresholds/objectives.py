@@ -7,17 +7,22 @@ positives ``pp`` and actual positives ``n_pos``. With ``b2 = beta**2``:
 
 micro averages pool the counts over classes before the ratio; macro averages the per-class
 ratios. Writing the objectives on counts lets the autograd path (counts summed over binarised
-outputs) and the fast solver (counts read off sorted scores) share one definition.
+outputs, torch) and the fast solver (counts read off sorted scores, numpy, with the closed-form
+gradient of :func:`fbeta_count_gradient`) share one definition. torch is imported only by the
+functions that take tensors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+import numpy as np
 
 from calitag.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import torch
 
 Average = Literal["micro", "macro"]
 
@@ -103,6 +108,8 @@ def fbeta_from_counts(
         Shape ``(...)``. A class (or, for micro, a whole set) with no positives and no
         predictions scores 0, as scikit-learn does with ``zero_division=0``.
     """
+    import torch
+
     b2 = float(beta) ** 2
     if average == "micro":
         tp, pp, n_pos = tp.sum(-1), pp.sum(-1), n_pos.sum(-1)
@@ -112,6 +119,47 @@ def fbeta_from_counts(
     # clamp keeps the unused branch finite, so no NaN leaks into the gradient.
     score = torch.where(denominator > 0, (1 + b2) * tp / denominator.clamp_min(1e-12), torch.zeros_like(tp))
     return score if average == "micro" else score.mean(-1)
+
+
+def fbeta_count_gradient(
+    tp: np.ndarray, pp: np.ndarray, n_pos: np.ndarray, *, beta: float = 1.0, average: Average = "micro"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form partial derivatives of :func:`fbeta_from_counts` with respect to ``tp`` and ``pp``.
+
+    With ``D = b2 * n_pos + pp`` (pooled over classes for micro), ``F = (1 + b2) tp / D`` gives
+    ``dF/dtp = (1 + b2) / D`` and ``dF/dpp = -(1 + b2) tp / D**2``; macro divides both by the
+    number of classes. Where ``D == 0`` both are 0, as in the autograd path.
+
+    Parameters
+    ----------
+    tp, pp, n_pos : numpy.ndarray
+        Shape ``(n_classes,)``, float64 counts.
+    beta : float
+        Recall weight.
+    average : {"micro", "macro"}
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(dF/dtp, dF/dpp)``, each of shape ``(n_classes,)``.
+    """
+    b2 = float(beta) ** 2
+    if average == "micro":
+        denominator = b2 * n_pos.sum() + pp.sum()
+        if not denominator > 0:
+            zero = np.zeros_like(tp, dtype=np.float64)
+            return zero, zero.copy()
+        d_tp = np.full(tp.shape, (1 + b2) / denominator)
+        d_pp = np.full(tp.shape, -((1 + b2) * tp.sum()) / (denominator * denominator))
+        return d_tp, d_pp
+    if average != "macro":
+        raise CalibrationError(f"average must be 'micro' or 'macro', got {average!r}")
+    denominator = b2 * n_pos + pp
+    safe = np.where(denominator > 0, denominator, 1.0)
+    n_classes = tp.shape[-1]
+    d_tp = np.where(denominator > 0, (1 + b2) / safe, 0.0) / n_classes
+    d_pp = np.where(denominator > 0, -((1 + b2) * tp) / (safe * safe), 0.0) / n_classes
+    return d_tp, d_pp
 
 
 def counts(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 #: AudioSet-sized defaults: the paper's AudioSet evaluation split size and class count.
 AUDIOSET_CLIPS = 15_278
@@ -31,6 +30,8 @@ def synthetic_scores(
     tuple of numpy.ndarray
         ``(scores (n_clips, n_classes) float32 in [0, 1], labels (n_clips, n_classes) uint8)``.
     """
+    from scipy.special import expit  # imported here: only benchmarks and tests need it
+
     rng = np.random.default_rng(seed)
     prevalence = np.clip(0.2 / np.arange(1, n_classes + 1) ** 0.8, 3.0 / n_clips, None)
     prevalence = rng.permutation(prevalence)
