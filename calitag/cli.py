@@ -376,6 +376,42 @@ def thresholds_evaluate(scores_path: _Path, thresholds_path: _Path, labels_path:
         click.echo(f"{label:<{width}} {'':>6} {'':>6} {'':>6} {100 * p:>6.1f} {100 * r:>6.1f} {100 * f:>6.1f}")
 
 
+@thresholds_group.command("report")
+@click.argument("thresholds_path", metavar="TH.json", type=click.Path(dir_okay=False, path_type=_Path))
+@_SCORES_ARGUMENT
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Labels of SCORES: a 0/1 matrix (.npy/.csv) for a score matrix, or the clip label file "
+                   "(filename,labels) for a score cache or batch output (default: the one the thresholds file records).")
+@click.option("--folder", type=click.Path(file_okay=False, path_type=_Path), default=None,
+              help="Folder the label file's names are relative to (default: the one the thresholds file records).")
+@click.option("--split", type=click.Choice(["auto", "eval", "val"]), default="auto", show_default=True,
+              help="Part of an .npz score file: auto takes eval when it has one.")
+@click.option("--default", "default_threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The default threshold the calibration is compared with.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="HTML file to write.")
+@click.option("--force", is_flag=True, help="Replace --out even when it is not an earlier calitag report.")
+def thresholds_report(thresholds_path: _Path, scores_path: _Path, labels_path: _Path | None, folder: _Path | None,
+                      split: str, default_threshold: float, out_path: _Path, force: bool) -> None:
+    """Write an HTML report of TH.json on the clips of SCORES: summary, sortable table, figures per class.
+
+    SCORES: a score file as `thresholds fit` reads it, the score cache `calibrate` keeps beside its
+    thresholds file (*.scores.npz, with --folder), or `calitag batch --all-scores` output (JSONL/CSV).
+    """
+    from calitag.errors import TaggingError
+    from calitag.pipeline.report import report_from_files
+    from calitag.thresholds.report import check_report_target, write_report
+
+    try:
+        check_report_target(out_path, force=force)
+        text = report_from_files(thresholds_path, scores_path, labels=labels_path, folder=folder, split=split,
+                                 default=default_threshold)
+        write_report(out_path, text, force=force)
+    except TaggingError as err:
+        _thresholds_fail(err)
+    click.echo(f"wrote {out_path}")
+
+
 # --- calibrate (issue 5) -------------------------------------------------------------------
 
 
@@ -431,9 +467,13 @@ class _Progress:
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Also write an HTML report (figures per class) of the held-out clips; replaces only an "
+                   "earlier calitag report.")
 def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
                       objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path) -> None:
+                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path,
+                      report_path: _Path | None) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -443,7 +483,13 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
     from calitag.errors import TaggingError
     from calitag.pipeline.calibrate import calibrate
     from calitag.pipeline.labels import read_clip_labels
+    from calitag.thresholds.report import check_report_target
 
+    if report_path is not None:
+        try:
+            check_report_target(report_path)  # before the work, not after it
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
     progress = None
     try:
@@ -482,6 +528,15 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
         click.echo(f"{average}-F1  default {d.value:.3f} [{d.low:.3f}, {d.high:.3f}]   "
                    f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
     click.echo(f"wrote {out_path}")
+    if report_path is not None:
+        from calitag.pipeline.report import calibration_report
+        from calitag.thresholds.report import write_report
+
+        try:
+            write_report(report_path, calibration_report(result, meta={"labels": str(labels_path)}))
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"wrote {report_path}")
 
 
 # --- batch (issue 5) -----------------------------------------------------------------------

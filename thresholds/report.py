@@ -1,0 +1,628 @@
+"""The calibration report: one self-contained HTML page that shows where each threshold sits.
+
+:func:`report` takes clip scores, their labels, the fitted thresholds and the default ones, and
+returns the HTML text: a header (model, data, split, method, objective, date, version), a summary
+(micro/macro-F1 default vs calibrated, with intervals and the paired gain when given), a sortable
+per-class table, and per class with positive labels one figure of three panels (score histograms
+of positives and negatives with both thresholds, F1/precision/recall against the threshold, the
+precision-recall curve with average precision). Figures are PNG data URIs drawn with matplotlib's
+Agg canvas, the table sorts with a few lines of inline JavaScript: the file opens from disk with
+no network. Nothing here computes an interval: intervals and gains come from the caller (any
+object with ``value``, ``low`` and ``high``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calitag._version import __version__
+from calitag.errors import OutputError, ScoresError
+from calitag.thresholds.io import Thresholds
+from calitag.thresholds.metrics import check_labels, check_scores
+
+#: Written into every report; a file that carries it may be replaced by a new report.
+GENERATOR = "calitag report"
+#: Bins of the score histograms over [0, 1].
+N_BINS = 40
+#: Thresholds at which the F1/precision/recall curves are evaluated (exact counts at each).
+CURVE_POINTS = 401
+#: Pixel size of a per-class figure (inches at FIGURE_DPI) and of the summary figure.
+CLASS_FIGSIZE = (7.8, 2.35)
+SUMMARY_FIGSIZE = (7.8, 2.9)
+FIGURE_DPI = 100
+#: Colours (Okabe-Ito, readable with colour-vision deficiencies).
+COLOR_NEG, COLOR_POS = "#9a9a9a", "#0072B2"
+COLOR_DEFAULT, COLOR_FITTED = "#333333", "#D55E00"
+COLOR_F1, COLOR_P, COLOR_R = "#009E73", "#0072B2", "#E69F00"
+#: Header fields shown first, in this order, with their labels; other meta keys follow.
+META_FIELDS = (
+    ("model", "model"), ("data", "data"), ("labels", "labels"), ("n_clips", "clips"),
+    ("split", "split / folds"), ("evaluated_on", "figures and table on"), ("method", "method"),
+    ("objective", "objective"), ("date", "date"), ("calitag_version", "calitag version"),
+)
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+
+def _prf(decided: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Per-class and micro/macro precision, recall, F1 of bool decisions (0 where undefined)."""
+    tp = np.count_nonzero(decided & truth, axis=0).astype(np.float64)
+    pp = np.count_nonzero(decided, axis=0).astype(np.float64)
+    pos = np.count_nonzero(truth, axis=0).astype(np.float64)
+
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros_like(np.asarray(a, dtype=np.float64)), where=np.asarray(b) > 0)
+
+    f1 = ratio(2 * tp, pp + pos)
+    return {
+        "precision": ratio(tp, pp), "recall": ratio(tp, pos), "f1": f1, "support": pos.astype(np.int64),
+        "micro_f1": float(ratio(2 * tp.sum(), pp.sum() + pos.sum())), "macro_f1": float(f1.mean()),
+    }
+
+
+def _curves(scores: np.ndarray, truth: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision, recall and F1 of ``scores > t`` for every t in ``grid`` (one class)."""
+    ordered = np.sort(scores)
+    positives = np.sort(scores[truth])
+    pp = len(ordered) - np.searchsorted(ordered, grid, side="right")
+    tp = len(positives) - np.searchsorted(positives, grid, side="right")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(pp > 0, tp / np.maximum(pp, 1), np.nan)
+        recall = tp / max(len(positives), 1)
+        f1 = 2 * tp / (pp + len(positives))
+    return precision, recall, f1
+
+
+def _interval(value: Any) -> tuple[float, float, float, float | None] | None:
+    """(value, low, high, level) of an interval-like object or mapping, None when absent."""
+    if value is None:
+        return None
+    get = value.get if isinstance(value, Mapping) else lambda key, default=None: getattr(value, key, default)
+    try:
+        point, low, high = float(get("value")), float(get("low")), float(get("high"))
+    except (TypeError, ValueError) as err:
+        raise ScoresError(f"an interval needs numeric value, low and high, got {value!r}") from err
+    level = get("level", None)
+    return point, low, high, float(level) if level is not None else None
+
+
+def _gain(value: Any) -> tuple[tuple[float, float, float, float | None], str | None] | None:
+    """The gain interval and the verdict of a paired-gain object (or of a bare interval)."""
+    if value is None:
+        return None
+    inner = value.get("gain", value) if isinstance(value, Mapping) else getattr(value, "gain", value)
+    verdict = getattr(value, "verdict", None)
+    text = verdict() if callable(verdict) else (value.get("verdict") if isinstance(value, Mapping) else verdict)
+    return _interval(inner), (str(text) if text else None)
+
+
+def _guard(value: Any) -> tuple[str | None, int | None, str]:
+    """(kept: "fit"/"fallback"/None, positives seen, reason) from a per-class guard record."""
+    if value is None:
+        return None, None, ""
+    get = value.get if isinstance(value, Mapping) else lambda key, default=None: getattr(value, key, default)
+    kept = get("kept", None)
+    if kept is None and get("fallback", None) is not None:
+        kept = "fallback" if get("fallback") else "fit"
+    positives = get("positives", None)
+    if positives is None:
+        positives = get("n_positives", None)
+    return (str(kept) if kept is not None else None, int(positives) if positives is not None else None,
+            str(get("reason", "") or ""))
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _png_uri(fig: Any) -> str:
+    """The figure as a PNG data URI, reduced to a 64-colour palette (a third of the RGB size)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    image = Image.fromarray(np.ascontiguousarray(rgb)).quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _style_axes(ax: Any) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=7, length=2, pad=1)
+    ax.grid(alpha=0.25, linewidth=0.5)
+
+
+def _class_figure(name: str, scores: np.ndarray, truth: np.ndarray, default: float, fitted: float,
+                  grid: np.ndarray) -> tuple[str, float]:
+    """One class's three panels as a PNG data URI, and its average precision."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig = Figure(figsize=CLASS_FIGSIZE, dpi=FIGURE_DPI)
+    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.28, "left": 0.05, "right": 0.99, "bottom": 0.19, "top": 0.86})
+    edges = np.linspace(0.0, 1.0, N_BINS + 1)
+    # Shares of each group, so a handful of positives is visible beside thousands of negatives.
+    ax = axes[0]
+    for values, color, fill in ((scores[~truth], COLOR_NEG, 0.45), (scores[truth], COLOR_POS, 0.55)):
+        if values.size:
+            counts = np.histogram(values, bins=edges)[0] / values.size
+            ax.stairs(counts, edges, fill=True, color=color, alpha=fill, linewidth=0)
+            ax.stairs(counts, edges, color=color, linewidth=0.8)
+    ax.set_title(f"scores: {int(truth.sum())} positives, {int((~truth).sum())} negatives", fontsize=8)
+    ax.set_xlabel("score", fontsize=7, labelpad=1)
+    ax.set_ylabel("share of group", fontsize=7, labelpad=1)
+
+    precision, recall, f1 = _curves(scores, truth, grid)
+    ax = axes[1]
+    ax.plot(grid, precision, color=COLOR_P, linewidth=0.9)
+    ax.plot(grid, recall, color=COLOR_R, linewidth=0.9)
+    ax.plot(grid, f1, color=COLOR_F1, linewidth=1.6)
+    at = {t: _curves(scores, truth, np.array([t]))[2][0] for t in (default, fitted)}
+    ax.set_title(f"F1 {at[default]:.2f} at {default:.2f} -> {at[fitted]:.2f} at {fitted:.3g}", fontsize=8)
+    ax.set_xlabel("threshold", fontsize=7, labelpad=1)
+    ax.set_ylim(-0.03, 1.03)
+
+    ax = axes[2]
+    ap = float(average_precision_score(truth, scores)) if truth.any() else float("nan")
+    curve_p, curve_r, _ = precision_recall_curve(truth, scores)
+    ax.step(curve_r, curve_p, where="post", color=COLOR_POS, linewidth=1.2)
+    for t, color, marker in ((default, COLOR_DEFAULT, "s"), (fitted, COLOR_FITTED, "o")):
+        p, r, _ = _curves(scores, truth, np.array([t]))
+        ax.plot([r[0]], [0.0 if np.isnan(p[0]) else p[0]], marker=marker, color=color, markersize=5,
+                linestyle="none", markerfacecolor="none" if marker == "s" else color)
+    ax.set_title(f"precision-recall, AP {ap:.2f}", fontsize=8)
+    ax.set_xlabel("recall", fontsize=7, labelpad=1)
+    ax.set_ylabel("precision", fontsize=7, labelpad=1)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.05)
+
+    for ax in axes[:2]:
+        ax.axvline(default, color=COLOR_DEFAULT, linestyle="--", linewidth=1.0)
+        ax.axvline(fitted, color=COLOR_FITTED, linewidth=1.4)
+        ax.set_xlim(0, 1)
+    for ax in axes:
+        _style_axes(ax)
+    fig.suptitle(name, fontsize=9, fontweight="bold", x=0.005, ha="left", y=0.995)
+    return _png_uri(fig), ap
+
+
+def _summary_figure(rows: Sequence[tuple[str, tuple | None, tuple | None]], names: Sequence[str],
+                    f1_default: np.ndarray, f1_calibrated: np.ndarray) -> str:
+    """Micro/macro-F1 default vs calibrated (with intervals) and per-class F1 before vs after."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=SUMMARY_FIGSIZE, dpi=FIGURE_DPI)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1], "wspace": 0.3, "left": 0.09,
+                                                  "right": 0.98, "bottom": 0.16, "top": 0.88})
+    for row, (label, default, calibrated) in enumerate(rows):
+        for offset, interval, color, marker in ((0.15, default, COLOR_DEFAULT, "s"), (-0.15, calibrated, COLOR_FITTED, "o")):
+            value, low, high, _ = interval
+            left.errorbar([value], [row + offset], xerr=[[value - low], [high - value]], color=color, marker=marker,
+                          markersize=5, capsize=3, linewidth=1.2, markerfacecolor="white" if marker == "s" else color)
+            left.annotate(f"{value:.3f}", (value, row + offset), xytext=(0, 4), textcoords="offset points",
+                          fontsize=7, ha="center", color=color)
+    left.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
+    left.set_ylim(len(rows) - 0.5, -0.6)
+    left.set_xlim(0, 1.02)
+    left.set_title("default (square) vs calibrated (dot), with intervals", fontsize=8)
+    left.set_xlabel("F1", fontsize=7, labelpad=1)
+
+    change = f1_calibrated - f1_default
+    colors = np.where(change > 1e-12, COLOR_F1, np.where(change < -1e-12, COLOR_FITTED, COLOR_NEG))
+    right.plot([0, 1], [0, 1], color=COLOR_NEG, linewidth=0.8, linestyle=":")
+    jitter = np.linspace(-0.008, 0.008, len(names)) if len(names) > 1 else np.zeros(1)
+    right.scatter(f1_default + jitter, f1_calibrated - jitter, c=colors, s=18 if len(names) <= 50 else 6,
+                  edgecolors="none", alpha=0.85)
+    if len(names) <= 12:
+        for name, x, y in zip(names, f1_default, f1_calibrated):
+            right.annotate(name[:18], (x, y), xytext=(3, -3), textcoords="offset points", fontsize=6, color="#444")
+    right.set_xlim(-0.04, 1.04)
+    right.set_ylim(-0.04, 1.04)
+    right.set_xlabel("F1 with default threshold", fontsize=7, labelpad=1)
+    right.set_ylabel("F1 calibrated", fontsize=7, labelpad=1)
+    gained, lost = int((change > 1e-12).sum()), int((change < -1e-12).sum())
+    right.set_title(f"per class: {gained} gained (green), {lost} lost (red), "
+                    f"{len(names) - gained - lost} same", fontsize=8)
+    for ax in (left, right):
+        _style_axes(ax)
+    return _png_uri(fig)
+
+
+# --- HTML -------------------------------------------------------------------------------------
+
+
+_CSS = """
+:root{--fg:#1d1d1f;--muted:#666;--line:#ddd;--gain:#00795a;--loss:#b3400a;--bg2:#f6f6f4}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);margin:0 auto;
+ max-width:1500px;padding:16px 24px 40px}
+h1{font-size:22px;margin:0 0 6px}h2{font-size:17px;margin:26px 0 8px;border-bottom:1px solid var(--line);padding-bottom:3px}
+dl.meta{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:2px 14px;margin:6px 0 0;font-size:13px}
+dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{padding:3px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+thead th{background:var(--bg2);position:sticky;top:0}
+table.sortable thead th{cursor:pointer;user-select:none}
+table.sortable thead th[aria-sort=ascending]::after{content:" \\25B2";font-size:9px}
+table.sortable thead th[aria-sort=descending]::after{content:" \\25BC";font-size:9px}
+th.group{text-align:center;border-bottom:none}
+td.gain{color:var(--gain);font-weight:600}td.loss{color:var(--loss);font-weight:600}
+tr.nolabel td{color:#999}
+.tablewrap{max-height:70vh;overflow:auto;border:1px solid var(--line)}
+.badge{display:inline-block;padding:0 5px;border-radius:3px;font-size:11px;background:#eee}
+.badge.fallback{background:#fde2cf;color:#8a3000}
+.verdict{font-weight:600}
+.summary td.num{min-width:170px}
+.legend{font-size:12px;color:var(--muted);margin:4px 0 10px}
+.legend span.sw{display:inline-block;width:18px;height:0;border-top:3px solid;vertical-align:middle;margin:0 4px 0 12px}
+.legend span.sw.dash{border-top-style:dashed}
+.legend span.box{display:inline-block;width:12px;height:10px;vertical-align:middle;margin:0 4px 0 12px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:10px}
+figure{margin:0;border:1px solid var(--line);padding:4px;background:#fff}
+figure img{width:100%;height:auto;display:block}
+figcaption{font-size:12px;color:var(--muted);padding:2px 4px}
+figure.summary{max-width:800px}
+p.note{color:var(--muted);font-size:13px;margin:4px 0}
+a{color:#0b5cad}
+"""
+
+# Sorts the table on a header click: numbers by their data-v attribute (empty last), text otherwise.
+_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.querySelectorAll("thead tr:last-child th");
+  heads.forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = th.getAttribute("aria-sort") !== "ascending";
+      heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var key = function (row) { var c = row.cells[col]; return c.hasAttribute("data-v") ? c.getAttribute("data-v") : c.textContent; };
+      var numeric = th.getAttribute("data-type") === "num";
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (numeric) {
+          if (x === "") return y === "" ? 0 : 1;
+          if (y === "") return -1;
+          return asc ? x - y : y - x;
+        }
+        return asc ? x.localeCompare(y) : y.localeCompare(x);
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt_interval(interval: tuple | None, *, signed: bool = False, scale: float = 1.0, digits: int = 3) -> str:
+    if interval is None:
+        return "–"
+    value, low, high, _ = interval
+    spec = f"{'+' if signed else ''}.{digits}f"
+    return f"{value * scale:{spec}} [{low * scale:{spec}}, {high * scale:{spec}}]"
+
+
+def _num_cell(value: float, text: str | None = None, css: str = "") -> str:
+    v = "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+    shown = text if text is not None else ("–" if v == "" else f"{value:.2f}")
+    cls = f' class="{css}"' if css else ""
+    return f'<td data-v="{v}"{cls}>{_e(shown)}</td>'
+
+
+def _meta_html(meta: Mapping[str, Any]) -> str:
+    known = {key for key, _ in META_FIELDS}
+    items = [(label, meta[key]) for key, label in META_FIELDS if meta.get(key) not in (None, "")]
+    items += [(key.replace("_", " "), value) for key, value in meta.items()
+              if key not in known and key != "title" and value not in (None, "")]
+    return "".join(f"<dt>{_e(label)}</dt><dd>{_e(value)}</dd>" for label, value in items)
+
+
+def _events_html(events: Mapping[str, Any]) -> str:
+    """The tuned event post-processing stack per class, with event-F1 before and after when given."""
+    classes = events.get("classes") or {}
+    before = events.get("baseline_class_scores") or {}
+    after = events.get("class_scores") or {}
+    fitted = events.get("fitted") or {}
+    metric = str(fitted.get("metric", "event_macro_f1")).replace("_", " ")
+    rows = []
+    for name, stack in classes.items():
+        b, a = before.get(name), after.get(name)
+        b = None if b is None or (isinstance(b, float) and math.isnan(b)) else float(b)
+        a = None if a is None or (isinstance(a, float) and math.isnan(a)) else float(a)
+        change = a - b if a is not None and b is not None else None
+        css = "gain" if change and change > 1e-12 else "loss" if change and change < -1e-12 else ""
+        if stack.get("binarize") == "hysteresis":
+            decide = f"hysteresis {stack.get('high', stack.get('threshold', 0)):.3f} / {stack.get('low', 0):.3f}"
+        else:
+            decide = f"> {float(stack.get('threshold', 0.5)):.3f}"
+        smoothing = stack.get("smoothing", "none")
+        kernel = f" {stack.get('kernel_frames')} frames" if smoothing not in (None, "none") else ""
+        rows.append(
+            f"<tr><td>{_e(name)}</td>" + _num_cell(b) + _num_cell(a)
+            + _num_cell(change, "–" if change is None else f"{change:+.2f}", css)
+            + f"<td>{_e(str(smoothing) + kernel)}</td><td>{_e(decide)}</td>"
+            + _num_cell(float(stack.get("min_gap_s", 0.0)), f"{float(stack.get('min_gap_s', 0.0)):.2f} s")
+            + _num_cell(float(stack.get("min_duration_s", 0.0)), f"{float(stack.get('min_duration_s', 0.0)):.2f} s")
+            + "</tr>")
+    score, base = fitted.get("score"), fitted.get("baseline_score")
+    line = (f"<p class='note'>{_e(metric)}: {float(base):.3f} with threshold 0.5 and no smoothing, "
+            f"{float(score):.3f} tuned (on the tuning files).</p>" if score is not None and base is not None else "")
+    return (
+        "<section id='events'><h2>Sound event detection: the tuned post-processing</h2>" + line
+        + "<div class='tablewrap'><table class='sortable'><thead><tr>"
+        "<th>class</th><th data-type='num'>event-F1 at 0.5</th><th data-type='num'>event-F1 tuned</th>"
+        "<th data-type='num'>change</th><th>smoothing</th><th>decision</th><th data-type='num'>min gap</th>"
+        "<th data-type='num'>min length</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>"
+    )
+
+
+def report(
+    scores: Any | None,
+    targets: Any | None,
+    thresholds: Thresholds | Sequence[float] | np.ndarray,
+    *,
+    class_names: Sequence[str] | None = None,
+    default: float | Sequence[float] | np.ndarray = 0.5,
+    decided: Any | None = None,
+    meta: Mapping[str, Any] | None = None,
+    intervals: Mapping[str, Mapping[str, Any]] | None = None,
+    gains: Mapping[str, Any] | None = None,
+    guard: Mapping[str, Any] | None = None,
+    events: Mapping[str, Any] | None = None,
+) -> str:
+    """The calibration report as one self-contained HTML document.
+
+    Parameters
+    ----------
+    scores : array_like or None
+        Clip scores ``(n_clips, n_classes)`` in [0, 1]: the clips the table and figures describe
+        (the held-out clips of a calibration). None for an events-only report.
+    targets : array_like or None
+        0/1 labels, same shape.
+    thresholds : Thresholds or array_like
+        The fitted thresholds. A :class:`Thresholds` may hold more classes than ``scores``: the
+        columns are matched by ``class_names``.
+    class_names : sequence of str, optional
+        One per score column; default: the names of ``thresholds``.
+    default : float or array_like
+        The default threshold(s) the calibration is compared with, one or one per column.
+    decided : array_like, optional
+        Calibrated decisions ``(n_clips, n_classes)`` bool when they are not ``scores >
+        thresholds`` (cross-validation: each clip decided by the fold that did not see it).
+    meta : mapping, optional
+        Header fields: ``model``, ``data``, ``labels``, ``n_clips``, ``split``, ``evaluated_on``,
+        ``method``, ``objective``, ``date`` (default: now), ``calitag_version``, ``title``; other keys
+        are listed after them.
+    intervals : mapping, optional
+        ``{"default"|"calibrated": {"micro_f1"|"macro_f1": interval}}``, an interval being any object
+        or mapping with ``value``, ``low``, ``high`` (and optionally ``level``).
+    gains : mapping, optional
+        ``{"micro_f1"|"macro_f1": gain}``: a paired gain (with ``gain``, an interval, and
+        ``verdict()``) or an interval of calibrated minus default.
+    guard : mapping, optional
+        Per class name: ``kept`` ("fit" or "fallback", or ``fallback`` as a bool), ``positives``
+        seen and ``reason``; as a mapping or object.
+    events : mapping, optional
+        A thresholds file's ``events`` section (``classes``, ``fitted``), optionally with
+        ``class_scores`` and ``baseline_class_scores`` (event-F1 per class tuned and at 0.5).
+
+    Returns
+    -------
+    str
+        The HTML text (UTF-8). Figures are PNG data URIs; the page loads nothing from the network.
+
+    Raises
+    ------
+    ScoresError
+        Scores or labels that are not valid matrices of the same shape, thresholds or class names
+        that do not match the columns.
+    """
+    meta = dict(meta or {})
+    meta.setdefault("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    meta.setdefault("calitag_version", __version__)
+    title = meta.pop("title", None) or f"Calibration report: {meta.get('model') or 'scores'}"
+    body: list[str] = []
+    n_figures = 0
+    if scores is not None:
+        table, figures, n_figures = _clip_sections(scores, targets, thresholds, class_names=class_names,
+                                                   default=default, decided=decided, intervals=intervals,
+                                                   gains=gains, guard=guard)
+        body += [table, figures]
+    if events:
+        body.append(_events_html(events))
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='generator' content='{GENERATOR} {_e(__version__)}'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>"
+        f"<header><h1>{_e(title)}</h1><dl class='meta'>{_meta_html(meta)}</dl></header>\n"
+        + "\n".join(body)
+        + f"\n<footer><p class='note'>Made by calitag {_e(__version__)}; {n_figures} figures; "
+        "a clip has a class when its score is strictly above the threshold.</p></footer>"
+        f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+def _clip_sections(scores, targets, thresholds, *, class_names, default, decided, intervals, gains,
+                   guard) -> tuple[str, str, int]:
+    """(summary + table HTML, figures HTML, number of figures) for clip scores."""
+    scores = check_scores(scores, source="report", name="scores")
+    if targets is None:
+        raise ScoresError("a report of clip scores needs their 0/1 labels (targets)")
+    truth = check_labels(targets, scores.shape, source="report", name="targets")
+    n_clips, n_classes = scores.shape
+    names = tuple(class_names) if class_names is not None else tuple(getattr(thresholds, "class_names", ()) or
+                                                                       (str(i) for i in range(n_classes)))
+    if len(names) != n_classes:
+        raise ScoresError(f"{len(names)} class names for {n_classes} score columns")
+    if isinstance(thresholds, Thresholds):
+        index = {name: i for i, name in enumerate(thresholds.class_names)}
+        absent = [name for name in names if name not in index]
+        if absent:
+            raise ScoresError(f"the thresholds have no class {absent[0]!r} ({len(absent)} of the score columns "
+                              f"are not in them): they were fitted for another class list")
+        fitted = np.array([thresholds.values[index[name]] for name in names])
+    else:
+        fitted = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if fitted.size != n_classes:
+            raise ScoresError(f"{fitted.size} thresholds for {n_classes} score columns")
+    defaults = np.broadcast_to(np.asarray(default, dtype=np.float64).reshape(-1), (n_classes,)).copy() \
+        if np.size(default) in (1, n_classes) else None
+    if defaults is None:
+        raise ScoresError(f"{np.size(default)} default thresholds for {n_classes} score columns: give one or one per class")
+    calibrated_decided = scores > fitted if decided is None else np.asarray(decided, dtype=bool)
+    if calibrated_decided.shape != scores.shape:
+        raise ScoresError(f"calibrated decisions have shape {calibrated_decided.shape}, scores {scores.shape}")
+    before, after = _prf(scores > defaults, truth), _prf(calibrated_decided, truth)
+    labeled = np.flatnonzero(truth.any(axis=0))
+    grid = np.linspace(0.0, 1.0, CURVE_POINTS)
+
+    figures, ap = [], np.full(n_classes, np.nan)
+    for c in labeled:
+        uri, ap[c] = _class_figure(names[c], scores[:, c], truth[:, c], float(defaults[c]), float(fitted[c]), grid)
+        figures.append(
+            f"<figure class='plot' data-kind='class' id='fig-{c}'><img loading='lazy' alt='{_e(names[c])}: score "
+            f"histograms, F1/precision/recall against the threshold, precision-recall curve' src='{uri}'></figure>")
+
+    summary_rows, interval_rows = [], []
+    for key, label in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
+        given = intervals or {}
+        d = _interval((given.get("default") or {}).get(key)) or (before[key], before[key], before[key], None)
+        c = _interval((given.get("calibrated") or {}).get(key)) or (after[key], after[key], after[key], None)
+        gain = _gain((gains or {}).get(key))
+        level = next((x[3] for x in (d, c, gain[0] if gain else None) if x and x[3]), None)
+        interval_rows.append((label, d, c))
+        has_interval = (intervals or {}).get("default", {}).get(key) is not None
+        gain_text = (_fmt_interval(gain[0], signed=True, scale=100, digits=1) + " points") if gain else "–"
+        verdict = gain[1] if gain and gain[1] else ""
+        summary_rows.append(
+            f"<tr><td>{label}</td><td class='num'>{_e(_fmt_interval(d) if has_interval else f'{d[0]:.3f}')}</td>"
+            f"<td class='num'>{_e(_fmt_interval(c) if (intervals or {}).get('calibrated', {}).get(key) is not None else f'{c[0]:.3f}')}</td>"
+            f"<td class='num'>{_e(gain_text)}</td><td class='verdict'>{_e(verdict)}</td></tr>")
+    level_text = f"{level * 100:.0f}% intervals" if level else "intervals as given"
+    summary_figure = _summary_figure(interval_rows, [names[c] for c in labeled], before["f1"][labeled],
+                                     after["f1"][labeled]) if labeled.size else None
+
+    guard = guard or {}
+    rows = []
+    order = sorted(range(n_classes), key=lambda c: (-int(before["support"][c]), names[c]))
+    for c in order:
+        support = int(before["support"][c])
+        kept, positives, reason = _guard(guard.get(names[c]))
+        change = float(after["f1"][c] - before["f1"][c])
+        css = "gain" if change > 1e-12 else "loss" if change < -1e-12 else ""
+        name_cell = (f"<a href='#fig-{c}'>{_e(names[c])}</a>" if c in labeled else f"{_e(names[c])}")
+        guard_cell = ("<span class='badge fallback' title='{}'>fallback</span>".format(_e(reason or "the fit did not beat the default"))
+                      if kept == "fallback" else "<span class='badge'>fit</span>" if kept == "fit" else "–")
+        moved = float(fitted[c]) - float(defaults[c])
+        rows.append(
+            f"<tr class='{'labeled' if support else 'nolabel'}'><td data-v='{_e(names[c].lower())}'>{name_cell}</td>"
+            + _num_cell(support, str(support))
+            + _num_cell(float(defaults[c]), f"{defaults[c]:.2f}")
+            + _num_cell(float(fitted[c]), f"{fitted[c]:.3f}")
+            + _num_cell(moved, f"{moved:+.3f}")
+            + _num_cell(float(before["precision"][c])) + _num_cell(float(before["recall"][c]))
+            + _num_cell(float(before["f1"][c]))
+            + _num_cell(float(after["precision"][c])) + _num_cell(float(after["recall"][c]))
+            + _num_cell(float(after["f1"][c]))
+            + _num_cell(change, f"{change:+.2f}", css)
+            + _num_cell(float(ap[c]))
+            + _num_cell(positives, "–" if positives is None else str(positives))
+            + f"<td data-v='{_e(kept or '')}'>{guard_cell}</td></tr>")
+    n_unlabeled = n_classes - labeled.size
+    table = (
+        "<section id='summary'><h2>Summary</h2>"
+        f"<p class='note'>{n_clips} clips, {n_classes} classes ({labeled.size} with positive labels). "
+        f"F1 with the default threshold{'s' if np.ptp(defaults) > 0 else ' ' + format(defaults[0], '.2f')} "
+        f"against the calibrated thresholds; {_e(level_text)}; the gain is calibrated minus default, in F1 points.</p>"
+        "<table class='summary'><thead><tr><th></th><th>default</th><th>calibrated</th><th>gain</th><th>verdict</th>"
+        "</tr></thead><tbody>" + "".join(summary_rows) + "</tbody></table>"
+        + (f"<figure class='plot summary' data-kind='summary'><img alt='summary: micro and macro F1 default against "
+           f"calibrated, and per-class F1 before and after' src='{summary_figure}'></figure>" if summary_figure else "")
+        + "</section>\n<section id='classes'><h2>Per class</h2>"
+        "<p class='note'>Click a column header to sort. P, R, F1: precision, recall, F1; change: calibrated F1 "
+        "minus default F1; AP: average precision (threshold-free); guard: whether the fitted threshold was kept or "
+        f"the default restored. {n_unlabeled} class(es) without positive labels are listed greyed, without figures.</p>"
+        "<div class='tablewrap'><table class='sortable' id='class-table'><thead>"
+        "<tr><th></th><th></th><th class='group' colspan='3'>threshold</th><th class='group' colspan='3'>default</th>"
+        "<th class='group' colspan='3'>calibrated</th><th></th><th></th><th class='group' colspan='2'>guard</th></tr>"
+        "<tr><th>class</th><th data-type='num'>support</th><th data-type='num'>default</th>"
+        "<th data-type='num'>fitted</th><th data-type='num'>moved</th>"
+        "<th data-type='num'>P</th><th data-type='num'>R</th><th data-type='num'>F1</th>"
+        "<th data-type='num'>P</th><th data-type='num'>R</th><th data-type='num'>F1</th>"
+        "<th data-type='num'>change</th><th data-type='num'>AP</th><th data-type='num'>positives seen</th>"
+        "<th>kept</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>"
+    )
+    legend = (
+        "<div class='legend'>histograms: <span class='box' style='background:#9a9a9a99'></span>negatives"
+        "<span class='box' style='background:#0072B2aa'></span>positives (each as a share of its group) · "
+        "thresholds: <span class='sw dash' style='border-color:#333'></span>default"
+        "<span class='sw' style='border-color:#D55E00'></span>fitted · curves: "
+        "<span class='sw' style='border-color:#009E73'></span>F1<span class='sw' style='border-color:#0072B2'></span>"
+        "precision<span class='sw' style='border-color:#E69F00'></span>recall · precision-recall: "
+        "&#9633; default, <span style='color:#D55E00'>&#9679;</span> fitted operating point</div>"
+    )
+    figures_html = (
+        f"<section id='figures'><h2>Per-class figures ({labeled.size} classes with positive labels)</h2>{legend}"
+        f"<div class='grid'>{''.join(figures)}</div></section>"
+    )
+    return table, figures_html, len(figures) + (1 if summary_figure else 0)
+
+
+def is_report(path: str | Path) -> bool:
+    """Whether ``path`` is an HTML file written by :func:`report` (its generator mark is in the head)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return f"<meta name='generator' content='{GENERATOR}".encode() in head
+
+
+def check_report_target(path: str | Path, *, force: bool = False) -> None:
+    """Raise :class:`OutputError` if writing a report to ``path`` would replace another kind of file.
+
+    A missing file or an earlier calitag report may be replaced; anything else only with ``force``.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target} is a folder: give the report's file name, e.g. {target / 'report.html'}")
+    if target.exists() and not force and not is_report(target):
+        raise OutputError(f"{target} exists and is not a calitag report: choose another name or pass --force to replace it")
+    if not target.parent.is_dir():
+        raise OutputError(f"cannot write {target}: folder {target.parent} does not exist")
+
+
+def write_report(path: str | Path, text: str, *, force: bool = False) -> Path:
+    """Write a report atomically; refuses to replace a file that is not a calitag report unless ``force``.
+
+    Raises
+    ------
+    OutputError
+        The target exists and is another kind of file, or the folder is missing or not writable.
+    """
+    from calitag._fileio import write_atomic
+
+    check_report_target(path, force=force)
+    try:
+        write_atomic(path, text.encode("utf-8"))
+    except OSError as err:
+        raise OutputError(f"cannot write report {path}: {err}") from err
+    return Path(path)
