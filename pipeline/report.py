@@ -80,6 +80,7 @@ def calibration_report(result: Any, *, meta: Mapping[str, Any] | None = None, de
         "evaluated_on": evaluated,
         "method": thresholds.method,
         "objective": thresholds.objective,
+        "intervals": "bootstrap 95% (percentile) over resamples of the held-out clips",
         **dict(meta or {}),
     }
     gains = getattr(result, "gains", None) or getattr(result, "paired_gain", None)
