@@ -713,11 +713,13 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write; when it exists (same model) only its events section is replaced.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Also write an HTML report: per class event-F1 at 0.5 and tuned, and the tuned stack.")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str, checkpoint: _Path | None,
                              metric: str, solver: str, seed: int, out_path: _Path, device: str,
-                             cache_dir: _Path | None) -> None:
+                             cache_dir: _Path | None, report_path: _Path | None) -> None:
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
     import dataclasses
     import math
@@ -730,6 +732,10 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     from calitag.thresholds.io import Thresholds
 
     try:
+        if report_path is not None:
+            from calitag.thresholds.report import check_report_target
+
+            check_report_target(report_path)  # before the work, not after it
         table = read_events_tsv(events_path)
         existing = None
         if out_path.exists():
@@ -780,6 +786,19 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
                    f"frames, {binar}, min gap {p.min_gap_s:.2f} s, min length {p.min_duration_s:.2f} s")
     click.echo(f"{metric}-based macro-F1 on {len(scores)} file(s): {100 * result.score:.1f} "
                f"(threshold 0.5: {100 * result.baseline_score:.1f}); fit {result.seconds:.2f} s -> {out_path}")
+    if report_path is not None:
+        from calitag.thresholds.report import report, write_report
+
+        meta = {"model": model_name, "data": str(folder), "labels": str(events_path), "n_clips": len(scores),
+                "method": f"event post-processing tuned with {solver}", "objective": f"{metric}-based macro-F1",
+                "title": f"Event detection calibration: {model_name}"}
+        section = {**result.events, "class_scores": result.class_scores,
+                   "baseline_class_scores": result.baseline_class_scores}
+        try:
+            write_report(report_path, report(None, None, thresholds, meta=meta, events=section))
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"wrote {report_path}")
 
 
 if __name__ == "__main__":

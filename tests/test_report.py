@@ -254,3 +254,26 @@ def test_calibrate_report_renders_in_chromium(browser, yamnet_cached, audio_samp
                                  page.locator("#class-table tbody tr td:nth-child(12)").all()) if v]
     assert float(first) == max(values)
     page.close()
+
+
+def test_calibrate_events_report_lists_the_tuned_stack(shared, tmp_path):
+    """`calibrate-events --report` shows per class the event-F1 at 0.5 and tuned, as the command prints them."""
+    soundscapes = Path(__file__).resolve().parent.parent / "audio_samples" / "soundscapes"
+    out = tmp_path / "sed.html"
+    result = CliRunner().invoke(main, [
+        "calibrate-events", str(soundscapes), "--events", str(soundscapes / "strong_labels_tune.tsv"),
+        "--model", "crnn-dcase2019", "--checkpoint", str(shared / "models" / "crnn_dcase2019_pellegrini_irit_task4_1.h5"),
+        "--out", str(tmp_path / "sed.json"), "--device", "cpu", "--report", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    checked = 0
+    for line in result.output.splitlines():
+        match = re.match(r"(\w+)\s+([\d.]+)\s+([\d.]+)\s+(median|mean|none)", line)
+        if match:
+            row = next(r for r in text.split("<tr") if f"<td>{match[1]}</td>" in r)
+            tuned, baseline = (float(v) for v in re.findall(r"data-v=\"([^\"]+)\"", row)[:2][::-1])
+            assert (100 * tuned, 100 * baseline) == pytest.approx((float(match[2]), float(match[3])), abs=0.06)
+            assert match[4] in row
+            checked += 1
+    assert checked == 2  # the two classes of the soundscapes: Speech, Alarm_bell_ringing
+    assert "id='events'" in text and _figures(text) == []

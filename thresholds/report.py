@@ -385,8 +385,12 @@ def _events_html(events: Mapping[str, Any]) -> str:
     before = events.get("baseline_class_scores") or {}
     after = events.get("class_scores") or {}
     fitted = events.get("fitted") or {}
-    metric = str(fitted.get("metric", "event_macro_f1")).replace("_", " ")
+    metric = {"event_macro_f1": "event-based macro-F1", "segment_macro_f1": "segment-based macro-F1"}.get(
+        str(fitted.get("metric")), str(fitted.get("metric", "macro-F1")).replace("_", " "))
+    hop = events.get("frame_hop_s")
+    untuned = [str(name) for name in fitted.get("untuned_classes") or []]
     rows = []
+    scored = bool(before or after)
     for name, stack in classes.items():
         b, a = before.get(name), after.get(name)
         b = None if b is None or (isinstance(b, float) and math.isnan(b)) else float(b)
@@ -398,22 +402,29 @@ def _events_html(events: Mapping[str, Any]) -> str:
         else:
             decide = f"> {float(stack.get('threshold', 0.5)):.3f}"
         smoothing = stack.get("smoothing", "none")
-        kernel = f" {stack.get('kernel_frames')} frames" if smoothing not in (None, "none") else ""
+        kernel = ""
+        if smoothing not in (None, "none"):
+            frames = stack.get("kernel_frames")
+            seconds = f" ({float(frames) * float(hop):.2f} s)" if hop and frames is not None else ""
+            kernel = f" {frames} frames{seconds}"
         rows.append(
-            f"<tr><td>{_e(name)}</td>" + _num_cell(b) + _num_cell(a)
-            + _num_cell(change, "–" if change is None else f"{change:+.2f}", css)
+            f"<tr><td>{_e(name)}</td>"
+            + ((_num_cell(b) + _num_cell(a) + _num_cell(change, "–" if change is None else f"{change:+.2f}", css))
+               if scored else "")
             + f"<td>{_e(str(smoothing) + kernel)}</td><td>{_e(decide)}</td>"
             + _num_cell(float(stack.get("min_gap_s", 0.0)), f"{float(stack.get('min_gap_s', 0.0)):.2f} s")
             + _num_cell(float(stack.get("min_duration_s", 0.0)), f"{float(stack.get('min_duration_s', 0.0)):.2f} s")
             + "</tr>")
     score, base = fitted.get("score"), fitted.get("baseline_score")
     line = (f"<p class='note'>{_e(metric)}: {float(base):.3f} with threshold 0.5 and no smoothing, "
-            f"{float(score):.3f} tuned (on the tuning files).</p>" if score is not None and base is not None else "")
+            f"{float(score):.3f} tuned (on the tuning files)."
+            + (f" {len(untuned)} class(es) without reference events keep threshold 0.5 and no smoothing."
+               if untuned else "") + "</p>" if score is not None and base is not None else "")
     return (
         "<section id='events'><h2>Sound event detection: the tuned post-processing</h2>" + line
         + "<div class='tablewrap'><table class='sortable'><thead><tr>"
-        "<th>class</th><th data-type='num'>event-F1 at 0.5</th><th data-type='num'>event-F1 tuned</th>"
-        "<th data-type='num'>change</th><th>smoothing</th><th>decision</th><th data-type='num'>min gap</th>"
+        "<th>class</th>" + ("<th data-type='num'>event-F1 at 0.5</th><th data-type='num'>event-F1 tuned</th>"
+                             "<th data-type='num'>change</th>" if scored else "") + "<th>smoothing</th><th>decision</th><th data-type='num'>min gap</th>"
         "<th data-type='num'>min length</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>"
     )
 
@@ -501,8 +512,9 @@ def report(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>"
         f"<header><h1>{_e(title)}</h1><dl class='meta'>{_meta_html(meta)}</dl></header>\n"
         + "\n".join(body)
-        + f"\n<footer><p class='note'>Made by calitag {_e(__version__)}; {n_figures} figures; "
-        "a clip has a class when its score is strictly above the threshold.</p></footer>"
+        + f"\n<footer><p class='note'>Made by calitag {_e(__version__)}"
+        + (f"; {n_figures} figures; a clip has a class when its score is strictly above the threshold"
+           if scores is not None else "") + ".</p></footer>"
         f"<script>{_JS}</script></body></html>\n"
     )
 
