@@ -317,6 +317,7 @@ def report_from_files(
         "method": thresholds.method,
         "objective": thresholds.objective,
         "thresholds_file": f"{Path(thresholds_path).name} (made {thresholds.created or 'at an unknown date'})",
+        "title": f"Calibration report: {thresholds.model or Path(thresholds_path).name}",
     }
     return report(inputs.scores, inputs.targets, thresholds, class_names=inputs.class_names, default=default,
                   meta=meta, guard=guard_of(thresholds), events=thresholds.events)

@@ -36,7 +36,7 @@ N_BINS = 40
 #: Thresholds at which the F1/precision/recall curves are evaluated (exact counts at each).
 CURVE_POINTS = 401
 #: Pixel size of a per-class figure (inches at FIGURE_DPI) and of the summary figure.
-CLASS_FIGSIZE = (7.8, 2.35)
+CLASS_FIGSIZE = (6.4, 2.3)  # 640 px: two per row on a 1366-px laptop screen
 SUMMARY_FIGSIZE = (7.8, 2.6)
 #: Up to this many classes, the summary shows one row per class; beyond, a scatter plot.
 DUMBBELL_MAX = 30
@@ -163,8 +163,8 @@ class _ClassFigure:
         self.edges = np.linspace(0.0, 1.0, N_BINS + 1)
         fig = Figure(figsize=CLASS_FIGSIZE, dpi=FIGURE_DPI)
         self.canvas = FigureCanvasAgg(fig)
-        hist, curve, pr = fig.subplots(1, 3, gridspec_kw={"wspace": 0.28, "left": 0.05, "right": 0.99,
-                                                            "bottom": 0.19, "top": 0.86})
+        hist, curve, pr = fig.subplots(1, 3, gridspec_kw={"wspace": 0.3, "left": 0.06, "right": 0.99,
+                                                            "bottom": 0.19, "top": 0.85})
         zeros = np.zeros(N_BINS)
         self.stairs = []
         for color, alpha in ((COLOR_NEG, 0.45), (COLOR_POS, 0.55)):
@@ -184,7 +184,7 @@ class _ClassFigure:
         self.points = (pr.plot([], [], marker="s", color=COLOR_DEFAULT, markerfacecolor="none", markersize=5,
                                linestyle="none")[0],
                        pr.plot([], [], marker="o", color=COLOR_FITTED, markersize=5, linestyle="none")[0])
-        pr.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.05))
+        pr.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.05), xticks=np.linspace(0, 1, 6))
         pr.set_xlabel("recall", fontsize=7, labelpad=1)
         pr.set_ylabel("precision", fontsize=7, labelpad=1)
         self.titles = [ax.set_title(" ", fontsize=8) for ax in (hist, curve, pr)]
@@ -208,7 +208,8 @@ class _ClassFigure:
             shares = np.histogram(values, bins=self.edges)[0] / max(values.size, 1)
             fill.set_data(shares, self.edges)
             line.set_data(shares, self.edges)
-        self.titles[0].set_text(f"scores: {int(truth.sum())} positives, {int((~truth).sum())} negatives")
+        n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+        self.titles[0].set_text(f"scores: {n_pos} positive{'s' * (n_pos != 1)}, {n_neg} negative{'s' * (n_neg != 1)}")
         for line, values in zip(self.curves, _curves(scores, truth, self.grid)):
             line.set_ydata(values)
         for default_line, fitted_line in self.vlines:
@@ -249,6 +250,10 @@ def _summary_figure(rows: Sequence[tuple[str, tuple | None, tuple | None]], name
                           markersize=5, capsize=3, linewidth=1.2, markerfacecolor="white" if marker == "s" else color)
             left.annotate(f"{value:.3f}", (value, row + offset), xytext=(0, 4), textcoords="offset points",
                           fontsize=7, ha="center", color=color)
+    if rows_right:  # keep the micro/macro panel its usual height at the top, however many classes
+        box = left.get_position()
+        panel = (SUMMARY_FIGSIZE[1] - 0.75) / height
+        left.set_position([box.x0, box.y1 - panel, box.width, panel])
     left.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
     left.set_ylim(len(rows) - 0.5, -0.6)
     left.set_xlim(0, 1.02)
@@ -315,7 +320,7 @@ tr.nolabel td{color:#999}
 .legend span.sw{display:inline-block;width:18px;height:0;border-top:3px solid;vertical-align:middle;margin:0 4px 0 12px}
 .legend span.sw.dash{border-top-style:dashed}
 .legend span.box{display:inline-block;width:12px;height:10px;vertical-align:middle;margin:0 4px 0 12px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(800px,1fr));gap:10px;justify-items:start}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:10px;justify-items:start}
 figure{margin:0;border:1px solid var(--line);padding:4px;background:#fff}
 figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:var(--muted);padding:2px 4px}
@@ -494,7 +499,7 @@ def report(
     meta = dict(meta or {})
     meta.setdefault("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     meta.setdefault("calitag_version", __version__)
-    title = meta.pop("title", None) or f"Calibration report: {meta.get('model') or 'scores'}"
+    title = meta.pop("title", None) or "Calibration report" + (f": {meta['model']}" if meta.get("model") else "")
     body: list[str] = []
     n_figures = 0
     if scores is not None:
@@ -611,7 +616,7 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
             + _num_cell(float(before["f1"][c]))
             + _num_cell(float(after["precision"][c])) + _num_cell(float(after["recall"][c]))
             + _num_cell(float(after["f1"][c]))
-            + _num_cell(change, f"{change:+.2f}", css)
+            + _num_cell(change, f"{change:+.3f}", css)
             + _num_cell(float(ap[c]))
             + ((_num_cell(positives, "–" if positives is None else str(positives))
                 + f"<td data-v='{_e(kept or '')}'>{guard_cell}</td>") if guard else "")
