@@ -201,6 +201,35 @@ def test_thresholds_report_refuses_to_replace_other_files(speech_music, tmp_path
     assert result.exit_code == 0 and is_report(out)
 
 
+def test_calibrate_refuses_a_report_path_it_would_clobber_before_working(speech_music, tmp_path):
+    """`calibrate --report` onto an existing non-report file fails at once: nothing scored, nothing written."""
+    folder, labels = speech_music
+    keep = tmp_path / "keep.html"
+    keep.write_text("mine")
+    result = CliRunner().invoke(main, ["calibrate", str(folder), "--labels", str(labels), "--model", "debug",
+                                       "--out", str(tmp_path / "th.json"), "--report", str(keep)])
+    assert result.exit_code == 1 and "not a calitag report" in result.output
+    assert keep.read_text() == "mine" and not (tmp_path / "th.json").exists()
+
+
+def test_cross_validated_report_uses_each_folds_decisions(speech_music, tmp_path):
+    """With folds, the table's calibrated F1 is the cross-validated one calibrate measured, not a refit's."""
+    from calitag.pipeline.calibrate import calibrate
+    from calitag.pipeline.labels import read_clip_labels
+    from calitag.pipeline.report import calibration_report
+    from calitag.pipeline.tagger import Tagger
+
+    folder, labels = speech_music
+    result = calibrate(Tagger.load("debug", device="cpu"), folder, read_clip_labels(labels), out=tmp_path / "th.json",
+                       folds=3, method="exact", seed=0)
+    text = calibration_report(result)
+    rows = {cells[0][0]: [float(a or b) for a, b in cells[1:12]] for cells in _table_rows(text)}
+    for i, name in enumerate(result.classes):
+        assert rows[name.lower()][9] == pytest.approx(result.calibrated.f1[i], abs=1e-5)
+        assert rows[name.lower()][6] == pytest.approx(result.default.f1[i], abs=1e-5)
+    assert "3-fold cross-validation" in text and f"all {result.n_held_out} clips, each decided by the fold" in text
+
+
 # --- in a real browser ---------------------------------------------------------------------------
 
 
