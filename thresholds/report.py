@@ -27,7 +27,7 @@ import numpy as np
 from calitag._version import __version__
 from calitag.errors import OutputError, ScoresError
 from calitag.thresholds.io import Thresholds
-from calitag.thresholds.metrics import check_labels, check_scores
+from calitag.thresholds.metrics import ClassificationReport, check_labels, check_scores, report_from_counts
 
 #: Written into every report; a file that carries it may be replaced by a new report.
 GENERATOR = "calitag report"
@@ -56,20 +56,11 @@ META_FIELDS = (
 # --- numbers --------------------------------------------------------------------------------
 
 
-def _prf(decided: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray | float]:
-    """Per-class and micro/macro precision, recall, F1 of bool decisions (0 where undefined)."""
-    tp = np.count_nonzero(decided & truth, axis=0).astype(np.float64)
-    pp = np.count_nonzero(decided, axis=0).astype(np.float64)
-    pos = np.count_nonzero(truth, axis=0).astype(np.float64)
-
-    def ratio(a, b):
-        return np.divide(a, b, out=np.zeros_like(np.asarray(a, dtype=np.float64)), where=np.asarray(b) > 0)
-
-    f1 = ratio(2 * tp, pp + pos)
-    return {
-        "precision": ratio(tp, pp), "recall": ratio(tp, pos), "f1": f1, "support": pos.astype(np.int64),
-        "micro_f1": float(ratio(2 * tp.sum(), pp.sum() + pos.sum())), "macro_f1": float(f1.mean()),
-    }
+def _counts_report(decided: np.ndarray, truth: np.ndarray, thresholds: np.ndarray, names: Sequence[str]) -> ClassificationReport:
+    """Exact per-class and micro/macro precision, recall, F1 of bool decisions (0 where undefined)."""
+    return report_from_counts(np.count_nonzero(decided & truth, axis=0), np.count_nonzero(decided, axis=0),
+                              np.count_nonzero(truth, axis=0), thresholds=thresholds, class_names=names,
+                              n_clips=len(decided))
 
 
 def _curves(scores: np.ndarray, truth: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -554,7 +545,8 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
     calibrated_decided = scores > fitted if decided is None else np.asarray(decided, dtype=bool)
     if calibrated_decided.shape != scores.shape:
         raise ScoresError(f"calibrated decisions have shape {calibrated_decided.shape}, scores {scores.shape}")
-    before, after = _prf(scores > defaults, truth), _prf(calibrated_decided, truth)
+    before = _counts_report(scores > defaults, truth, defaults, names)
+    after = _counts_report(calibrated_decided, truth, fitted, names)
     labeled = np.flatnonzero(truth.any(axis=0))
     grid = np.linspace(0.0, 1.0, CURVE_POINTS)
 
@@ -571,8 +563,8 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
     for key, label in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
         d_given = _interval((given.get("default") or {}).get(key))
         c_given = _interval((given.get("calibrated") or {}).get(key))
-        d = d_given or (before[key], before[key], before[key], None)
-        c = c_given or (after[key], after[key], after[key], None)
+        d = d_given or (getattr(before, key), getattr(before, key), getattr(before, key), None)
+        c = c_given or (getattr(after, key), getattr(after, key), getattr(after, key), None)
         gain = _gain((gains or {}).get(key))
         levels += [x[3] for x in (d, c, gain[0] if gain else None) if x and x[3]]
         interval_rows.append((label, d, c))
@@ -591,16 +583,16 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
         level_text = f"{levels[0] * 100:.0f}% intervals" if levels else "intervals as the caller computed them"
     else:
         level_text = "no intervals given"
-    summary_figure = _summary_figure(interval_rows, [names[c] for c in labeled], before["f1"][labeled],
-                                     after["f1"][labeled]) if labeled.size else None
+    summary_figure = _summary_figure(interval_rows, [names[c] for c in labeled], before.f1[labeled],
+                                     after.f1[labeled]) if labeled.size else None
 
     guard = guard or {}
     rows = []
-    order = sorted(range(n_classes), key=lambda c: (-int(before["support"][c]), names[c]))
+    order = sorted(range(n_classes), key=lambda c: (-int(before.support[c]), names[c]))
     for c in order:
-        support = int(before["support"][c])
+        support = int(before.support[c])
         kept, positives, reason = _guard(guard.get(names[c]))
-        change = float(after["f1"][c] - before["f1"][c])
+        change = float(after.f1[c] - before.f1[c])
         css = "gain" if change > 1e-12 else "loss" if change < -1e-12 else ""
         name_cell = (f"<a href='#fig-{c}'>{_e(names[c])}</a>" if c in labeled else f"{_e(names[c])}")
         guard_cell = ("<span class='badge fallback' title='{}'>fallback</span>".format(_e(reason or "the fit did not beat the default"))
@@ -612,10 +604,10 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
             + _num_cell(float(defaults[c]), f"{defaults[c]:.2f}")
             + _num_cell(float(fitted[c]), f"{fitted[c]:.3f}")
             + _num_cell(moved, f"{moved:+.3f}")
-            + _num_cell(float(before["precision"][c])) + _num_cell(float(before["recall"][c]))
-            + _num_cell(float(before["f1"][c]))
-            + _num_cell(float(after["precision"][c])) + _num_cell(float(after["recall"][c]))
-            + _num_cell(float(after["f1"][c]))
+            + _num_cell(float(before.precision[c])) + _num_cell(float(before.recall[c]))
+            + _num_cell(float(before.f1[c]))
+            + _num_cell(float(after.precision[c])) + _num_cell(float(after.recall[c]))
+            + _num_cell(float(after.f1[c]))
             + _num_cell(change, f"{change:+.3f}", css)
             + _num_cell(float(ap[c]))
             + ((_num_cell(positives, "–" if positives is None else str(positives))
