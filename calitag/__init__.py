@@ -31,4 +31,14 @@ __all__ = [
     "TaggingError",
     "ThresholdsError",
     "ThresholdsMismatchError",
+    "report",
 ]
+
+
+def __getattr__(name: str):
+    # calitag.report (the HTML calibration report) is imported on first use.
+    if name == "report":
+        from calitag.thresholds.report import report
+
+        return report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

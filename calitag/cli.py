@@ -454,6 +454,42 @@ def thresholds_evaluate(scores_path: _Path, thresholds_path: _Path, labels_path:
         click.echo(f"{label:<{width}} {'':>6} {'':>6} {'':>6} {100 * p:>6.1f} {100 * r:>6.1f} {100 * f:>6.1f}")
 
 
+@thresholds_group.command("report")
+@click.argument("thresholds_path", metavar="TH.json", type=click.Path(dir_okay=False, path_type=_Path))
+@_SCORES_ARGUMENT
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Labels of SCORES: a 0/1 matrix (.npy/.csv) for a score matrix, or the clip label file "
+                   "(filename,labels) for a score cache or batch output (default: the one the thresholds file records).")
+@click.option("--folder", type=click.Path(file_okay=False, path_type=_Path), default=None,
+              help="Folder the label file's names are relative to (default: the one the thresholds file records).")
+@click.option("--split", type=click.Choice(["auto", "eval", "val"]), default="auto", show_default=True,
+              help="Part of an .npz score file: auto takes eval when it has one.")
+@click.option("--default", "default_threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The default threshold the calibration is compared with.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
+              help="HTML file to write.")
+@click.option("--force", is_flag=True, help="Replace --out even when it is not an earlier calitag report.")
+def thresholds_report(thresholds_path: _Path, scores_path: _Path, labels_path: _Path | None, folder: _Path | None,
+                      split: str, default_threshold: float, out_path: _Path, force: bool) -> None:
+    """Write an HTML report of TH.json on the clips of SCORES: summary, sortable table, figures per class.
+
+    SCORES: a score file as `thresholds fit` reads it, the score cache `calibrate` keeps beside its
+    thresholds file (*.scores.npz, with --folder), or `calitag batch --all-scores` output (JSONL/CSV).
+    """
+    from calitag.errors import TaggingError
+    from calitag.pipeline.report import report_from_files
+    from calitag.thresholds.report import check_report_target, write_report
+
+    try:
+        check_report_target(out_path, force=force)
+        text = report_from_files(thresholds_path, scores_path, labels=labels_path, folder=folder, split=split,
+                                 default=default_threshold)
+        write_report(out_path, text, force=force)
+    except TaggingError as err:
+        _thresholds_fail(err)
+    click.echo(f"wrote {out_path}")
+
+
 # --- calibrate (issue 5) -------------------------------------------------------------------
 
 
@@ -514,10 +550,13 @@ class _Progress:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
 @_JSON_OPTION
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Also write an HTML report (figures per class) of the held-out clips; replaces only an "
+                   "earlier calitag report.")
 def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path: _Path, model_name: str,
                       checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
                       seed: int, skip_missing: bool, workers: int, guard: bool, device: str, cache_dir: _Path | None,
-                      out_path: _Path, as_json: bool) -> None:
+                      out_path: _Path, as_json: bool, report_path: _Path | None) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -530,9 +569,15 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
     from calitag.errors import TaggingError
     from calitag.pipeline.calibrate import ScoredFiles, calibrate
     from calitag.pipeline.labels import read_clip_labels
+    from calitag.thresholds.report import check_report_target
 
     if (folder is None) == (scores_path is None):
         raise click.UsageError("give either FOLDER or --scores")
+    if report_path is not None:
+        try:
+            check_report_target(report_path)  # before the work, not after it
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
     progress = scored = None
     try:
@@ -565,6 +610,15 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
         listed = ", ".join(f"{name} ({n})" for name, n in result.few_positives)
         click.echo(f"warning: {len(result.few_positives)} class(es) have fewer than 5 positive clips, their "
                    f"thresholds are unreliable: {listed}", err=True)
+    if report_path is not None:
+        from calitag.pipeline.report import calibration_report
+        from calitag.thresholds.report import write_report
+
+        try:
+            write_report(report_path, calibration_report(result, meta={"labels": str(labels_path)}))
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"wrote {report_path}", err=True)
     if as_json:
         import json
 
@@ -872,11 +926,13 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write; when it exists (same model) only its events section is replaced.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
+              help="Also write an HTML report: per class event-F1 at 0.5 and tuned, and the tuned stack.")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str, checkpoint: _Path | None,
                              metric: str, solver: str, seed: int, out_path: _Path, device: str,
-                             cache_dir: _Path | None) -> None:
+                             cache_dir: _Path | None, report_path: _Path | None) -> None:
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
     import dataclasses
     import math
@@ -889,6 +945,10 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     from calitag.thresholds.io import Thresholds
 
     try:
+        if report_path is not None:
+            from calitag.thresholds.report import check_report_target
+
+            check_report_target(report_path)  # before the work, not after it
         table = read_events_tsv(events_path)
         existing = None
         if out_path.exists():
@@ -939,6 +999,19 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
                    f"frames, {binar}, min gap {p.min_gap_s:.2f} s, min length {p.min_duration_s:.2f} s")
     click.echo(f"{metric}-based macro-F1 on {len(scores)} file(s): {100 * result.score:.1f} "
                f"(threshold 0.5: {100 * result.baseline_score:.1f}); fit {result.seconds:.2f} s -> {out_path}")
+    if report_path is not None:
+        from calitag.thresholds.report import report, write_report
+
+        meta = {"model": model_name, "data": str(folder), "labels": str(events_path), "n_clips": len(scores),
+                "method": f"event post-processing tuned with {solver}", "objective": f"{metric}-based macro-F1",
+                "title": f"Event detection calibration: {model_name}"}
+        section = {**result.events, "class_scores": result.class_scores,
+                   "baseline_class_scores": result.baseline_class_scores}
+        try:
+            write_report(report_path, report(None, None, thresholds, meta=meta, events=section))
+        except TaggingError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"wrote {report_path}")
 
 
 if __name__ == "__main__":

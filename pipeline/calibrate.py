@@ -64,6 +64,11 @@ class CalibrationResult:
     folds: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     few_positives: tuple[tuple[str, int], ...] = ()
+    #: The held-out clips behind ``default``/``calibrated`` (for the HTML report): scores and 0/1
+    #: targets (n_held_out, len(classes)), and the calibrated decisions (per fold with ``folds``).
+    held_out_scores: np.ndarray | None = None
+    held_out_targets: np.ndarray | None = None
+    held_out_decided: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Every number of the calibration as one JSON-ready object.
@@ -423,7 +428,8 @@ def calibrate(
     return CalibrationResult(
         thresholds=thresholds, classes=classes, default=default_report, calibrated=calibrated_report,
         intervals=intervals, gains=gains, n_fit=n_fit, n_held_out=n_held, failed=tuple(failed), unlabeled_files=unlabeled,
-        missing_files=missing, folds=folds, notes=tuple(notes), few_positives=few,
+        missing_files=missing, folds=folds, notes=tuple(notes), few_positives=few, held_out_scores=held_scores,
+        held_out_targets=held_targets, held_out_decided=decided["calibrated"],
     )
 
 
