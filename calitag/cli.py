@@ -608,7 +608,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     still processed; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.events import Postprocess, detect_events, load_postprocess, write_events_tsv
+    from calitag.thresholds.events.postprocess import Postprocess, detect_events, load_postprocess, write_events_tsv
 
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
     try:
@@ -670,8 +670,8 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     import numpy as np
 
     from calitag.errors import TaggingError
-    from calitag.pipeline.events import read_events_tsv
-    from calitag.thresholds.events_tuning import tune_events
+    from calitag.thresholds.events.postprocess import read_events_tsv
+    from calitag.thresholds.events.tuning import tune_events
     from calitag.thresholds.io import Thresholds
 
     try:

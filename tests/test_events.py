@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError, ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.pipeline.events import (
+from calitag.thresholds.events.postprocess import (
     ClassPostprocess,
     Event,
     Postprocess,
@@ -193,7 +193,7 @@ def test_detect_cli_on_a_real_soundscape(shared, soundscapes, tmp_path):
     from click.testing import CliRunner
 
     from calitag.cli import main
-    from calitag.pipeline.sed_metrics import segment_based_scores
+    from calitag.thresholds.events.metrics import segment_based_scores
 
     out = tmp_path / "events.tsv"
     result = CliRunner().invoke(main, [

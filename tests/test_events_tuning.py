@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError, ScoresError
-from calitag.pipeline.events import Event, Postprocess, detect_events
-from calitag.pipeline.sed_metrics import event_based_scores
+from calitag.thresholds.events.postprocess import Event, Postprocess, detect_events
+from calitag.thresholds.events.metrics import event_based_scores
 from calitag.pipeline.types import FrameScores
-from calitag.thresholds.events_tuning import tune_events
+from calitag.thresholds.events.tuning import tune_events
 
 HOP = 0.05  # 20 frames per second
 N_FRAMES = 200  # 10-s recordings
@@ -122,7 +122,7 @@ def test_gap_filling_is_tuned_when_smoothing_is_off():
 @pytest.mark.parametrize("metric", ["event", "segment"])
 def test_reported_score_equals_the_reference_metric(metric):
     """The tuner's own F1 of the stack it returns equals the metric recomputed from detected events."""
-    from calitag.pipeline.sed_metrics import segment_based_scores
+    from calitag.thresholds.events.metrics import segment_based_scores
 
     def noisy(rng, spans):
         x = np.clip(rng.normal(0.3, 0.2, N_FRAMES), 0, 1)
@@ -185,7 +185,7 @@ def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path
     from click.testing import CliRunner
 
     from calitag.cli import main
-    from calitag.pipeline.events import load_postprocess, read_events_tsv
+    from calitag.thresholds.events.postprocess import load_postprocess, read_events_tsv
     from calitag.pipeline.tagger import Tagger
     from calitag.thresholds.io import Thresholds
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError
-from calitag.pipeline.events import Event
-from calitag.pipeline.sed_metrics import (
+from calitag.thresholds.events.postprocess import Event
+from calitag.thresholds.events.metrics import (
     count_event_matches,
     event_based_scores,
     segment_based_scores,

@@ -28,7 +28,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from calitag.errors import LabelsError
-from calitag.pipeline.events import Event
+from calitag.thresholds.events.postprocess import Event
 
 T_COLLAR_S = 0.2
 PERCENTAGE_OF_LENGTH = 0.2

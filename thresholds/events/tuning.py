@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from calitag.errors import LabelsError, ScoresError
-from calitag.pipeline.events import (
+from calitag.thresholds.events.postprocess import (
     ClassPostprocess,
     Event,
     EventTable,
@@ -36,7 +36,7 @@ from calitag.pipeline.events import (
     runs_of,
     smooth,
 )
-from calitag.pipeline.sed_metrics import (
+from calitag.thresholds.events.metrics import (
     PERCENTAGE_OF_LENGTH,
     SEGMENT_S,
     T_COLLAR_S,

@@ -1,0 +1,1 @@
+"""The decision stage for frame scores: post-processing stack, its tuner, event/segment metrics."""
