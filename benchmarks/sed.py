@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from calitag.thresholds.events.postprocess import Postprocess, detect_events, postprocess_from_authors, read_events_tsv
+    from calitag.thresholds.events import Postprocess, detect_events, postprocess_from_authors, read_events_tsv
     from calitag.thresholds.events.metrics import event_based_scores, segment_based_scores
     from calitag.pipeline.tagger import Tagger
     from calitag.thresholds.events.tuning import tune_events

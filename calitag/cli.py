@@ -608,7 +608,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     still processed; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
-    from calitag.thresholds.events.postprocess import Postprocess, detect_events, load_postprocess, write_events_tsv
+    from calitag.thresholds.events import Postprocess, detect_events, load_postprocess, write_events_tsv
 
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
     try:
@@ -670,7 +670,7 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     import numpy as np
 
     from calitag.errors import TaggingError
-    from calitag.thresholds.events.postprocess import read_events_tsv
+    from calitag.thresholds.events import read_events_tsv
     from calitag.thresholds.events.tuning import tune_events
     from calitag.thresholds.io import Thresholds
 
@@ -703,11 +703,11 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     if existing is not None:
-        thresholds = dataclasses.replace(existing, events=result.events)
+        thresholds = dataclasses.replace(existing, events=result.postprocess)
     else:
         thresholds = Thresholds(
             values=np.full(len(tagger.class_names), 0.5), class_names=tagger.class_names, model=model_name,
-            method="default", options={"threshold": 0.5}, objective="micro_f1", events=result.events,
+            method="default", options={"threshold": 0.5}, objective="micro_f1", events=result.postprocess,
         )
     try:
         thresholds.save(out_path)

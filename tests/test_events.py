@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError, ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.thresholds.events.postprocess import (
+from calitag.thresholds.events import (
     ClassPostprocess,
     Event,
     Postprocess,
     binarize,
-    clean_segments,
     detect_events,
     load_postprocess,
     postprocess_from_authors,
@@ -21,6 +20,7 @@ from calitag.thresholds.events.postprocess import (
     smooth,
     write_events_tsv,
 )
+from calitag.thresholds.events.postprocess import clean_segments
 from calitag.pipeline.types import FrameScores
 
 HOP = 0.1  # 10 frames per second keeps the expected times readable

@@ -147,9 +147,9 @@ def test_seeded_and_reports_time():
     scores, events = _recordings(5, _dropouts_and_spikes(2), n_files=6)
     a = tune_events(scores, events, seed=0)
     b = tune_events(scores, events, seed=0)
-    assert a.events["classes"] == b.events["classes"]
-    assert a.events["fitted"]["metric"] == "event_macro_f1"
-    assert 0 < a.seconds < 60 and a.events["frame_hop_s"] == HOP
+    assert a.postprocess.params == b.postprocess.params
+    assert a.postprocess.fitted["metric"] == "event_macro_f1"
+    assert 0 < a.seconds < 60 and a.postprocess.frame_hop_s == HOP
     assert a.score >= a.baseline_score
 
 
@@ -159,7 +159,7 @@ def test_class_without_reference_keeps_defaults():
     two = [FrameScores(np.c_[fs.probs, np.zeros(len(fs.probs))], HOP, ("Dog", "Cat"), "synthetic", fs.source)
            for fs in scores]
     result = tune_events(two, events, smoothing_kinds=("median",), kernels_s=(0.35,))
-    assert result.events["fitted"]["untuned_classes"] == ["Cat"]
+    assert result.postprocess.fitted["untuned_classes"] == ["Cat"]
     assert result.postprocess["Cat"] == Postprocess.uniform(("Cat",)).params[0]
     assert np.isnan(result.class_scores["Cat"])
 
@@ -185,7 +185,7 @@ def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path
     from click.testing import CliRunner
 
     from calitag.cli import main
-    from calitag.thresholds.events.postprocess import load_postprocess, read_events_tsv
+    from calitag.thresholds.events import load_postprocess, read_events_tsv
     from calitag.pipeline.tagger import Tagger
     from calitag.thresholds.io import Thresholds
 
@@ -200,7 +200,7 @@ def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path
     assert result.exit_code == 0, result.output
     assert "event-based macro-F1" in result.output
     saved = Thresholds.load(out, expected_model="crnn-dcase2019")
-    assert saved.events is not None and saved.events["fitted"]["metric"] == "event_macro_f1"
+    assert saved.events is not None and saved.events.fitted["metric"] == "event_macro_f1"
 
     tagger = Tagger.load("crnn-dcase2019", checkpoint=checkpoint, device="cpu")
     held = read_events_tsv(SOUNDSCAPES / "strong_labels_heldout.tsv")

@@ -9,8 +9,8 @@ Layout of a thresholds file (JSON, format version 1)::
      "validation": {"micro_f1": 0.62, "macro_f1": 0.41, "objective": 0.62, "n_clips": 488},
      "events": null}
 
-``events`` belongs to sound event detection (its contents are not checked here beyond being a
-JSON object or null).
+``events`` is the post-processing stack of sound event detection
+(:class:`calitag.thresholds.events.postprocess.Postprocess`, its layout in that module), or null.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from calitag._version import __version__
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
+from calitag.thresholds.events.postprocess import Postprocess
 from calitag.thresholds.metrics import check_labels, check_scores
 
 FORMAT_VERSION = 1
@@ -60,6 +61,11 @@ def _jsonable(value: Any, *, where: str) -> Any:
     raise ThresholdsError(f"{where} holds a {type(value).__name__}, which a thresholds file cannot store")
 
 
+def _read_events(section: dict[str, Any] | None, *, source: str) -> Postprocess | None:
+    """The ``events`` section of a thresholds file as a typed stack (None when absent)."""
+    return None if section is None else Postprocess.from_dict(section, source=source)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """One decision threshold per class, with the provenance of the fit.
@@ -86,8 +92,8 @@ class Thresholds:
         ISO 8601 UTC creation time.
     calitag_version : str
         Version that wrote the object.
-    events : dict or None
-        Sound-event post-processing section (owned by calitag's detection stage).
+    events : Postprocess or None
+        Sound-event post-processing stack (a mapping in the file's layout is parsed into one).
     """
 
     values: np.ndarray
@@ -100,7 +106,7 @@ class Thresholds:
     validation: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=_utc_now)
     calitag_version: str = __version__
-    events: dict[str, Any] | None = None
+    events: Postprocess | None = None
 
     def __post_init__(self) -> None:
         values = np.array(self.values, dtype=np.float64).reshape(-1) if np.ndim(self.values) <= 1 else None
@@ -122,8 +128,10 @@ class Thresholds:
             )
         if self.model_sha256 is not None and not _SHA256.match(str(self.model_sha256)):
             raise ThresholdsError(f"model_sha256 must be 64 lower-case hex digits, got {self.model_sha256!r}")
-        if self.events is not None and not isinstance(self.events, dict):
-            raise ThresholdsError(f"events must be a JSON object or None, got {type(self.events).__name__}")
+        if isinstance(self.events, dict):
+            object.__setattr__(self, "events", Postprocess.from_dict(self.events))
+        if self.events is not None and not isinstance(self.events, Postprocess):
+            raise ThresholdsError(f"events must be a Postprocess, a JSON object or None, got {type(self.events).__name__}")
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "class_names", names)
@@ -176,7 +184,7 @@ class Thresholds:
             "options": _jsonable(self.options, where="options"),
             "objective": self.objective,
             "validation": _jsonable(self.validation, where="validation"),
-            "events": _jsonable(self.events, where="events") if self.events is not None else None,
+            "events": _jsonable(self.events.to_dict(), where="events") if self.events is not None else None,
         }
 
     @classmethod
@@ -238,7 +246,7 @@ class Thresholds:
                 validation=need("validation", (dict,), optional=True) or {},
                 created=need("created", (str,), optional=True) or "",
                 calitag_version=need("calitag_version", (str,), optional=True) or "",
-                events=need("events", (dict,), optional=True),
+                events=_read_events(need("events", (dict,), optional=True), source=source),
             )
         except ThresholdsError as err:
             raise ThresholdsError(f"{source}: {err}") from err

@@ -29,7 +29,7 @@ from calitag.errors import LabelsError, ScoresError
 from calitag.thresholds.events.postprocess import (
     ClassPostprocess,
     Event,
-    EventTable,
+    FrameScoresLike,
     Postprocess,
     binarize,
     clean_segments,
@@ -42,7 +42,7 @@ from calitag.thresholds.events.metrics import (
     T_COLLAR_S,
     count_event_matches,
 )
-from calitag.pipeline.types import FrameScores
+from calitag.thresholds.events.tsv import EventTable
 
 Metric = Literal["event", "segment"]
 
@@ -61,7 +61,7 @@ _EPS = 1e-12
 class EventsTuning:
     """The result of :func:`tune_events`.
 
-    postprocess: the tuned per-class stack (its ``to_dict()`` is the thresholds file's ``events``).
+    postprocess: the tuned per-class stack (a thresholds file's ``events``).
     metric: "event" or "segment" (macro F1).
     score: macro F1 of the tuned stack on the tuning data.
     baseline_score: macro F1 of threshold 0.5 without smoothing on the same data.
@@ -77,11 +77,6 @@ class EventsTuning:
     class_scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     baseline_class_scores: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def events(self) -> dict[str, Any]:
-        """The ``events`` section for the thresholds file."""
-        return self.postprocess.to_dict()
 
 
 class _ClassScorer:
@@ -195,7 +190,7 @@ def _frame_thresholds(scores: np.ndarray, labels: np.ndarray, *, solver: str, se
 
 
 def _collect(
-    frame_scores: Sequence[FrameScores], reference: Sequence[Event] | EventTable
+    frame_scores: Sequence[FrameScoresLike], reference: Sequence[Event] | EventTable
 ) -> tuple[tuple[str, ...], float, list[str], dict[tuple[str, str], list[Event]]]:
     if not frame_scores:
         raise ScoresError("no frame scores to tune on; expected at least one scored recording")
@@ -234,7 +229,7 @@ def _collect(
 
 
 def tune_events(
-    frame_scores: Sequence[FrameScores],
+    frame_scores: Sequence[FrameScoresLike],
     reference: Sequence[Event] | EventTable,
     *,
     metric: Metric = "event",
@@ -254,7 +249,7 @@ def tune_events(
 
     Parameters
     ----------
-    frame_scores : sequence of FrameScores
+    frame_scores : sequence of FrameScoresLike
         Frame scores of the tuning recordings (one model; probs (n_frames, n_classes)). A recording
         is known by the base name of its ``source``.
     reference : sequence of Event or EventTable
