@@ -1,33 +1,49 @@
 """Lazy package exports: a name is imported from its module on first access (PEP 562).
 
-Keeps ``import calitag`` (and ``calitag --help``) free of numpy-heavy or torch imports until a name
-that needs them is used. (lazy_loader.attach does the same; this is the dozen lines calitag needs.)
+Keeps ``import calitag`` (and ``calitag --help``) free of numpy, scipy and torch until a name that
+needs them is used. (``lazy_loader.attach`` does the same; this is the few lines calitag needs, plus
+the one case it does not cover: an exported function named like a submodule, ``thresholds.fit``.)
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import sys
+import types
+from collections.abc import Mapping
 
 
-def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for a package whose names live in submodules.
+class _LazyPackage(types.ModuleType):
+    """A package module whose exports are resolved on first access."""
 
-    Parameters
-    ----------
-    package : str
-        The package's ``__name__`` (for the error message).
-    exports : mapping
-        Public name -> absolute module that defines it.
+    _lazy_exports: Mapping[str, str]
+
+    def __getattr__(self, name: str) -> object:
+        target = self.__dict__.get("_lazy_exports", {}).get(name)
+        if target is None:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        module, _, attribute = target.partition(":")
+        value = getattr(importlib.import_module(module), attribute or name)
+        super().__setattr__(name, value)
+        return value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Importing submodule `fit` binds it as attribute `fit` of the package; the export of that
+        # name (the function) wins, as it did when the package imported it eagerly.
+        exports = self.__dict__.get("_lazy_exports", {})
+        if isinstance(value, types.ModuleType) and name in exports:
+            return
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.__dict__.get("_lazy_exports", {})))
+
+
+def attach(package: str, exports: Mapping[str, str]) -> None:
+    """Make ``exports`` (public name -> module, or ``"module:attribute"``) lazy attributes of ``package``.
+
+    Call it from the package's ``__init__`` as ``attach(__name__, {...})``.
     """
-
-    def __getattr__(name: str) -> object:
-        module = exports.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(module), name)
-
-    def __dir__() -> list[str]:
-        return sorted(exports)
-
-    return __getattr__, __dir__
+    module = sys.modules[package]
+    module.__class__ = _LazyPackage
+    module._lazy_exports = dict(exports)

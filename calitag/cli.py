@@ -22,7 +22,12 @@ def main() -> None:
 
 from pathlib import Path as _Path  # noqa: E402
 
+# Choice lists come from the library (modules that import no numpy or torch).
 from calitag.models.registry import available_models as _available_models  # noqa: E402
+from calitag.pipeline.records import FORMATTERS as _RECORD_FORMATTERS  # noqa: E402
+from calitag.thresholds.choices import METHODS, OBJECTIVES, SGL_ENGINES  # noqa: E402
+
+_CLI_OBJECTIVES = [name.replace("_", "-") for name in OBJECTIVES]
 
 _CACHE_DIR_OPTION = click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
@@ -56,15 +61,9 @@ def _download_progress(desc: str):  # -> (callback, close)
 
 def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
     """Files as given; a folder becomes the audio files directly inside it, sorted."""
-    from calitag.pipeline.audio import AUDIO_EXTENSIONS
+    from calitag.pipeline.jobs import expand_inputs
 
-    expanded: list[_Path] = []
-    for path in paths:
-        if path.is_dir():
-            expanded.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS))
-        else:
-            expanded.append(path)
-    return expanded
+    return expand_inputs(paths)
 
 
 def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8,
@@ -239,17 +238,16 @@ def thresholds_group() -> None:
 @thresholds_group.command("fit")
 @_SCORES_ARGUMENT
 @_LABELS_OPTION
-@click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
+@click.option("--method", type=click.Choice(METHODS), default="sgl",
               show_default=True, help="Solver: SGL-Thresh, one global threshold, dichoThresh, numThresh, exact search.")
-@click.option("--objective", type=click.Choice(["micro-f1", "macro-f1", "micro-fbeta", "macro-fbeta"]),
-              default="micro-f1", show_default=True)
+@click.option("--objective", type=click.Choice(_CLI_OBJECTIVES), default="micro-f1", show_default=True)
 @click.option("--beta", type=float, default=None, help="Recall weight of the *-fbeta objectives (default 1).")
 @click.option("--init", type=click.FloatRange(0, 1), default=None,
               help="Start threshold (the threshold itself for --method default). Solver default: 0.3 (default: 0.5).")
 @click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01).")
 @click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100).")
 @click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50).")
-@click.option("--engine", type=click.Choice(["fast", "autograd"]), default=None,
+@click.option("--engine", type=click.Choice(SGL_ENGINES), default=None,
               help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix.")
 @click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0).")
 @click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver.")
@@ -334,17 +332,14 @@ def thresholds_evaluate(scores_path: _Path, thresholds_path: _Path, labels_path:
     import json
     import warnings
 
-    from calitag.errors import ScoresError, TaggingError
+    from calitag.errors import TaggingError
     from calitag.thresholds import Thresholds, evaluate
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             data = _read_score_set(scores_path, labels_path, logits)
-            use = ("eval" if data.eval_scores is not None else "val") if split == "auto" else split
-            if use == "eval" and data.eval_scores is None:
-                raise ScoresError(f"{scores_path} has no eval split (eval_scores/eval_labels): use --split val")
-            scores, labels = (data.eval_scores, data.eval_labels) if use == "eval" else (data.val_scores, data.val_labels)
+            use, scores, labels = data.split(split)
             if labels is None:
                 raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
             thresholds = Thresholds.load(thresholds_path, expected_classes=data.class_names)
@@ -417,9 +412,9 @@ class _Progress:
               help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
 @_CHECKPOINT_OPTION
-@click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
-              show_default=True, help="Threshold solver.")
-@click.option("--objective", type=click.Choice(["micro-f1", "macro-f1"]), default="micro-f1", show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="sgl", show_default=True, help="Threshold solver.")
+@click.option("--objective", type=click.Choice([o for o in _CLI_OBJECTIVES if o.endswith("-f1")]), default="micro-f1",
+              show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Share of the clips held out to measure the thresholds (stratified).")
 @click.option("--folds", type=click.IntRange(min=2), default=None,
@@ -491,7 +486,7 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
 @click.argument("folder", type=click.Path(exists=True, path_type=_Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Results file: one record per file, appended as files finish.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(list(_RECORD_FORMATTERS)), default=None,
               help="Default: from the --out extension (.csv -> csv, else jsonl).")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
 @_CHECKPOINT_OPTION
@@ -520,19 +515,15 @@ def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: s
     field; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.batch import find_audio_files, run_batch
+    from calitag.pipeline.batch import find_audio_files
+    from calitag.pipeline.jobs import record_format, write_records
     from calitag.pipeline.records import RecordWriter
-    from calitag.models.checkpoints import file_digests
 
-    fmt = fmt or ("csv" if out_path.suffix.lower() == ".csv" else "jsonl")
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
                           cache_dir=cache_dir, batch_size=batch_size)
-    # Records name the thresholds file and the start of its sha256, so results stay traceable.
-    thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
-                     if thresholds_path is not None else None)
     try:
         files = find_audio_files(folder, recursive=recursive, pattern=pattern)
-        writer = RecordWriter(out_path, fmt, resume=resume)
+        writer = RecordWriter(out_path, record_format(out_path, fmt), resume=resume)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     todo = [p for p in files if str(p) not in writer.done]
@@ -542,27 +533,14 @@ def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: s
         writer.close()
         raise click.ClickException(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
 
-    def record(result) -> None:
+    def report_failure(result) -> None:
         if result.error is not None:
             click.echo(f"skip {result.path}: {result.error.removeprefix(result.path + ': ')}", err=True)
-            writer.write({"path": result.path, "model": model_name, "thresholds": thresholds_id,
-                          "error": result.error.removeprefix(result.path + ": ")})
-            return
-        order = result.scores.argsort()[::-1]
-        if not all_scores:
-            order = order[:top_k]
-        writer.write({
-            "path": result.path,
-            "duration_s": round(result.duration_s, 3),
-            "tags": [label for label, _ in result.tags],
-            "scores": {tagger.class_names[i]: round(float(result.scores[i]), 6) for i in order},
-            "model": model_name,
-            "thresholds": thresholds_id,
-        })
 
     progress = _Progress(len(todo), "tagging")
     try:
-        results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
+        results = write_records(tagger, todo, writer, top_k=None if all_scores else top_k, workers=workers,
+                                on_result=report_failure, on_progress=progress)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -608,17 +586,15 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     still processed; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
-    from calitag.thresholds.events import Postprocess, detect_events, load_postprocess, write_events_tsv
+    from calitag.pipeline.jobs import resolve_postprocess
+    from calitag.thresholds.events import write_events_tsv
 
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    if postprocess_path is None:
+        click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
+                   "(tune one with calitag calibrate-events)", err=True)
     try:
-        if postprocess_path is not None:
-            postprocess = load_postprocess(postprocess_path, class_names=tagger.class_names,
-                                           expected_model=model_name)
-        else:
-            click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
-                       "(tune one with calitag calibrate-events)", err=True)
-            postprocess = Postprocess.uniform(tagger.class_names)
+        postprocess = resolve_postprocess(tagger, postprocess_path)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     paths = _expand_inputs(files)
@@ -627,7 +603,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     events, done, failed = [], [], 0
     for path in paths:
         try:
-            found = detect_events(tagger.frame_scores(path), postprocess, file=path.name)
+            found = tagger.detect(path, postprocess)
         except TaggingError as err:
             failed += 1
             click.echo(f"skip {path}: {err}", err=True)
@@ -664,55 +640,25 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
                              metric: str, solver: str, seed: int, out_path: _Path, device: str,
                              cache_dir: _Path | None) -> None:
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
-    import dataclasses
     import math
 
-    import numpy as np
-
     from calitag.errors import TaggingError
-    from calitag.thresholds.events import read_events_tsv
-    from calitag.thresholds.events.tuning import tune_events
-    from calitag.thresholds.io import Thresholds
+    from calitag.pipeline.jobs import calibrate_events, existing_thresholds, read_event_table
 
-    try:
-        table = read_events_tsv(events_path)
-        existing = None
-        if out_path.exists():
-            existing = Thresholds.load(out_path, expected_model=model_name)
+    try:  # a bad table or --out file is reported before the model loads
+        table = read_event_table(events_path)
+        existing_thresholds(out_path, model=model_name)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    missing = [f for f in table.files if not (folder / f).is_file()]
-    if missing:
-        raise click.ClickException(
-            f"{events_path} names {len(missing)} file(s) not in {folder}, e.g. {missing[:3]}")
-    on_disk = {p.name for p in _expand_inputs((folder,))}
-    unlabeled = sorted(on_disk - set(table.files))
-    if unlabeled:
-        click.echo(f"ignoring {len(unlabeled)} audio file(s) of {folder} not listed in {events_path}", err=True)
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
-    if existing is not None:
-        try:
-            existing.check_compatible(expected_classes=tagger.class_names, source=str(out_path))
-        except TaggingError as err:
-            raise click.ClickException(str(err)) from err
     try:
-        scores = []
-        for name in table.files:
-            scores.append(tagger.frame_scores(folder / name))
-        result = tune_events(scores, table, metric=metric, solver=solver, seed=seed)
+        calibration = calibrate_events(tagger, folder, table, out=out_path, metric=metric, solver=solver, seed=seed)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    if existing is not None:
-        thresholds = dataclasses.replace(existing, events=result.postprocess)
-    else:
-        thresholds = Thresholds(
-            values=np.full(len(tagger.class_names), 0.5), class_names=tagger.class_names, model=model_name,
-            method="default", options={"threshold": 0.5}, objective="micro_f1", events=result.postprocess,
-        )
-    try:
-        thresholds.save(out_path)
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
+    if calibration.unlabeled_files:
+        click.echo(f"ignoring {len(calibration.unlabeled_files)} audio file(s) of {folder} not listed in "
+                   f"{events_path}", err=True)
+    result = calibration.tuning
     click.echo(f"{'class':<28} {'F1 tuned':>9} {'F1 0.5':>7}  parameters")
     baseline = result.baseline_class_scores
     for label in result.postprocess.class_names:
@@ -723,7 +669,7 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
         binar = (f"> {p.threshold:.3f}" if p.binarize == "threshold" else f"hyst {p.threshold:.3f}/{p.low:.3f}")
         click.echo(f"{label:<28} {100 * f1:>9.1f} {100 * baseline[label]:>7.1f}  {p.smoothing} {p.kernel_frames} "
                    f"frames, {binar}, min gap {p.min_gap_s:.2f} s, min length {p.min_duration_s:.2f} s")
-    click.echo(f"{metric}-based macro-F1 on {len(scores)} file(s): {100 * result.score:.1f} "
+    click.echo(f"{metric}-based macro-F1 on {calibration.n_files} file(s): {100 * result.score:.1f} "
                f"(threshold 0.5: {100 * result.baseline_score:.1f}); fit {result.seconds:.2f} s -> {out_path}")
 
 

@@ -7,8 +7,6 @@ the calibration again (another method, split or objective) decodes nothing.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from calitag._fileio import atomic_output
 from calitag.errors import LabelsError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
@@ -67,13 +66,13 @@ class CalibrationResult:
 
 
 class ScoreCache:
-    """Clip scores keyed by ``model:checkpoint:file sha256``, stored in an npz (no pickle)."""
+    """Clip scores keyed by ``model:checkpoint:file sha256``, stored in an npz (no pickle); in memory only without a path."""
 
-    def __init__(self, path: Path, class_names: tuple[str, ...]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, class_names: tuple[str, ...]) -> None:
+        self.path = Path(path) if path is not None else None
         self.class_names = class_names
         self.rows: dict[str, np.ndarray] = {}
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             try:
                 with np.load(self.path, allow_pickle=False) as data:
                     if tuple(data["class_names"]) == class_names:
@@ -82,17 +81,13 @@ class ScoreCache:
                 logger.warning("ignoring unreadable score cache %s: %s", self.path, err)
 
     def save(self) -> None:
+        if self.path is None:
+            return
         keys = sorted(self.rows)
         scores = np.stack([self.rows[k] for k in keys]) if keys else np.zeros((0, len(self.class_names)), np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=np.array(keys, dtype=str), scores=scores.astype(np.float32),
-                         class_names=np.array(self.class_names, dtype=str))
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(self.path) as handle:
+            np.savez(handle, keys=np.array(keys, dtype=str), scores=scores.astype(np.float32),
+                     class_names=np.array(self.class_names, dtype=str))
 
 
 def cache_path_for(out: str | Path, model: str) -> Path:
@@ -201,7 +196,7 @@ def calibrate(
     folder: str | Path,
     labels: ClipLabels,
     *,
-    out: str | Path,
+    out: str | Path | None = None,
     method: str = "sgl",
     objective: str = "micro_f1",
     val_fraction: float = 0.5,
@@ -222,8 +217,8 @@ def calibrate(
         The audio files; names in ``labels`` are relative to it.
     labels : ClipLabels
         From :func:`calitag.pipeline.labels.read_clip_labels`.
-    out : str or Path
-        The thresholds file to write (atomically); the score cache goes beside it.
+    out : str or Path, optional
+        The thresholds file to write (atomically); the score cache goes beside it. None writes nothing.
     method, objective, **options
         Passed to :func:`calitag.thresholds.fit`.
     val_fraction : float
@@ -265,7 +260,7 @@ def calibrate(
     nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
     unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
     names = [name for name in labels.labels if name not in missing]
-    cache = ScoreCache(cache_path_for(out, tagger.name), class_names)
+    cache = ScoreCache(cache_path_for(out, tagger.name) if out is not None else None, class_names)
     checkpoint_sha256 = _checkpoint_sha256(tagger)
     scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
                                      checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
@@ -330,7 +325,8 @@ def calibrate(
             "labels": labels.source,
         },
     )
-    thresholds.save(out)
+    if out is not None:
+        thresholds.save(out)
     return CalibrationResult(
         thresholds=thresholds, classes=classes, default=default_report, calibrated=calibrated_report,
         intervals=intervals, n_fit=n_fit, n_held_out=n_held, failed=tuple(failed), unlabeled_files=unlabeled,

@@ -106,6 +106,8 @@ class Tagger:
         self.device = device
         self.checkpoint = checkpoint
         self.thresholds = thresholds
+        #: The thresholds file these thresholds were read from (None: given as an object, or none).
+        self.thresholds_path: Path | None = None
         self.batch_size = batch_size
         self.class_names: tuple[str, ...] = spec.class_names
         self.model = model.eval().to(device)
@@ -122,6 +124,15 @@ class Tagger:
     def name(self) -> str:
         """The registry name of the model."""
         return self.spec.name
+
+    @property
+    def thresholds_id(self) -> str | None:
+        """``file name:first 12 hex digits of its sha256`` of the thresholds file, so results stay traceable."""
+        if self.thresholds_path is None:
+            return None
+        from calitag.models.checkpoints import file_digests
+
+        return f"{self.thresholds_path.name}:{file_digests(self.thresholds_path)[0][:12]}"
 
     @classmethod
     def load(
@@ -189,14 +200,18 @@ class Tagger:
         except (ImportError, AttributeError) as err:
             raise ModelNotFoundError(f"the {spec.name} architecture ({spec.builder}) is not available: {err}") from err
         model = builder(path, seed=seed)
+        thresholds_path = None
         if isinstance(thresholds, (str, Path)):
-            from calitag.thresholds import Thresholds
+            from calitag.thresholds.io import Thresholds
 
+            thresholds_path = Path(thresholds)
             thresholds = Thresholds.load(thresholds, expected_model=spec.name, expected_classes=spec.class_names)
         elif thresholds is not None:
             thresholds.check_compatible(expected_model=spec.name, expected_classes=spec.class_names)
-        return cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds, batch_size=batch_size,
-                   optimize=optimize)
+        tagger = cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds,
+                     batch_size=batch_size, optimize=optimize)
+        tagger.thresholds_path = thresholds_path
+        return tagger
 
     # --- inputs -> windows ---------------------------------------------------------------------
 
@@ -421,3 +436,82 @@ class Tagger:
             chosen.sort(key=lambda pair: -pair[1])
             tags.append(Tags(source=source, labels=tuple(chosen[:top_k]), model=scores.model))
         return tags
+
+    # --- the user's jobs (see calitag.pipeline.jobs) -----------------------------------------------
+
+    def detect(self, items: AudioInput | Sequence[AudioInput], postprocess: Any = None) -> list[Any]:
+        """Sound events of one or more recordings (frame-level models).
+
+        Parameters
+        ----------
+        items : path or sequence of paths
+        postprocess : Postprocess, Thresholds, path or None
+            The per-class stack (a thresholds file from ``calitag calibrate-events``, the DCASE2019
+            CRNN authors' file, ...); None: threshold 0.5 and no smoothing.
+
+        Returns
+        -------
+        list of calitag.thresholds.events.Event
+            Per recording sorted by onset; ``Event.file`` is the file's base name.
+
+        Raises
+        ------
+        ModelNotFoundError
+            A model without frame-level output.
+        ThresholdsMismatchError
+            Parameters made for other classes or another frame rate.
+        """
+        from calitag.pipeline import jobs
+
+        stack = jobs.resolve_postprocess(self, postprocess)
+        return jobs.detect(self, self._as_list(items), stack)
+
+    def calibrate(self, folder: str | Path, labels: Any, out: str | Path | None = None, **options: Any) -> Any:
+        """Fit per-class thresholds on a labeled folder and measure them on held-out clips.
+
+        Parameters
+        ----------
+        folder : path
+            The audio files.
+        labels : path or mapping
+            A label file (CSV/TSV ``filename,labels``) or ``{file name: [class, ...]}``.
+        out : path, optional
+            Thresholds file to write (its score cache goes beside it); None writes nothing.
+        **options
+            As :func:`calitag.pipeline.calibrate.calibrate` (method, objective, val_fraction, folds, seed, ...).
+
+        Returns
+        -------
+        CalibrationResult
+            ``.thresholds`` can be given to :meth:`load` or saved with ``.thresholds.save(path)``.
+        """
+        from calitag.pipeline.calibrate import calibrate
+        from calitag.pipeline.jobs import as_clip_labels
+
+        return calibrate(self, folder, as_clip_labels(labels, class_names=self.class_names), out=out, **options)
+
+    def calibrate_events(self, folder: str | Path, events: Any, out: str | Path | None = None, **options: Any) -> Any:
+        """Tune the event post-processing stack on strong labels; see :func:`calitag.pipeline.jobs.calibrate_events`."""
+        from calitag.pipeline.jobs import calibrate_events
+
+        return calibrate_events(self, folder, events, out=out, **options)
+
+
+def load_tagger(
+    name: str = "yamnet",
+    *,
+    device: str = "auto",
+    thresholds: str | Path | Any | None = None,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    **options: Any,
+) -> Tagger:
+    """Load a registered model ready to tag; see :meth:`Tagger.load` for every option.
+
+    Raises
+    ------
+    ModelNotFoundError, CheckpointError, DeviceError, ThresholdsError
+        As :meth:`Tagger.load`.
+    """
+    return Tagger.load(name, device=device, thresholds=thresholds, checkpoint=checkpoint, cache_dir=cache_dir,
+                       **options)

@@ -1,75 +1,34 @@
-"""Surrogate-gradient threshold calibration (SGL-Thresh), its baselines and the thresholds file.
+"""The decision stage: SGL-Thresh and its baselines, the thresholds file, sound event post-processing.
 
     from calitag.thresholds import fit, evaluate, Thresholds
-    th = fit(val_scores, val_labels, method="sgl", objective="micro_f1", init=0.3)
+    th = fit(val_scores, val_targets, method="sgl", objective="micro_f1", init=0.3)
     decisions = th.apply(eval_scores)            # bool (n_clips, n_classes), strict score > threshold
-    report = evaluate(eval_scores, eval_labels, th)
+    report = evaluate(eval_scores, eval_targets, th)
     th.save("th.json"); Thresholds.load("th.json", expected_classes=th.class_names)
+
+Names are imported on first use: reading a thresholds file loads neither the solvers nor torch.
+Frame scores have their own decision stack in :mod:`calitag.thresholds.events`.
 """
 
-from calitag.thresholds.fit import (
-    METHODS,
-    DefaultOptions,
-    ExactOptions,
-    HeuristicOptions,
-    NumericOptions,
-    SGLOptions,
-    fit,
-)
-from calitag.thresholds.index import ScoreIndex
-from calitag.thresholds.io import FORMAT_VERSION, ScoreSet, Thresholds, read_scores
-from calitag.thresholds.metrics import (
-    ClassificationReport,
-    NoPositivesWarning,
-    check_labels,
-    check_scores,
-    check_scores_labels,
-    evaluate,
-)
-from calitag.thresholds.objectives import (
-    OBJECTIVES,
-    Objective,
-    fbeta_from_counts,
-    macro_f1,
-    macro_fbeta,
-    micro_f1,
-    micro_fbeta,
-    objective_value,
-    resolve_objective,
-)
-from calitag.thresholds.surrogate import SurrogateStep, ThresholdLayer, surrogate_step
-from calitag.thresholds.synthetic import synthetic_scores
+from calitag._lazy import attach
 
-__all__ = [
-    "FORMAT_VERSION",
-    "METHODS",
-    "OBJECTIVES",
-    "ClassificationReport",
-    "DefaultOptions",
-    "ExactOptions",
-    "HeuristicOptions",
-    "NoPositivesWarning",
-    "NumericOptions",
-    "Objective",
-    "SGLOptions",
-    "ScoreIndex",
-    "ScoreSet",
-    "SurrogateStep",
-    "ThresholdLayer",
-    "Thresholds",
-    "check_labels",
-    "check_scores",
-    "check_scores_labels",
-    "evaluate",
-    "fbeta_from_counts",
-    "fit",
-    "macro_f1",
-    "macro_fbeta",
-    "micro_f1",
-    "micro_fbeta",
-    "objective_value",
-    "read_scores",
-    "resolve_objective",
-    "surrogate_step",
-    "synthetic_scores",
-]
+_FIT = "calitag.thresholds.fit"
+_IO = "calitag.thresholds.io"
+_METRICS = "calitag.thresholds.metrics"
+_OBJECTIVES = "calitag.thresholds.objectives"
+_EXPORTS = {
+    **dict.fromkeys(("DefaultOptions", "ExactOptions", "HeuristicOptions", "NumericOptions", "SGLOptions", "fit"),
+                    _FIT),
+    "METHODS": "calitag.thresholds.choices",
+    "OBJECTIVES": "calitag.thresholds.choices",
+    "ScoreIndex": "calitag.thresholds.index",
+    **dict.fromkeys(("FORMAT_VERSION", "ScoreSet", "Thresholds", "read_scores"), _IO),
+    **dict.fromkeys(("ClassificationReport", "NoPositivesWarning", "check_labels", "check_scores",
+                     "check_scores_labels", "evaluate"), _METRICS),
+    **dict.fromkeys(("Objective", "fbeta_from_counts", "macro_f1", "macro_fbeta", "micro_f1", "micro_fbeta",
+                     "objective_value", "resolve_objective"), _OBJECTIVES),
+    **dict.fromkeys(("SurrogateStep", "ThresholdLayer", "surrogate_step"), "calitag.thresholds.surrogate"),
+    "synthetic_scores": "calitag.thresholds.synthetic",
+}
+__all__ = sorted(_EXPORTS)
+attach(__name__, _EXPORTS)

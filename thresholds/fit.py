@@ -32,8 +32,7 @@ from calitag.thresholds.metrics import check_scores_labels, fbeta_np, outcome_co
 from calitag.thresholds.objectives import Objective, fbeta_from_counts, objective_value, resolve_objective
 from calitag.thresholds.surrogate import ThresholdLayer
 
-#: Solver names accepted by :func:`fit`.
-METHODS: tuple[str, ...] = ("sgl", "default", "heuristic", "numeric", "exact")
+from calitag.thresholds.choices import METHODS  # noqa: E402  (the names live where the CLI reads them cheaply)
 
 ProgressFn = Callable[[int, int], None]
 

@@ -9,7 +9,7 @@
     from calitag.thresholds.events import detect_events, read_events_tsv, tune_events
 """
 
-from calitag._lazy import lazy_exports
+from calitag._lazy import attach
 
 _POSTPROCESS = "calitag.thresholds.events.postprocess"
 _EXPORTS = {
@@ -22,4 +22,4 @@ _EXPORTS = {
     **dict.fromkeys(("EventsTuning", "tune_events"), "calitag.thresholds.events.tuning"),
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+attach(__name__, _EXPORTS)
