@@ -143,7 +143,7 @@ def tag_command(
         raise SystemExit(1)
 
 
-# --- models (issue 4) ----------------------------------------------------------------------
+# --- models ----------------------------------------------------------------------------
 
 
 @main.group("models")
@@ -203,7 +203,7 @@ def models_import(name: str, file: _Path, cache_dir: _Path | None) -> None:
     click.echo(f"{name}: {path}")
 
 
-# --- thresholds (issue 3) ------------------------------------------------------------------
+# --- thresholds ------------------------------------------------------------------------
 # Score files in, thresholds file / metrics out. Bad input -> `error: MESSAGE` on stderr, exit 1.
 
 _SCORES_ARGUMENT = click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False, path_type=_Path))
@@ -371,7 +371,7 @@ def thresholds_evaluate(scores_path: _Path, thresholds_path: _Path, labels_path:
         click.echo(f"{label:<{width}} {'':>6} {'':>6} {'':>6} {100 * p:>6.1f} {100 * r:>6.1f} {100 * f:>6.1f}")
 
 
-# --- calibrate (issue 5) -------------------------------------------------------------------
+# --- calibrate -------------------------------------------------------------------------
 
 
 class _Progress:
@@ -479,7 +479,7 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
     click.echo(f"wrote {out_path}")
 
 
-# --- batch (issue 5) -----------------------------------------------------------------------
+# --- batch -----------------------------------------------------------------------------
 
 
 @main.command("batch")
@@ -552,7 +552,7 @@ def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: s
         raise SystemExit(1)
 
 
-# --- detect, calibrate-events (issue 6) ----------------------------------------------------
+# --- detect, calibrate-events ----------------------------------------------------------
 # Sound event detection: frame scores -> per-class post-processing -> DCASE event TSV.
 
 

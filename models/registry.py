@@ -174,7 +174,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 # --- entries ------------------------------------------------------------------------------
-# Facts from DESIGN.md. Each builder is "module:function" with the signature
+# Facts from the design notes. Each builder is "module:function" with the signature
 #   load(checkpoint: Path | None, *, seed: int = 0) -> model
 # where model(features (batch, n_mels, n_frames)) -> probabilities (batch, n_classes).
 
@@ -298,7 +298,7 @@ register(
     )
 )
 
-# The frame-level PANNs variant (issue 6). Same Zenodo record; md5 from the record, sha256 as
+# The frame-level PANNs variant. Same Zenodo record; md5 from the record, sha256 as
 # recorded for this file by several independent projects.
 CNN14_DECISION_LEVEL_MAX_CHECKPOINT = CheckpointSpec(
     filename="Cnn14_DecisionLevelMax_mAP=0.385.pth",
