@@ -53,3 +53,7 @@ class DeviceError(TaggingError):
 
 class CalibrationError(TaggingError):
     """A threshold solver or objective is unknown, or one of its options is out of range."""
+
+
+class MissingDependencyError(TaggingError):
+    """A feature needs an optional dependency that is not installed (the message names the extra)."""

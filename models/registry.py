@@ -64,6 +64,12 @@ class ModelSpec:
     """A registry entry.
 
     builder: "module:attr" of a callable returning the nn.Module (or runtime) for this model.
+    prepare_features: "module:attr" of a function applied to the frontend's features before the
+      model (e.g. the CRNN's padding to 431 frames), or None.
+    runtime: "torch": the frontend is calitag.pipeline.features.LogMel and the model takes and gives
+      tensors; "numpy": ``array_frontend`` ("module:attr" of a class built from the FrontendConfig)
+      maps waveforms (batch, n_samples) to features, and the model takes and gives numpy arrays, so
+      torch is never imported.
     window_s / hop_s: analysis window for long recordings and the step between windows.
     min_window_s: recordings shorter than this are zero-padded to it (the shortest input the
       architecture accepts); a recording between min_window_s and window_s is one window as is.
@@ -84,15 +90,31 @@ class ModelSpec:
     # so only long runs ask for it (Tagger(optimize=True), `calitag batch`).
     traceable: bool = False
     extra: dict = field(default_factory=dict)
+    prepare_features: str | None = None
+    runtime: Literal["torch", "numpy"] = "torch"
+    array_frontend: str | None = None
 
     def resolve_builder(self) -> Callable:
-        module_name, attr = self.builder.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return _resolve(self.builder)
+
+    def resolve_prepare_features(self) -> Callable | None:
+        return _resolve(self.prepare_features) if self.prepare_features else None
+
+    def resolve_array_frontend(self) -> Callable:
+        if self.array_frontend is None:
+            raise ModelNotFoundError(f"{self.name}: runtime 'numpy' needs an array_frontend in its registry entry")
+        return _resolve(self.array_frontend)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         """The model's output classes, in output order (read from its label list)."""
         return load_class_names(self.labels)
+
+
+def _resolve(target: str) -> Callable:
+    """The object named by ``"module:attr"``."""
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 # Filled in below; see each architecture module for the facts it reproduces.
@@ -295,6 +317,7 @@ register(
         description="DCASE2019 task 4 CRNN (Cances & Pellegrini), 10 DESED classes",
         frame_level=True,
         min_window_s=0.1,  # shorter log-mels are padded to 431 frames by crnn.prepare_features
+        prepare_features="calitag.models.crnn:prepare_features",
     )
 )
 

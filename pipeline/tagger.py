@@ -6,24 +6,24 @@ across recordings, and aggregates window scores into one clip score per class.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 
-from calitag.errors import AudioError, DeviceError, ModelNotFoundError
+from calitag.errors import AudioError, DeviceError, MissingDependencyError, ModelNotFoundError
 from calitag.models.checkpoints import resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
-from calitag.pipeline.audio import Aggregate, Window, resample, stream_windows, windows
-from calitag.pipeline.features import LogMel
+from calitag.pipeline.audio import Aggregate, RunningAggregate, Window, resample, stream_windows, windows
 from calitag.pipeline.types import FrameScores, Scores, Tags, Waveform
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,24 @@ DEFAULT_BATCH_SIZE = 8
 
 #: A recording: a path, a Waveform (any rate: resampled), or a 1-D array at the model's rate.
 AudioInput = Union[str, Path, Waveform, np.ndarray]
+
+
+def import_torch(what: str) -> Any:
+    """``import torch``, or a one-line error naming the extra that installs it.
+
+    Raises
+    ------
+    MissingDependencyError
+        torch is not installed.
+    """
+    try:
+        import torch
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"{what} needs PyTorch, which is not installed: pip install \"calitag[torch]\" "
+            "(CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu first)"
+        ) from err
+    return torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -51,7 +69,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ------
     DeviceError
         For an unknown device or one this machine does not have.
+    MissingDependencyError
+        torch is not installed.
     """
+    torch = import_torch("choosing a torch device")
     if isinstance(device, str) and device.strip().lower() == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -75,6 +96,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def resolve_numpy_device(device: Any = "auto") -> str:
+    """The device of a numpy/onnxruntime model: "cpu", or "cuda[:N]" when asked for (the model checks it).
+
+    "auto" is the CPU: numpy models run there unless CUDA is requested explicitly.
+
+    Raises
+    ------
+    DeviceError
+        For a name other than auto, cpu, cuda or cuda:N.
+    """
+    name = str(device).strip().lower()
+    if name in ("auto", "cpu"):
+        return "cpu"
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise DeviceError(f"unknown device {device!r} for a numpy model; expected auto, cpu, cuda or cuda:N")
+
+
 @dataclass(frozen=True)
 class _Item:
     index: int
@@ -94,11 +133,12 @@ class Tagger:
         spec: ModelSpec,
         model: Any,
         *,
-        device: torch.device,
+        device: torch.device | str,
         checkpoint: Path | None = None,
         thresholds: Any = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         optimize: bool = False,
+        frontend: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if batch_size < 1:
             raise AudioError(f"batch_size must be at least 1, got {batch_size}")
@@ -111,13 +151,20 @@ class Tagger:
         self.batch_size = batch_size
         self.class_names: tuple[str, ...] = spec.class_names
         self.model = model.eval().to(device)
-        self.frontend = LogMel(spec.frontend).to(device)
-        self._prepare = getattr(model, "prepare_features", None) or getattr(
-            importlib.import_module(spec.builder.split(":")[0]), "prepare_features", None
-        )
+        # numpy models (spec.runtime "numpy") get an array frontend and never touch torch.
+        self._numpy = spec.runtime == "numpy"
+        if frontend is not None:
+            self.frontend = frontend
+        elif self._numpy:
+            self.frontend = spec.resolve_array_frontend()(spec.frontend)
+        else:
+            from calitag.pipeline.features import LogMel
+
+            self.frontend = LogMel(spec.frontend).to(device)
+        self._prepare = getattr(model, "prepare_features", None) or spec.resolve_prepare_features()
         self._warned_default = False
         # Traced on the first batch: see ModelSpec.traceable. Frame outputs stay eager.
-        self._optimize = optimize and spec.traceable and device.type == "cpu" and isinstance(model, torch.nn.Module)
+        self._optimize = optimize and spec.traceable and not self._numpy and getattr(device, "type", device) == "cpu"
         self._traced: Any = None
 
     @property
@@ -188,7 +235,7 @@ class Tagger:
             A thresholds file for another model or class list, or a malformed one.
         """
         spec = get_spec(name)
-        resolved_device = resolve_device(device)
+        resolved_device = resolve_numpy_device(device) if spec.runtime == "numpy" else resolve_device(device)
         path = resolve_checkpoint(spec.name, checkpoint, cache_dir, on_progress=on_progress)
         if path is None:
             logger.warning(
@@ -241,6 +288,17 @@ class Tagger:
 
     def _forward(self, batch: np.ndarray, *, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Waveforms (B, n) -> clip probs (B, C), frame probs (B, T_out, C) or None, feature frames."""
+        if self._numpy:
+            features = self.frontend(batch)
+            if self._prepare is not None:
+                features = self._prepare(features)
+            n_feature_frames = int(features.shape[-1])
+            if frames:
+                clip, frame_probs = self.model.forward_frames(features)
+                return np.asarray(clip, np.float32), np.asarray(frame_probs, np.float32), n_feature_frames
+            return np.asarray(self.model(features), np.float32), None, n_feature_frames
+        import torch
+
         with torch.inference_mode():
             waves = torch.from_numpy(batch).to(self.device)
             features = self.frontend(waves)
@@ -257,6 +315,8 @@ class Tagger:
         if not self._optimize:
             return self.model
         if self._traced is None:
+            import torch
+
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 # The shape checks in forward() are fixed by the trace; inputs here always pass them.
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -307,13 +367,11 @@ class Tagger:
         AudioError
             For an input that is not audio of the expected shape, or an unknown ``aggregate``.
         """
-        if aggregate not in ("max", "mean"):
-            raise AudioError(f"unknown aggregation {aggregate!r}; expected 'max' or 'mean'")
+        RunningAggregate(aggregate)  # checks the name before any file is read
         entries = self._as_list(items)
         sources = [""] * len(entries)
         # Folded as windows arrive, so a long file holds one row per class, not one per window.
-        folded: list[np.ndarray | None] = [None] * len(entries)
-        counts = [0] * len(entries)
+        folded = [RunningAggregate(aggregate) for _ in entries]
 
         def prepared() -> Iterator[_Item]:
             for index, entry in enumerate(entries):
@@ -324,20 +382,8 @@ class Tagger:
         for members, batch in self._batches(prepared()):
             probs, _, _ = self._forward(batch)
             for (index, _), row in zip(members, probs):
-                row = row.astype(np.float64)
-                previous = folded[index]
-                if previous is None:
-                    folded[index] = row
-                elif aggregate == "max":
-                    folded[index] = np.maximum(previous, row)
-                else:
-                    folded[index] = previous + row
-                counts[index] += 1
-        rows = [
-            (acc / count if aggregate == "mean" else acc)
-            for acc, count in zip(folded, counts)
-            if acc is not None
-        ]
+                folded[index].add(row)
+        rows = [acc.result() for acc in folded if acc.count]
         clip = np.asarray(rows, dtype=np.float32).reshape(len(entries), len(self.class_names))
         return Scores(probs=clip, class_names=self.class_names, model=self.name, sources=tuple(sources))
 
