@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib
-import importlib.resources
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -133,6 +132,8 @@ def available_models() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def _read_label_file(filename: str) -> tuple[str, ...]:
+    import importlib.resources  # here, not at import: `calitag --help` reads no label file
+
     resource = importlib.resources.files("calitag.models") / "labels" / filename
     try:
         text = resource.read_text(encoding="utf-8")

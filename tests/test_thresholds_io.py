@@ -17,10 +17,9 @@ NAMES = ("Speech", "Dog", "Cat")
 
 
 @pytest.fixture()
-def fitted(shared) -> Thresholds:
-    """Thresholds fitted with sgl on three DCASE2019 classes."""
-    with np.load(shared / "data" / "dcase2019_task4_val.npz") as data:
-        scores, labels = data["val_scores"][:, 1:4], data["val_labels"][:, 1:4]
+def fitted(tagger_like_scores) -> Thresholds:
+    """Thresholds fitted with sgl on three classes of seeded tagger-like scores."""
+    scores, labels = tagger_like_scores[0][:, 1:4], tagger_like_scores[1][:, 1:4]
     return fit(scores, labels, method="sgl", init=0.5, class_names=NAMES, model="crnn-dcase2019",
                model_sha256="ab" * 32)
 
