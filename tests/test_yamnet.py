@@ -130,9 +130,9 @@ def test_quantisation_read_from_graph_covers_log_mel_range(model):
     assert model.outputs_logits
 
 
-def test_quantise_round_trip_within_half_step(model, shared, frontend):
+def test_quantise_round_trip_within_half_step(model, audio_samples, frontend):
     """Quantising then dequantising real log-Mel features errs by at most half a quantisation step."""
-    samples, rate = sf.read(shared / "audio" / "R9_ZSCveAHg_7s.wav", dtype="float32")
+    samples, rate = sf.read(audio_samples / "speech_alarm_clock_01.wav", dtype="float32")
     features = _logmel(frontend, librosa.resample(samples, orig_sr=rate, target_sr=16_000)).numpy()
     restored = model.input_quant.dequantise(model.input_quant.quantise(features))
     inside = features >= model.input_quant.dequantise(np.array([0], np.uint8))[0]
@@ -163,9 +163,9 @@ def test_patching_pads_to_whole_patches(model):
     assert probs.shape == (2, 3, 521) and probs.min() >= 0 and probs.max() <= 1
 
 
-def test_speech_clip_gives_speech_first(model, class_names, shared, frontend):
-    """The shared speech clip gets Speech as its top class."""
-    samples, rate = sf.read(shared / "audio" / "R9_ZSCveAHg_7s.wav", dtype="float32")
+def test_speech_clip_gives_speech_first(model, class_names, audio_samples, frontend):
+    """A bundled speech recording gets Speech as its top class."""
+    samples, rate = sf.read(audio_samples / "speech_01.wav", dtype="float32")
     features = _logmel(frontend, librosa.resample(samples, orig_sr=rate, target_sr=16_000))
     assert _top(model, class_names, features, 1) == ["Speech"]
 
