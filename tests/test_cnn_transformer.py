@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import soxr
-import torch
+torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 from calitag.errors import AudioError, CheckpointError
 from calitag.models import cnn_transformer

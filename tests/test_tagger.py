@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
+torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 from calitag.errors import AudioLoadError, DeviceError, ModelNotFoundError, ThresholdsMismatchError
 from calitag.models import debug
