@@ -18,7 +18,7 @@ from calitag._fileio import atomic_output
 from calitag.errors import LabelsError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
-from calitag.pipeline.labels import ClipLabels, check_labels
+from calitag.pipeline.labels import ClipLabels, check_label_names
 from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger
 from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.metrics import fbeta_np, report_from_counts
@@ -247,7 +247,7 @@ def calibrate(
     notes: list[str] = []
     unknown = sorted({lab for labs in labels.labels.values() for lab in labs if lab not in known})
     if unknown and not skip_missing:
-        check_labels(labels, class_names, model=tagger.name)
+        check_label_names(labels, class_names, model=tagger.name)
     if unknown:
         notes.append(f"ignored {len(unknown)} label(s) that are not {tagger.name} classes: {', '.join(unknown[:8])}")
     missing = tuple(sorted(name for name in labels.labels if not (folder / name).is_file()))
@@ -272,7 +272,7 @@ def calibrate(
         raise LabelsError(f"{labels.source}: {len(names)} usable clip(s); calibration needs at least 2")
     columns = np.array([class_names.index(c) for c in classes])
     sub_scores = scores[:, columns].astype(np.float64)
-    targets = ClipLabels({n: tuple(l for l in labels.labels[n] if l in classes) for n in names}, labels.source).matrix(names, classes)
+    targets = ClipLabels({n: tuple(l for l in labels.labels[n] if l in classes) for n in names}, labels.source).targets(names, classes)
     options = {"seed": seed, **options} if method in ("sgl", "heuristic") else dict(options)
 
     def fit_on(index: np.ndarray) -> Thresholds:
