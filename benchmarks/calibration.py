@@ -27,7 +27,7 @@ from calitag.thresholds import NoPositivesWarning, ScoreIndex, evaluate, fit, sy
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Reference micro-F1 (%) from the paper (eval, val), as listed in ../shared/DESIGN.md.
+# Reference micro-F1 (%) from the paper (eval, val), as listed in the design notes.
 PAPER = {
     ("DCASE2017", "default"): (59.0, 53.8),
     ("DCASE2017", "sgl"): (62.0, 61.8),

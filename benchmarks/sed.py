@@ -32,10 +32,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from calitag.pipeline.events import Postprocess, detect_events, postprocess_from_authors, read_events_tsv
-    from calitag.pipeline.sed_metrics import event_based_scores, segment_based_scores
+    from calitag.thresholds.events import Postprocess, detect_events, postprocess_from_authors, read_events_tsv
+    from calitag.thresholds.events.metrics import event_based_scores, segment_based_scores
     from calitag.pipeline.tagger import Tagger
-    from calitag.thresholds.events_tuning import tune_events
+    from calitag.thresholds.events.tuning import tune_events
 
     if not CHECKPOINT.is_file():
         print(f"needs the CRNN weights at {CHECKPOINT}", file=sys.stderr)

@@ -22,7 +22,12 @@ def main() -> None:
 
 from pathlib import Path as _Path  # noqa: E402
 
+# Choice lists come from the library (modules that import no numpy or torch).
 from calitag.models.registry import available_models as _available_models  # noqa: E402
+from calitag.pipeline.records import FORMATTERS as _RECORD_FORMATTERS  # noqa: E402
+from calitag.thresholds.choices import METHODS, OBJECTIVES, SGL_ENGINES  # noqa: E402
+
+_CLI_OBJECTIVES = [name.replace("_", "-") for name in OBJECTIVES]
 
 _CACHE_DIR_OPTION = click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=_Path), default=None,
@@ -61,15 +66,9 @@ def _download_progress(desc: str):  # -> (callback, close)
 
 def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
     """Files as given; a folder becomes the audio files directly inside it, sorted."""
-    from calitag.pipeline.audio import AUDIO_EXTENSIONS
+    from calitag.pipeline.jobs import expand_inputs
 
-    expanded: list[_Path] = []
-    for path in paths:
-        if path.is_dir():
-            expanded.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS))
-        else:
-            expanded.append(path)
-    return expanded
+    return expand_inputs(paths)
 
 
 def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8,
@@ -207,7 +206,7 @@ def _tag_segments(tagger, paths: list[_Path], *, segment_s: float, top_k: int | 
         raise SystemExit(1)
 
 
-# --- models (issue 4) ----------------------------------------------------------------------
+# --- models ----------------------------------------------------------------------------
 
 
 @main.group("models")
@@ -279,7 +278,7 @@ def models_import(name: str, file: _Path, cache_dir: _Path | None) -> None:
     click.echo(f"{name}: {path}")
 
 
-# --- thresholds (issue 3) ------------------------------------------------------------------
+# --- thresholds ------------------------------------------------------------------------
 # Score files in, thresholds file / metrics out. Bad input -> `error: MESSAGE` on stderr, exit 1.
 
 _SCORES_ARGUMENT = click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False, path_type=_Path))
@@ -314,10 +313,9 @@ def thresholds_group() -> None:
 @thresholds_group.command("fit")
 @_SCORES_ARGUMENT
 @_LABELS_OPTION
-@click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
+@click.option("--method", type=click.Choice(METHODS), default="sgl",
               show_default=True, help="Solver: SGL-Thresh, one global threshold, dichoThresh, numThresh, exact search.")
-@click.option("--objective", type=click.Choice(["micro-f1", "macro-f1", "micro-fbeta", "macro-fbeta"]),
-              default="micro-f1", show_default=True)
+@click.option("--objective", type=click.Choice(_CLI_OBJECTIVES), default="micro-f1", show_default=True)
 @click.option("--beta", type=float, default=None, help="Recall weight of the *-fbeta objectives (default 1).")
 @click.option("--init", type=click.FloatRange(0, 1), default=None,
               help="Start threshold (the threshold itself for --method default; 0.5 there). Without it the "
@@ -325,7 +323,7 @@ def thresholds_group() -> None:
 @click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01).")
 @click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100).")
 @click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50).")
-@click.option("--engine", type=click.Choice(["fast", "autograd"]), default=None,
+@click.option("--engine", type=click.Choice(SGL_ENGINES), default=None,
               help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix.")
 @click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0).")
 @click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver.")
@@ -412,17 +410,14 @@ def thresholds_evaluate(scores_path: _Path, thresholds_path: _Path, labels_path:
     import json
     import warnings
 
-    from calitag.errors import ScoresError, TaggingError
+    from calitag.errors import TaggingError
     from calitag.thresholds import Thresholds, evaluate
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             data = _read_score_set(scores_path, labels_path, logits)
-            use = ("eval" if data.eval_scores is not None else "val") if split == "auto" else split
-            if use == "eval" and data.eval_scores is None:
-                raise ScoresError(f"{scores_path} has no eval split (eval_scores/eval_labels): use --split val")
-            scores, labels = (data.eval_scores, data.eval_labels) if use == "eval" else (data.val_scores, data.val_labels)
+            use, scores, labels = data.split(split)
             if labels is None:
                 raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
             thresholds = Thresholds.load(thresholds_path, expected_classes=data.class_names)
@@ -490,7 +485,7 @@ def thresholds_report(thresholds_path: _Path, scores_path: _Path, labels_path: _
     click.echo(f"wrote {out_path}")
 
 
-# --- calibrate (issue 5) -------------------------------------------------------------------
+# --- calibrate -------------------------------------------------------------------------
 
 
 class _Progress:
@@ -533,9 +528,9 @@ class _Progress:
               help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
 @_CHECKPOINT_OPTION
-@click.option("--method", type=click.Choice(["sgl", "default", "heuristic", "numeric", "exact"]), default="sgl",
-              show_default=True, help="Threshold solver.")
-@click.option("--objective", type=click.Choice(["micro-f1", "macro-f1"]), default="micro-f1", show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="sgl", show_default=True, help="Threshold solver.")
+@click.option("--objective", type=click.Choice([o for o in _CLI_OBJECTIVES if o.endswith("-f1")]), default="micro-f1",
+              show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Share of the clips held out to measure the thresholds (stratified).")
 @click.option("--folds", type=click.IntRange(min=2), default=None,
@@ -649,14 +644,14 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
     click.echo(f"wrote {out_path}")
 
 
-# --- batch (issue 5) -----------------------------------------------------------------------
+# --- batch -----------------------------------------------------------------------------
 
 
 @main.command("batch")
 @click.argument("folder", metavar="SOURCE")
 @click.option("--out", "out_path", required=True,
               help="Results: a file (jsonl, csv) appended as files finish, or a folder of Parquet part files.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+@click.option("--format", "fmt", type=click.Choice([*_RECORD_FORMATTERS, "parquet"]), default=None,
               help="Default: parquet with --engine ray, else from the --out extension (.csv -> csv, else jsonl).")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
 @_CHECKPOINT_OPTION
@@ -699,12 +694,13 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     """
     from calitag.errors import TaggingError
     from calitag.pipeline.batch import find_audio_files, run_batch
+    from calitag.pipeline.jobs import batch_record, record_format
     from calitag.pipeline.records import ROWS_PER_PART, ParquetWriter, RecordWriter
     from calitag.models.checkpoints import file_digests
     from calitag.models.registry import get_spec
 
     if fmt is None:
-        fmt = "parquet" if engine == "ray" else ("csv" if out_path.lower().endswith(".csv") else "jsonl")
+        fmt = "parquet" if engine == "ray" else record_format(out_path)
     if engine == "local" and "://" in folder:
         raise click.UsageError("a URI SOURCE needs --engine ray")
     class_names = get_spec(model_name).class_names
@@ -746,21 +742,9 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     def record(result) -> None:
         if result.error is not None:
             click.echo(f"skip {result.path}: {result.error.removeprefix(result.path + ': ')}", err=True)
-            writer.write({"path": result.path, "model": model_name, "thresholds": thresholds_id,
-                          "error": result.error.removeprefix(result.path + ": ")})
-            return
-        order = result.scores.argsort()[::-1]
-        if not all_scores:
-            order = order[:top_k]
-        writer.write({
-            "path": result.path,
-            "duration_s": round(result.duration_s, 3),
-            "tags": [label for label, _ in result.tags],
-            "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
-            "model": model_name,
-            "thresholds": thresholds_id,
-            **({"segments": timelines.pop(result.path)} if segment_s is not None else {}),
-        })
+        writer.write(batch_record(result, class_names=class_names, model=model_name, thresholds_id=thresholds_id,
+                                  top_k=None if all_scores else top_k,
+                                  segments=timelines.pop(result.path, None) if segment_s is not None else None))
 
     timelines: dict[str, list[dict]] = {}
     progress = _Progress(len(todo), "tagging")
@@ -828,7 +812,7 @@ def _batch_segments(tagger, paths, *, segment_s: float, top_k: int, timelines: d
     return results
 
 
-# --- detect, calibrate-events (issue 6) ----------------------------------------------------
+# --- detect, calibrate-events ----------------------------------------------------------
 # Sound event detection: frame scores -> per-class post-processing -> DCASE event TSV.
 
 
@@ -841,19 +825,6 @@ def _frame_level_models() -> list[str]:
 _SED_MODEL_OPTION = click.option(
     "--model", "model_name", type=click.Choice(_frame_level_models()), default="crnn-dcase2019", show_default=True,
     help="A frame-level model.")
-
-
-def _table_names(paths: list[_Path]) -> list[str]:
-    """Names of files in an events table: base names, or paths below their common folder where two
-    base names are equal (A/x.flac and B/x.flac stay apart)."""
-    import os
-
-    names = [p.name for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    absolute = [os.path.abspath(p) for p in paths]
-    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
-    return [_Path(os.path.relpath(a, root)).as_posix() for a in absolute]
 
 
 @main.command("detect")
@@ -875,27 +846,25 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     still processed; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.events import Postprocess, detect_events, load_postprocess, write_events_tsv
+    from calitag.pipeline.jobs import detect, resolve_postprocess, table_names
+    from calitag.thresholds.events import write_events_tsv
 
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    if postprocess_path is None:
+        click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
+                   "(tune one with calitag calibrate-events)", err=True)
     try:
-        if postprocess_path is not None:
-            postprocess = load_postprocess(postprocess_path, class_names=tagger.class_names,
-                                           expected_model=model_name)
-        else:
-            click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
-                       "(tune one with calitag calibrate-events)", err=True)
-            postprocess = Postprocess.uniform(tagger.class_names)
+        postprocess = resolve_postprocess(tagger, postprocess_path)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
     events, done, failed = [], [], 0
-    names = _table_names(paths)
+    names = table_names(paths)
     for path, name in zip(paths, names):
         try:
-            found = detect_events(tagger.frame_scores(path), postprocess, file=name)
+            found = detect(tagger, [path], postprocess, names=[name])
         except TaggingError as err:
             failed += 1
             click.echo(f"skip {path}: {err}", err=True)
@@ -934,59 +903,29 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
                              metric: str, solver: str, seed: int, out_path: _Path, device: str,
                              cache_dir: _Path | None, report_path: _Path | None) -> None:
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
-    import dataclasses
     import math
 
-    import numpy as np
-
     from calitag.errors import TaggingError
-    from calitag.pipeline.events import read_events_tsv
-    from calitag.thresholds.events_tuning import tune_events
-    from calitag.thresholds.io import Thresholds
+    from calitag.pipeline.jobs import calibrate_events, existing_thresholds, read_event_table
 
-    try:
+    try:  # a bad table, --out or --report file is reported before the model loads
         if report_path is not None:
             from calitag.thresholds.report import check_report_target
 
-            check_report_target(report_path)  # before the work, not after it
-        table = read_events_tsv(events_path)
-        existing = None
-        if out_path.exists():
-            existing = Thresholds.load(out_path, expected_model=model_name)
+            check_report_target(report_path)
+        table = read_event_table(events_path)
+        existing_thresholds(out_path, model=model_name)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    missing = [f for f in table.files if not (folder / f).is_file()]
-    if missing:
-        raise click.ClickException(
-            f"{events_path} names {len(missing)} file(s) not in {folder}, e.g. {missing[:3]}")
-    on_disk = {p.name for p in _expand_inputs((folder,))}
-    unlabeled = sorted(on_disk - set(table.files))
-    if unlabeled:
-        click.echo(f"ignoring {len(unlabeled)} audio file(s) of {folder} not listed in {events_path}", err=True)
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
-    if existing is not None:
-        try:
-            existing.check_compatible(expected_classes=tagger.class_names, source=str(out_path))
-        except TaggingError as err:
-            raise click.ClickException(str(err)) from err
     try:
-        scores = []
-        for name in table.files:
-            scores.append(tagger.frame_scores(folder / name))
-        result = tune_events(scores, table, metric=metric, solver=solver, seed=seed)
+        calibration = calibrate_events(tagger, folder, table, out=out_path, metric=metric, solver=solver, seed=seed)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    if existing is not None:
-        thresholds = dataclasses.replace(existing, events=result.events)
-    else:
-        thresholds = Thresholds(
-            values=np.full(len(tagger.class_names), 0.5), class_names=tagger.class_names, model=model_name,
-            method="default", options={"threshold": 0.5}, objective="micro_f1", events=result.events,
-        )
-    try:
-        thresholds.save(out_path)
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
+    if calibration.unlabeled_files:
+        click.echo(f"ignoring {len(calibration.unlabeled_files)} audio file(s) of {folder} not listed in "
+                   f"{events_path}", err=True)
+    result = calibration.tuning
     click.echo(f"{'class':<28} {'F1 tuned':>9} {'F1 0.5':>7}  parameters")
     baseline = result.baseline_class_scores
     for label in result.postprocess.class_names:
@@ -997,18 +936,18 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
         binar = (f"> {p.threshold:.3f}" if p.binarize == "threshold" else f"hyst {p.threshold:.3f}/{p.low:.3f}")
         click.echo(f"{label:<28} {100 * f1:>9.1f} {100 * baseline[label]:>7.1f}  {p.smoothing} {p.kernel_frames} "
                    f"frames, {binar}, min gap {p.min_gap_s:.2f} s, min length {p.min_duration_s:.2f} s")
-    click.echo(f"{metric}-based macro-F1 on {len(scores)} file(s): {100 * result.score:.1f} "
+    click.echo(f"{metric}-based macro-F1 on {calibration.n_files} file(s): {100 * result.score:.1f} "
                f"(threshold 0.5: {100 * result.baseline_score:.1f}); fit {result.seconds:.2f} s -> {out_path}")
     if report_path is not None:
         from calitag.thresholds.report import report, write_report
 
-        meta = {"model": model_name, "data": str(folder), "labels": str(events_path), "n_clips": len(scores),
+        meta = {"model": model_name, "data": str(folder), "labels": str(events_path), "n_clips": calibration.n_files,
                 "method": f"event post-processing tuned with {solver}", "objective": f"{metric}-based macro-F1",
                 "title": f"Event detection calibration: {model_name}"}
-        section = {**result.events, "class_scores": result.class_scores,
+        section = {**result.postprocess.to_dict(), "class_scores": result.class_scores,
                    "baseline_class_scores": result.baseline_class_scores}
         try:
-            write_report(report_path, report(None, None, thresholds, meta=meta, events=section))
+            write_report(report_path, report(None, None, calibration.thresholds, meta=meta, events=section))
         except TaggingError as err:
             raise click.ClickException(str(err)) from err
         click.echo(f"wrote {report_path}")

@@ -69,3 +69,7 @@ class DownloadError(ModelNotFoundError):
 
 class EngineError(TaggingError):
     """A batch engine is not installed, or its cluster cannot be reached or fails."""
+
+
+class MissingDependencyError(TaggingError):
+    """A feature needs an optional dependency that is not installed (the message names the extra)."""

@@ -1,26 +1,13 @@
-"""Model registry, architectures, checkpoints and label lists."""
+"""Model registry, architectures, checkpoints and label lists (names load on first use)."""
 
-from calitag.models.checkpoints import cache_dir, fetch, import_checkpoint, resolve_checkpoint
-from calitag.models.registry import (
-    MODELS,
-    CheckpointSpec,
-    FrontendConfig,
-    ModelSpec,
-    available_models,
-    get_spec,
-    load_class_names,
-)
+from calitag._lazy import attach
 
-__all__ = [
-    "MODELS",
-    "CheckpointSpec",
-    "FrontendConfig",
-    "ModelSpec",
-    "available_models",
-    "cache_dir",
-    "fetch",
-    "get_spec",
-    "import_checkpoint",
-    "load_class_names",
-    "resolve_checkpoint",
-]
+_CHECKPOINTS = "calitag.models.checkpoints"
+_REGISTRY = "calitag.models.registry"
+_EXPORTS = {
+    **dict.fromkeys(("cache_dir", "fetch", "import_checkpoint", "resolve_checkpoint"), _CHECKPOINTS),
+    **dict.fromkeys(("MODELS", "CheckpointSpec", "FrontendConfig", "ModelSpec", "available_models", "get_spec",
+                     "load_class_names"), _REGISTRY),
+}
+__all__ = sorted(_EXPORTS)
+attach(__name__, _EXPORTS)

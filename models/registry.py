@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib
-import importlib.resources
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -66,6 +65,12 @@ class ModelSpec:
     """A registry entry.
 
     builder: "module:attr" of a callable returning the nn.Module (or runtime) for this model.
+    prepare_features: "module:attr" of a function applied to the frontend's features before the
+      model (e.g. the CRNN's padding to 431 frames), or None.
+    runtime: "torch": the frontend is calitag.pipeline.features.LogMel and the model takes and gives
+      tensors; "numpy": ``array_frontend`` ("module:attr" of a class built from the FrontendConfig)
+      maps waveforms (batch, n_samples) to features, and the model takes and gives numpy arrays, so
+      torch is never imported.
     window_s / hop_s: analysis window for long recordings and the step between windows.
     min_window_s: recordings shorter than this are zero-padded to it (the shortest input the
       architecture accepts); a recording between min_window_s and window_s is one window as is.
@@ -89,15 +94,31 @@ class ModelSpec:
     # so only long runs ask for it (Tagger(optimize=True), `calitag batch`).
     traceable: bool = False
     extra: dict = field(default_factory=dict)
+    prepare_features: str | None = None
+    runtime: Literal["torch", "numpy"] = "torch"
+    array_frontend: str | None = None
 
     def resolve_builder(self) -> Callable:
-        module_name, attr = self.builder.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return _resolve(self.builder)
+
+    def resolve_prepare_features(self) -> Callable | None:
+        return _resolve(self.prepare_features) if self.prepare_features else None
+
+    def resolve_array_frontend(self) -> Callable:
+        if self.array_frontend is None:
+            raise ModelNotFoundError(f"{self.name}: runtime 'numpy' needs an array_frontend in its registry entry")
+        return _resolve(self.array_frontend)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         """The model's output classes, in output order (read from its label list)."""
         return load_class_names(self.labels)
+
+
+def _resolve(target: str) -> Callable:
+    """The object named by ``"module:attr"``."""
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 # Filled in below; see each architecture module for the facts it reproduces.
@@ -116,6 +137,8 @@ def available_models() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def _read_label_file(filename: str) -> tuple[str, ...]:
+    import importlib.resources  # here, not at import: `calitag --help` reads no label file
+
     resource = importlib.resources.files("calitag.models") / "labels" / filename
     try:
         text = resource.read_text(encoding="utf-8")
@@ -179,7 +202,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 # --- entries ------------------------------------------------------------------------------
-# Facts from DESIGN.md. Each builder is "module:function" with the signature
+# Facts from the design notes. Each builder is "module:function" with the signature
 #   load(checkpoint: Path | None, *, seed: int = 0) -> model
 # where model(features (batch, n_mels, n_frames)) -> probabilities (batch, n_classes).
 
@@ -230,6 +253,8 @@ register(
         builder="calitag.models.yamnet:load",
         labels="yamnet_521.csv",
         frontend=YAMNET_FRONTEND,
+        runtime="numpy",  # numpy frontend + onnxruntime: no torch
+        array_frontend="calitag.models.frontend:NumpyLogMel",
         checkpoint=YAMNET_CHECKPOINT,
         window_s=10.0,
         hop_s=5.0,
@@ -247,6 +272,8 @@ register(
         builder="calitag.models.yamnet:load_int8",
         labels="yamnet_521.csv",
         frontend=YAMNET_FRONTEND,
+        runtime="numpy",  # numpy frontend + onnxruntime: no torch
+        array_frontend="calitag.models.frontend:NumpyLogMel",
         checkpoint=YAMNET_CHECKPOINT,
         window_s=10.0,
         hop_s=5.0,
@@ -326,10 +353,11 @@ register(
         description="DCASE2019 task 4 CRNN (Cances & Pellegrini), 10 DESED classes",
         frame_level=True,
         min_window_s=0.1,  # shorter log-mels are padded to 431 frames by crnn.prepare_features
+        prepare_features="calitag.models.crnn:prepare_features",
     )
 )
 
-# The frame-level PANNs variant (issue 6). Same Zenodo record; md5 from the record, sha256 as
+# The frame-level PANNs variant. Same Zenodo record; md5 from the record, sha256 as
 # recorded for this file by several independent projects.
 CNN14_DECISION_LEVEL_MAX_CHECKPOINT = CheckpointSpec(
     filename="Cnn14_DecisionLevelMax_mAP=0.385.pth",

@@ -1,44 +1,17 @@
-"""Audio I/O, features, the Tagger and the batch runner."""
+"""Audio I/O, features, the Tagger, the batch runner and the jobs over many files (names load on first use).
 
-from calitag.pipeline.audio import (
-    AudioInfo,
-    Window,
-    aggregate,
-    load_audio,
-    probe_audio,
-    resample,
-    stream_audio,
-    stream_windows,
-    windows,
-)
-from calitag.pipeline.types import Features, FrameScores, Scores, Tags, Waveform
+Decoder processes import only calitag.pipeline.audio, so they start in a fraction of a second.
+"""
 
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "AudioInfo",
-    "Features",
-    "FrameScores",
-    "Scores",
-    "Tagger",
-    "Tags",
-    "Waveform",
-    "Window",
-    "aggregate",
-    "load_audio",
-    "probe_audio",
-    "resample",
-    "resolve_device",
-    "stream_audio",
-    "stream_windows",
-    "windows",
-]
+from calitag._lazy import attach
 
-
-def __getattr__(name: str):
-    # The Tagger imports torch: load it on first use, so that decoder processes, which import
-    # only calitag.pipeline.audio, start in a fraction of a second.
-    if name in ("DEFAULT_THRESHOLD", "Tagger", "resolve_device"):
-        from calitag.pipeline import tagger
-
-        return getattr(tagger, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_AUDIO = "calitag.pipeline.audio"
+_TAGGER = "calitag.pipeline.tagger"
+_EXPORTS = {
+    **dict.fromkeys(("AudioInfo", "RunningAggregate", "Window", "aggregate", "load_audio", "probe_audio", "resample",
+                     "stream_audio", "stream_windows", "windows"), _AUDIO),
+    **dict.fromkeys(("Features", "FrameScores", "Scores", "Tags", "Waveform"), "calitag.pipeline.types"),
+    **dict.fromkeys(("DEFAULT_THRESHOLD", "Tagger", "load_tagger", "resolve_device"), _TAGGER),
+}
+__all__ = sorted(_EXPORTS)
+attach(__name__, _EXPORTS)

@@ -599,8 +599,44 @@ def check_finite_scores(probs: np.ndarray, samples: np.ndarray, source: str) -> 
         )
 
 
+class RunningAggregate:
+    """Window scores folded into one clip score as they arrive, so a long file holds one row per class.
+
+    The one implementation of ``--aggregate``: :func:`aggregate`, the Tagger and the batch runner use it.
+
+    Raises
+    ------
+    AudioError
+        For an unknown ``how`` (at construction), or :meth:`result` before any window.
+    """
+
+    def __init__(self, how: Aggregate = "max") -> None:
+        if how not in ("max", "mean"):
+            raise AudioError(f"unknown aggregation {how!r}; expected 'max' or 'mean'")
+        self.how = how
+        self.count = 0
+        self._folded: np.ndarray | None = None
+
+    def add(self, window_scores: np.ndarray) -> None:
+        """Fold the scores of one window, shape (n_classes,), in float64."""
+        row = np.asarray(window_scores, dtype=np.float64)
+        if self._folded is None:
+            self._folded = row.copy()
+        elif self.how == "max":
+            np.maximum(self._folded, row, out=self._folded)
+        else:
+            self._folded += row
+        self.count += 1
+
+    def result(self) -> np.ndarray:
+        """The clip score, float64 of shape (n_classes,)."""
+        if self._folded is None:
+            raise AudioError("no window scores to aggregate")
+        return self._folded / self.count if self.how == "mean" else self._folded.copy()
+
+
 def aggregate(window_scores: np.ndarray, *, how: Aggregate = "max") -> np.ndarray:
-    """Combine per-window scores (n_windows, n_classes) into one clip score (n_classes,).
+    """Combine per-window scores (n_windows, n_classes) into one clip score (n_classes,), in their dtype.
 
     Raises
     ------
@@ -609,8 +645,7 @@ def aggregate(window_scores: np.ndarray, *, how: Aggregate = "max") -> np.ndarra
     """
     if window_scores.ndim != 2 or window_scores.shape[0] == 0:
         raise AudioError(f"expected window scores of shape (n_windows>0, n_classes), got {window_scores.shape}")
-    if how == "max":
-        return window_scores.max(axis=0)
-    if how == "mean":
-        return window_scores.mean(axis=0)
-    raise AudioError(f"unknown aggregation {how!r}; expected 'max' or 'mean'")
+    folded = RunningAggregate(how)
+    for row in window_scores:
+        folded.add(row)
+    return folded.result().astype(window_scores.dtype)

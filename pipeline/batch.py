@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calitag.errors import AudioError, TaggingError
-from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, check_finite_scores, stream_windows
+from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, RunningAggregate, check_finite_scores, stream_windows
 from calitag.pipeline.types import Scores
 
 if TYPE_CHECKING:  # decoder processes import this module: keep torch out of it
@@ -62,11 +62,10 @@ class BatchProgress:
 class _Pending:
     """A file whose windows are still arriving or waiting in a batch."""
 
+    folded: RunningAggregate
     windows_in: int = 0
-    windows_done: int = 0
     ended: bool = False
     n_samples: int = 0
-    folded: np.ndarray | None = None
     error: str | None = None
 
 
@@ -233,8 +232,7 @@ def run_batch(
     list of FileResult
         In completion order.
     """
-    if aggregate not in ("max", "mean"):
-        raise AudioError(f"unknown aggregation {aggregate!r}; expected 'max' or 'mean'")
+    RunningAggregate(aggregate)  # checks the name before any decoder starts
     if workers < 0:
         raise AudioError(f"workers must be 0 or more, got {workers}")
     paths = [str(p) for p in paths]
@@ -248,13 +246,12 @@ def run_batch(
     def finish(index: int) -> None:
         nonlocal failed
         state = pending.pop(index)
-        if state.error is not None or state.folded is None:
+        if state.error is not None or not state.folded.count:
             result = FileResult(path=paths[index], duration_s=None, scores=None,
                                 error=state.error or f"{paths[index]}: no audio windows")
             failed += 1
         else:
-            clip = state.folded / state.windows_done if aggregate == "mean" else state.folded
-            clip = clip.astype(np.float32)
+            clip = state.folded.result().astype(np.float32)
             scores = Scores(probs=clip[None, :], class_names=tagger.class_names, model=tagger.name,
                             sources=(paths[index],))
             tags = tagger.tags_from_scores(scores)[0].labels if with_tags else ()
@@ -275,23 +272,18 @@ def run_batch(
                 check_finite_scores(row, samples, paths[index])
             except TaggingError as err:
                 state.error = state.error or str(err)
-            row = row.astype(np.float64)
-            if state.folded is None:
-                state.folded = row
-            elif aggregate == "max":
-                np.maximum(state.folded, row, out=state.folded)
-            else:
-                state.folded += row
-            state.windows_done += 1
+            state.folded.add(row)
         for index in {i for i, _ in members}:
             state = pending[index]
-            if state.ended and state.windows_done == state.windows_in:
+            if state.ended and state.folded.count == state.windows_in:
                 finish(index)
 
     source = _Decoders(paths, tagger, workers) if workers > 0 and paths else _InProcess(paths, tagger)
     try:
         for kind, index, payload in source.messages():
-            state = pending.setdefault(index, _Pending())
+            if index not in pending:
+                pending[index] = _Pending(RunningAggregate(aggregate))
+            state = pending[index]
             if kind == "window":
                 state.windows_in += 1
                 batch = batches.setdefault(len(payload), [])
@@ -309,7 +301,7 @@ def run_batch(
             elif kind == "end":
                 state.ended = True
                 state.n_samples = payload
-                if state.windows_done == state.windows_in:
+                if state.folded.count == state.windows_in:
                     finish(index)
         for length in list(batches):
             run(length)

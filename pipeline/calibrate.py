@@ -7,8 +7,6 @@ the calibration again (another method, split or objective) decodes nothing.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from calitag._fileio import atomic_output
 from calitag.errors import LabelsError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
-from calitag.pipeline.labels import ClipLabels, check_labels
+from calitag.pipeline.labels import ClipLabels, check_label_names
 from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger
 from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
@@ -119,13 +118,13 @@ class CalibrationResult:
 
 
 class ScoreCache:
-    """Clip scores keyed by ``model:checkpoint:file sha256``, stored in an npz (no pickle)."""
+    """Clip scores keyed by ``model:checkpoint:file sha256``, stored in an npz (no pickle); in memory only without a path."""
 
-    def __init__(self, path: Path, class_names: tuple[str, ...]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, class_names: tuple[str, ...]) -> None:
+        self.path = Path(path) if path is not None else None
         self.class_names = class_names
         self.rows: dict[str, np.ndarray] = {}
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             try:
                 with np.load(self.path, allow_pickle=False) as data:
                     if tuple(data["class_names"]) == class_names:
@@ -134,17 +133,13 @@ class ScoreCache:
                 logger.warning("ignoring unreadable score cache %s: %s", self.path, err)
 
     def save(self) -> None:
+        if self.path is None:
+            return
         keys = sorted(self.rows)
         scores = np.stack([self.rows[k] for k in keys]) if keys else np.zeros((0, len(self.class_names)), np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=np.array(keys, dtype=str), scores=scores.astype(np.float32),
-                         class_names=np.array(self.class_names, dtype=str))
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(self.path) as handle:
+            np.savez(handle, keys=np.array(keys, dtype=str), scores=scores.astype(np.float32),
+                     class_names=np.array(self.class_names, dtype=str))
 
 
 def cache_path_for(out: str | Path, model: str) -> Path:
@@ -259,7 +254,7 @@ def calibrate(
     folder: str | Path,
     labels: ClipLabels,
     *,
-    out: str | Path,
+    out: str | Path | None = None,
     method: str = "sgl",
     objective: str = "micro_f1",
     val_fraction: float = 0.5,
@@ -282,8 +277,8 @@ def calibrate(
         The audio files; names in ``labels`` are relative to it.
     labels : ClipLabels
         From :func:`calitag.pipeline.labels.read_clip_labels`.
-    out : str or Path
-        The thresholds file to write (atomically); the score cache goes beside it.
+    out : str or Path, optional
+        The thresholds file to write (atomically); the score cache goes beside it. None writes nothing.
     method, objective, **options
         Passed to :func:`calitag.thresholds.fit`.
     val_fraction : float
@@ -318,7 +313,7 @@ def calibrate(
     notes: list[str] = []
     unknown = sorted({lab for labs in labels.labels.values() for lab in labs if lab not in known})
     if unknown and not skip_missing:
-        check_labels(labels, class_names, model=tagger.name)
+        check_label_names(labels, class_names, model=tagger.name)
     if unknown:
         notes.append(f"ignored {len(unknown)} label(s) that are not {tagger.name} classes: {', '.join(unknown[:8])}")
     if scored is None:
@@ -337,7 +332,7 @@ def calibrate(
     n_listed = len(names)
     if scored is None:
         unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
-        cache = ScoreCache(cache_path_for(out, tagger.name), class_names)
+        cache = ScoreCache(cache_path_for(out, tagger.name) if out is not None else None, class_names)
         scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
                                          checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
     else:
@@ -363,7 +358,7 @@ def calibrate(
         raise LabelsError(f"{labels.source}: {len(names)} usable clip(s); calibration needs at least 2")
     columns = np.array([class_names.index(c) for c in classes])
     sub_scores = scores[:, columns].astype(np.float64)
-    targets = ClipLabels({n: tuple(l for l in labels.labels[n] if l in classes) for n in names}, labels.source).matrix(names, classes)
+    targets = ClipLabels({n: tuple(l for l in labels.labels[n] if l in classes) for n in names}, labels.source).targets(names, classes)
     options = {"seed": seed, **options} if method in ("sgl", "heuristic") else dict(options)
 
     def fit_on(index: np.ndarray) -> Thresholds:
@@ -424,7 +419,8 @@ def calibrate(
         },
         per_class=_full_per_class(fitted, columns, len(class_names)),
     )
-    thresholds.save(out)
+    if out is not None:
+        thresholds.save(out)
     return CalibrationResult(
         thresholds=thresholds, classes=classes, default=default_report, calibrated=calibrated_report,
         intervals=intervals, gains=gains, n_fit=n_fit, n_held_out=n_held, failed=tuple(failed), unlabeled_files=unlabeled,

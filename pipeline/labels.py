@@ -19,7 +19,10 @@ LABEL_COLUMNS = ("labels", "event_labels", "label")
 
 @dataclass(frozen=True)
 class ClipLabels:
-    """Labels of the clips in a folder, as read from a label file.
+    """Clip annotations: the class names of each clip of a folder, as read from a label file.
+
+    Words, one meaning each: *labels* are these annotations; *class names* are a model's output
+    classes; *targets* are the 0/1 matrices (clips x classes) built from labels for the solvers.
 
     labels: file name (relative to the folder, as written in the file) -> its class names.
     source: the label file.
@@ -28,8 +31,8 @@ class ClipLabels:
     labels: dict[str, tuple[str, ...]]
     source: str
 
-    def matrix(self, files: list[str], class_names: tuple[str, ...]) -> np.ndarray:
-        """Binary targets, shape (len(files), len(class_names)), rows in the order of ``files``."""
+    def targets(self, files: list[str], class_names: tuple[str, ...]) -> np.ndarray:
+        """0/1 targets, shape (len(files), len(class_names)), rows in the order of ``files``."""
         index = {name: i for i, name in enumerate(class_names)}
         out = np.zeros((len(files), len(class_names)), dtype=np.float32)
         for row, name in enumerate(files):
@@ -148,7 +151,7 @@ def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> Cl
     return ClipLabels(labels=labels, source=str(path))
 
 
-def check_labels(clip_labels: ClipLabels, class_names: tuple[str, ...], *, model: str) -> None:
+def check_label_names(clip_labels: ClipLabels, class_names: tuple[str, ...], *, model: str) -> None:
     """Raise LabelsError if a label is not one of the model's classes, naming the closest ones."""
     import difflib
 

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from calitag.errors import OutputError
 
 CSV_COLUMNS = ("path", "duration_s", "tags", "scores", "model", "thresholds", "error")
@@ -311,6 +309,8 @@ def read_all_scores(location: str | os.PathLike, *, model: str, class_names: tup
         Unreadable output; records of another model; scores that are not all classes (a run
         without ``--all-scores``); a CSV file (its scores are rounded to 4 decimals).
     """
+    import numpy as np  # on first use: `calitag --help` imports this module
+
     text = str(location)
     paths: list[str] = []
     rows: list = []

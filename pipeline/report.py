@@ -284,7 +284,7 @@ def _read_clip_scores(thresholds: Thresholds, path: Path, *, labels, folder, is_
     columns = [thresholds.class_names.index(c) for c in classes]
     scores = np.clip(np.stack(rows)[:, columns].astype(np.float64), 0.0, 1.0)
     kept = ClipLabels({n: tuple(l for l in clip_labels.labels[n] if l in classes) for n in used}, clip_labels.source)
-    targets = kept.matrix(used, classes).astype(bool)
+    targets = kept.targets(used, classes).astype(bool)
     missing = len(names) - len(used)
     note = f"; {missing} listed clip(s) without scores left out" if missing else ""
     return ReportInputs(scores, targets, classes,

@@ -6,27 +6,29 @@ across recordings, and aggregates window scores into one clip score per class.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 
-from calitag.errors import AudioError, AudioTypeError, DeviceError, ModelNotFoundError, ThresholdsMismatchError
+from calitag.errors import (
+    AudioError, AudioTypeError, DeviceError, MissingDependencyError, ModelNotFoundError, ThresholdsMismatchError,
+)
 from calitag.models.checkpoints import resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
 from calitag.pipeline.audio import (
-    Aggregate, Window, _sizes, check_finite_scores, resample, split_segments, stream_audio, stream_windows,
-    window_chunks, windows,
+    Aggregate, RunningAggregate, Window, _sizes, check_finite_scores, resample, split_segments, stream_audio,
+    stream_windows, window_chunks, windows,
 )
-from calitag.pipeline.features import LogMel
 from calitag.pipeline.types import FrameScores, Scores, SegmentScores, Tags, Waveform
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,24 @@ DEFAULT_BATCH_SIZE = 8
 #: A recording: a path, a Waveform (any rate: resampled), or an array at the model's rate: (n,), or
 #: (n, channels) / (channels, n) averaged to mono; integer PCM is scaled (see ``as_samples``).
 AudioInput = Union[str, Path, Waveform, np.ndarray]
+
+
+def import_torch(what: str) -> Any:
+    """``import torch``, or a one-line error naming the extra that installs it.
+
+    Raises
+    ------
+    MissingDependencyError
+        torch is not installed.
+    """
+    try:
+        import torch
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"{what} needs PyTorch, which is not installed: pip install \"calitag[torch]\" "
+            "(CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu first)"
+        ) from err
+    return torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -55,7 +75,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ------
     DeviceError
         For an unknown device or one this machine does not have.
+    MissingDependencyError
+        torch is not installed.
     """
+    torch = import_torch("choosing a torch device")
     if isinstance(device, str) and device.strip().lower() == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -79,6 +102,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def resolve_numpy_device(device: Any = "auto") -> str:
+    """The device of a numpy/onnxruntime model: "cpu", or "cuda[:N]" when asked for (the model checks it).
+
+    "auto" is the CPU: numpy models run there unless CUDA is requested explicitly.
+
+    Raises
+    ------
+    DeviceError
+        For a name other than auto, cpu, cuda or cuda:N.
+    """
+    name = str(device).strip().lower()
+    if name in ("auto", "cpu"):
+        return "cpu"
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise DeviceError(f"unknown device {device!r} for a numpy model; expected auto, cpu, cuda or cuda:N")
+
+
 @dataclass(frozen=True)
 class _Item:
     index: int
@@ -98,11 +139,12 @@ class Tagger:
         spec: ModelSpec,
         model: Any,
         *,
-        device: torch.device,
+        device: torch.device | str,
         checkpoint: Path | None = None,
         thresholds: Any = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         optimize: bool = False,
+        frontend: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if batch_size < 1:
             raise AudioError(f"batch_size must be at least 1, got {batch_size}")
@@ -110,24 +152,40 @@ class Tagger:
         self.device = device
         self.checkpoint = checkpoint
         self.thresholds = thresholds
+        #: The thresholds file these thresholds were read from (None: given as an object, or none).
+        self.thresholds_path: Path | None = None
         self.batch_size = batch_size
         self.class_names: tuple[str, ...] = spec.class_names
         self.model = model.eval().to(device)
-        # Models that score waveforms themselves (YAMNet: numpy frontend + onnxruntime) need no torch frontend.
-        self._scores_waveforms = getattr(model, "waveform_scores", None)
-        self.frontend = None if self._scores_waveforms else LogMel(spec.frontend).to(device)
-        self._prepare = getattr(model, "prepare_features", None) or getattr(
-            importlib.import_module(spec.builder.split(":")[0]), "prepare_features", None
-        )
+        # numpy models (spec.runtime "numpy") get an array frontend and never touch torch.
+        self._numpy = spec.runtime == "numpy"
+        if frontend is not None:
+            self.frontend = frontend
+        elif self._numpy:
+            self.frontend = spec.resolve_array_frontend()(spec.frontend)
+        else:
+            from calitag.pipeline.features import LogMel
+
+            self.frontend = LogMel(spec.frontend).to(device)
+        self._prepare = getattr(model, "prepare_features", None) or spec.resolve_prepare_features()
         self._warned_default = False
         # Traced on the first batch: see ModelSpec.traceable. Frame outputs stay eager.
-        self._optimize = optimize and spec.traceable and device.type == "cpu" and isinstance(model, torch.nn.Module)
+        self._optimize = optimize and spec.traceable and not self._numpy and getattr(device, "type", device) == "cpu"
         self._traced: Any = None
 
     @property
     def name(self) -> str:
         """The registry name of the model."""
         return self.spec.name
+
+    @property
+    def thresholds_id(self) -> str | None:
+        """``file name:first 12 hex digits of its sha256`` of the thresholds file, so results stay traceable."""
+        if self.thresholds_path is None:
+            return None
+        from calitag.models.checkpoints import file_digests
+
+        return f"{self.thresholds_path.name}:{file_digests(self.thresholds_path)[0][:12]}"
 
     @classmethod
     def load(
@@ -183,7 +241,7 @@ class Tagger:
             A thresholds file for another model or class list, or a malformed one.
         """
         spec = get_spec(name)
-        resolved_device = resolve_device(device)
+        resolved_device = resolve_numpy_device(device) if spec.runtime == "numpy" else resolve_device(device)
         path = resolve_checkpoint(spec.name, checkpoint, cache_dir, on_progress=on_progress)
         if path is None:
             logger.warning(
@@ -195,9 +253,11 @@ class Tagger:
         except (ImportError, AttributeError) as err:
             raise ModelNotFoundError(f"the {spec.name} architecture ({spec.builder}) is not available: {err}") from err
         model = builder(path, seed=seed)
+        thresholds_path = None
         if isinstance(thresholds, (str, Path)):
-            from calitag.thresholds import Thresholds
+            from calitag.thresholds.io import Thresholds
 
+            thresholds_path = Path(thresholds)
             thresholds = Thresholds.load(thresholds, expected_model=spec.name, expected_classes=spec.class_names)
         elif thresholds is not None:
             thresholds.check_compatible(expected_model=spec.name, expected_classes=spec.class_names)
@@ -211,8 +271,10 @@ class Tagger:
                     f"the thresholds were fitted on {spec.name} weights with sha256 {thresholds.model_sha256[:12]}..., "
                     f"this tagger runs {path} (sha256 {running[:12]}...): re-run `calitag calibrate` for these weights"
                 )
-        return cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds, batch_size=batch_size,
-                   optimize=optimize)
+        tagger = cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds,
+                     batch_size=batch_size, optimize=optimize)
+        tagger.thresholds_path = thresholds_path
+        return tagger
 
     # --- inputs -> windows ---------------------------------------------------------------------
 
@@ -257,8 +319,17 @@ class Tagger:
 
     def _forward(self, batch: np.ndarray, *, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Waveforms (B, n) -> clip probs (B, C), frame probs (B, T_out, C) or None, feature frames."""
-        if self._scores_waveforms is not None and not frames:
-            return self._scores_waveforms(batch), None, 0
+        if self._numpy:
+            features = self.frontend(batch)
+            if self._prepare is not None:
+                features = self._prepare(features)
+            n_feature_frames = int(features.shape[-1])
+            if frames:
+                clip, frame_probs = self.model.forward_frames(features)
+                return np.asarray(clip, np.float32), np.asarray(frame_probs, np.float32), n_feature_frames
+            return np.asarray(self.model(features), np.float32), None, n_feature_frames
+        import torch
+
         with torch.inference_mode():
             waves = torch.from_numpy(batch).to(self.device)
             features = self.frontend(waves)
@@ -275,6 +346,8 @@ class Tagger:
         if not self._optimize:
             return self.model
         if self._traced is None:
+            import torch
+
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 # The shape checks in forward() are fixed by the trace; inputs here always pass them.
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -325,13 +398,11 @@ class Tagger:
         AudioError
             For an input that is not audio of the expected shape, or an unknown ``aggregate``.
         """
-        if aggregate not in ("max", "mean"):
-            raise AudioError(f"unknown aggregation {aggregate!r}; expected 'max' or 'mean'")
+        RunningAggregate(aggregate)  # checks the name before any file is read
         entries = self._as_list(items)
         sources = [""] * len(entries)
         # Folded as windows arrive, so a long file holds one row per class, not one per window.
-        folded: list[np.ndarray | None] = [None] * len(entries)
-        counts = [0] * len(entries)
+        folded = [RunningAggregate(aggregate) for _ in entries]
 
         def prepared() -> Iterator[_Item]:
             for index, entry in enumerate(entries):
@@ -343,20 +414,8 @@ class Tagger:
             probs, _, _ = self._forward(batch)
             for (index, window), row in zip(members, probs):
                 check_finite_scores(row, window.samples, sources[index])
-                row = row.astype(np.float64)
-                previous = folded[index]
-                if previous is None:
-                    folded[index] = row
-                elif aggregate == "max":
-                    folded[index] = np.maximum(previous, row)
-                else:
-                    folded[index] = previous + row
-                counts[index] += 1
-        rows = [
-            (acc / count if aggregate == "mean" else acc)
-            for acc, count in zip(folded, counts)
-            if acc is not None
-        ]
+                folded[index].add(row)
+        rows = [acc.result() for acc in folded if acc.count]
         clip = np.asarray(rows, dtype=np.float32).reshape(len(entries), len(self.class_names))
         return Scores(probs=clip, class_names=self.class_names, model=self.name, sources=tuple(sources))
 
@@ -556,3 +615,83 @@ class Tagger:
             chosen.sort(key=lambda pair: -pair[1])
             tags.append(Tags(source=source, labels=tuple(chosen[:top_k]), model=scores.model))
         return tags
+
+    # --- the user's jobs (see calitag.pipeline.jobs) -----------------------------------------------
+
+    def detect(self, items: AudioInput | Sequence[AudioInput], postprocess: Any = None) -> list[Any]:
+        """Sound events of one or more recordings (frame-level models).
+
+        Parameters
+        ----------
+        items : path or sequence of paths
+        postprocess : Postprocess, Thresholds, path or None
+            The per-class stack (a thresholds file from ``calitag calibrate-events``, the DCASE2019
+            CRNN authors' file, ...); None: threshold 0.5 and no smoothing.
+
+        Returns
+        -------
+        list of calitag.thresholds.events.Event
+            Per recording sorted by onset; ``Event.file`` is the base name (the path below the common
+            folder where two base names are equal).
+
+        Raises
+        ------
+        ModelNotFoundError
+            A model without frame-level output.
+        ThresholdsMismatchError
+            Parameters made for other classes or another frame rate.
+        """
+        from calitag.pipeline import jobs
+
+        stack = jobs.resolve_postprocess(self, postprocess)
+        return jobs.detect(self, self._as_list(items), stack)
+
+    def calibrate(self, folder: str | Path, labels: Any, out: str | Path | None = None, **options: Any) -> Any:
+        """Fit per-class thresholds on a labeled folder and measure them on held-out clips.
+
+        Parameters
+        ----------
+        folder : path
+            The audio files.
+        labels : path or mapping
+            A label file (CSV/TSV ``filename,labels``) or ``{file name: [class, ...]}``.
+        out : path, optional
+            Thresholds file to write (its score cache goes beside it); None writes nothing.
+        **options
+            As :func:`calitag.pipeline.calibrate.calibrate` (method, objective, val_fraction, folds, seed, ...).
+
+        Returns
+        -------
+        CalibrationResult
+            ``.thresholds`` can be given to :meth:`load` or saved with ``.thresholds.save(path)``.
+        """
+        from calitag.pipeline.calibrate import calibrate
+        from calitag.pipeline.jobs import as_clip_labels
+
+        return calibrate(self, folder, as_clip_labels(labels, class_names=self.class_names), out=out, **options)
+
+    def calibrate_events(self, folder: str | Path, events: Any, out: str | Path | None = None, **options: Any) -> Any:
+        """Tune the event post-processing stack on strong labels; see :func:`calitag.pipeline.jobs.calibrate_events`."""
+        from calitag.pipeline.jobs import calibrate_events
+
+        return calibrate_events(self, folder, events, out=out, **options)
+
+
+def load_tagger(
+    name: str = "yamnet",
+    *,
+    device: str = "auto",
+    thresholds: str | Path | Any | None = None,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    **options: Any,
+) -> Tagger:
+    """Load a registered model ready to tag; see :meth:`Tagger.load` for every option.
+
+    Raises
+    ------
+    ModelNotFoundError, CheckpointError, DeviceError, ThresholdsError
+        As :meth:`Tagger.load`.
+    """
+    return Tagger.load(name, device=device, thresholds=thresholds, checkpoint=checkpoint, cache_dir=cache_dir,
+                       **options)

@@ -1,7 +1,7 @@
 """Build ``audio_samples/`` from real recordings in three Debian packages.
 
-The folder holds short labeled clips for clip tagging and calibration (issue 5) and
-strongly labeled soundscapes for sound event detection (issue 6), all cut from:
+The folder holds short labeled clips for clip tagging and calibration and
+strongly labeled soundscapes for sound event detection, all cut from:
 
 - ``asterisk-core-sounds-en-wav`` 1.6.1-1: recorded English prompts (Allison Smith), CC-BY-SA-3.0;
 - ``asterisk-moh-opsound-wav`` 2.03-1.1: music on hold (Macroform, Manolo Camp, Reno Project), CC-BY-SA-3.0;

@@ -31,6 +31,20 @@ def yamnet_cached() -> None:
 
 
 @pytest.fixture(scope="session")
+def tagger_like_scores() -> tuple:
+    """Seeded scores, 0/1 targets and class names shaped like a 10-class tagger's validation split (no file needed).
+
+    For behaviour that holds on any scores; figures from the paper need the real data in ../shared.
+    """
+    from calitag.thresholds.synthetic import synthetic_scores
+
+    scores, targets = synthetic_scores(600, 10, seed=0)
+    names = ("Alarm_bell_ringing", "Speech", "Dog", "Cat", "Vacuum_cleaner", "Dishes", "Frying",
+             "Electric_shaver_toothbrush", "Blender", "Running_water")
+    return scores, targets, names
+
+
+@pytest.fixture(scope="session")
 def audio_samples() -> Path:
     """The bundled real recordings with their labels."""
     return REPO / "audio_samples"

@@ -26,9 +26,9 @@ from calitag.pipeline.types import Waveform
 
 
 @pytest.fixture(scope="module")
-def speech_clip(shared: Path) -> Path:
-    """The 7-s, 32-kHz AudioSet clip (speech and a telephone bell)."""
-    return shared / "audio" / "R9_ZSCveAHg_7s.wav"
+def speech_clip(audio_samples: Path) -> Path:
+    """A 10-s, 22.05-kHz FLAC soundscape of the bundled samples (speech and an alarm bell)."""
+    return audio_samples / "soundscapes" / "tune_00.flac"
 
 
 def _tone(path: Path, *, seconds: float, rate: int, freq: float = 1000.0, channels: int = 1, **kwargs) -> Path:
@@ -41,7 +41,7 @@ def _tone(path: Path, *, seconds: float, rate: int, freq: float = 1000.0, channe
 
 @pytest.mark.parametrize("rate", [16_000, 22_050, 32_000])
 def test_load_audio_gives_mono_float32_of_the_right_duration(speech_clip: Path, rate: int) -> None:
-    """A real clip loads as 1-D float32 at the requested rate, 7 s +- 0.1 s, with 0 < std < 1."""
+    """A real clip loads as 1-D float32 at the requested rate, its duration +- 0.1 s, with 0 < std < 1."""
     wave = load_audio(speech_clip, sample_rate=rate)
     info = soundfile.info(str(speech_clip))
     assert wave.samples.ndim == 1 and wave.samples.dtype == np.float32
@@ -116,7 +116,7 @@ def test_short_recording_is_one_zero_padded_window(speech_clip: Path) -> None:
 
 
 def test_recording_between_min_and_window_is_kept_unpadded(speech_clip: Path) -> None:
-    """A 7-s clip with 10-s windows and a 1-s minimum is one window of its own length."""
+    """A clip no longer than the 10-s window, with a 1-s minimum, is one window of its own length."""
     wave = load_audio(speech_clip, sample_rate=16_000)
     (only,) = windows(wave, window_s=10.0, hop_s=5.0, min_window_s=1.0)
     assert len(only.samples) == len(wave.samples) == only.n_valid

@@ -63,10 +63,11 @@ def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert cache_dir(tmp_path / "flag") == tmp_path / "flag"
 
 
-def test_digests_match_hashlib(crnn_h5: Path) -> None:
+def test_digests_match_hashlib(audio_samples: Path) -> None:
     """The chunked sha256 and md5 equal hashlib's over the whole file."""
-    data = crnn_h5.read_bytes()
-    assert file_digests(crnn_h5, chunk_bytes=4_096) == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
+    path = audio_samples / "soundscapes" / "tune_00.flac"
+    data = path.read_bytes()
+    assert file_digests(path, chunk_bytes=4_096) == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
 
 
 def test_checksum_mismatch_names_expected_and_actual(crnn_h5: Path, tmp_path: Path) -> None:
@@ -98,10 +99,11 @@ def test_import_verifies_copies_and_leaves_the_source(crnn_h5: Path, tmp_path: P
     assert not [p for p in placed.parent.iterdir() if p.name.endswith(".part")]
 
 
-def test_import_refuses_a_wrong_file_and_writes_nothing(crnn_h5: Path, tmp_path: Path) -> None:
+def test_import_refuses_a_wrong_file_and_writes_nothing(audio_samples: Path, tmp_path: Path) -> None:
     """A file that is not the published CRNN raises ChecksumError and leaves the cache empty."""
     wrong = tmp_path / "other.h5"
-    wrong.write_bytes(crnn_h5.read_bytes()[::-1])
+    size = get_spec(CRNN).checkpoint.size_bytes  # the right size, so the sha256 is what tells them apart
+    wrong.write_bytes(((audio_samples / "soundscapes" / "tune_00.flac").read_bytes() * 8)[:size])
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
         import_checkpoint(CRNN, wrong, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / CRNN / get_spec(CRNN).checkpoint.filename).exists()

@@ -23,8 +23,14 @@ CRNN_FILE = "crnn_dcase2019_pellegrini_irit_task4_1.h5"
 
 
 @pytest.fixture(scope="module")
-def speech_clip(shared: Path) -> Path:
-    """The 7-s, 32-kHz AudioSet clip (speech and a telephone bell)."""
+def speech_clip(audio_samples: Path) -> Path:
+    """A 3.2-s, 16-kHz speech recording of the bundled samples."""
+    return audio_samples / "speech_01.wav"
+
+
+@pytest.fixture(scope="module")
+def audioset_clip(shared: Path) -> Path:
+    """The 7-s, 32-kHz AudioSet clip (speech and a telephone bell) in ../shared."""
     return shared / "audio" / "R9_ZSCveAHg_7s.wav"
 
 
@@ -111,7 +117,7 @@ def test_models_list_shows_every_model_and_its_cache_state(tmp_path: Path) -> No
     assert "missing" in lines["cnn14"] and "random weights" in lines["debug"]
 
 
-def test_models_import_then_tag_with_the_cached_crnn(shared: Path, speech_clip: Path, tmp_path: Path) -> None:
+def test_models_import_then_tag_with_the_cached_crnn(shared: Path, audioset_clip: Path, tmp_path: Path) -> None:
     """`models import` places the CRNN weights; `tag --model crnn-dcase2019` then uses them: Speech first."""
     runner = CliRunner()
     imported = runner.invoke(main, ["models", "import", "crnn-dcase2019", str(shared / "models" / CRNN_FILE),
@@ -120,7 +126,7 @@ def test_models_import_then_tag_with_the_cached_crnn(shared: Path, speech_clip: 
     assert (tmp_path / "crnn-dcase2019" / CRNN_FILE).is_file()
     listed = runner.invoke(main, ["models", "list", "--cache-dir", str(tmp_path)]).stdout
     assert any(line.startswith("crnn-dcase2019") and "cached" in line for line in listed.splitlines())
-    result = runner.invoke(main, ["tag", str(speech_clip), "--model", "crnn-dcase2019", "--cache-dir", str(tmp_path),
+    result = runner.invoke(main, ["tag", str(audioset_clip), "--model", "crnn-dcase2019", "--cache-dir", str(tmp_path),
                                   "--format", "json"])
     assert result.exit_code == 0, result.output
     tags = json.loads(result.stdout)[0]["tags"]
@@ -134,9 +140,9 @@ def test_models_import_refuses_a_wrong_file(tmp_path: Path, speech_clip: Path) -
     assert result.exit_code == 1 and "not the expected" in result.stderr
 
 
-def test_tag_with_crnn_checkpoint_puts_speech_first(shared: Path, speech_clip: Path) -> None:
+def test_tag_with_crnn_checkpoint_puts_speech_first(shared: Path, audioset_clip: Path) -> None:
     """`tag --model crnn-dcase2019 --checkpoint H5` prints Speech first with a score near 0.99."""
-    result = CliRunner().invoke(main, ["tag", str(speech_clip), "--model", "crnn-dcase2019",
+    result = CliRunner().invoke(main, ["tag", str(audioset_clip), "--model", "crnn-dcase2019",
                                        "--checkpoint", str(shared / "models" / CRNN_FILE)])
     assert result.exit_code == 0, result.output
     first = result.stdout.split(": ", 1)[1].split(", ")[0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError
-from calitag.pipeline.labels import check_labels, read_clip_labels
+from calitag.pipeline.labels import check_label_names, read_clip_labels
 
 NAMES = ("Speech", "Music", "Beep, bleep", "Alarm clock")
 
@@ -38,10 +38,10 @@ def test_headerless_file_takes_first_two_columns(tmp_path):
     assert read_clip_labels(path).labels == {"a.wav": ("Speech",), "b.wav": ("Music",)}
 
 
-def test_matrix_follows_file_and_class_order(tmp_path):
+def test_targets_follow_file_and_class_order(tmp_path):
     """The target matrix has one row per requested file and one column per class."""
     labels = read_clip_labels(_write(tmp_path, "l.csv", "filename,labels\na.wav,Music\nb.wav,Speech;Music\n"))
-    np.testing.assert_array_equal(labels.matrix(["b.wav", "a.wav"], ("Speech", "Music")), [[1, 1], [0, 1]])
+    np.testing.assert_array_equal(labels.targets(["b.wav", "a.wav"], ("Speech", "Music")), [[1, 1], [0, 1]])
 
 
 @pytest.mark.parametrize(
@@ -70,4 +70,4 @@ def test_unknown_class_names_are_reported_with_suggestions(tmp_path):
     """A label the model lacks raises, naming it and the closest class names."""
     labels = read_clip_labels(_write(tmp_path, "l.csv", "filename,labels\na.wav,Speach\n"))
     with pytest.raises(LabelsError, match="'Speach' \\(did you mean 'Speech'"):
-        check_labels(labels, NAMES, model="yamnet")
+        check_label_names(labels, NAMES, model="yamnet")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 import calitag.models
 from calitag.errors import AudioError, CheckpointError

@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import soxr
-import torch
+torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 from calitag.errors import AudioError, CheckpointError
 from calitag.models import cnn_transformer
 from calitag.models.registry import MODELS
 from calitag.pipeline.features import LogMel
 
-CLIP = "audio/R9_ZSCveAHg_7s.wav"
+CLIP = "soundscapes/tune_00.flac"  # 10 s of speech and an alarm bell
 
 
 @pytest.fixture(scope="module")
-def features(shared: Path) -> torch.Tensor:
-    """log-Mel features of two 2-s excerpts of the real clip, shape (2, 64, 201)."""
-    samples, rate = sf.read(shared / CLIP, dtype="float32")
+def features(audio_samples: Path) -> torch.Tensor:
+    """log-Mel features of two 2-s excerpts of a real recording, shape (2, 64, 201)."""
+    samples, rate = sf.read(audio_samples / CLIP, dtype="float32")
     target = MODELS["cnn-transformer"].frontend.sample_rate
     if rate != target:
         samples = soxr.resample(samples, rate, target)

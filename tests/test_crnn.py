@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 from calitag.errors import AudioError, CheckpointError, ChecksumError
 from calitag.models import crnn

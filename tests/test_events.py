@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError, ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.pipeline.events import (
+from calitag.thresholds.events import (
     ClassPostprocess,
     Event,
     Postprocess,
     binarize,
-    clean_segments,
     detect_events,
     load_postprocess,
     postprocess_from_authors,
@@ -21,6 +20,7 @@ from calitag.pipeline.events import (
     smooth,
     write_events_tsv,
 )
+from calitag.thresholds.events.postprocess import clean_segments
 from calitag.pipeline.types import FrameScores
 
 HOP = 0.1  # 10 frames per second keeps the expected times readable
@@ -193,7 +193,7 @@ def test_detect_cli_on_a_real_soundscape(shared, soundscapes, tmp_path):
     from click.testing import CliRunner
 
     from calitag.cli import main
-    from calitag.pipeline.sed_metrics import segment_based_scores
+    from calitag.thresholds.events.metrics import segment_based_scores
 
     out = tmp_path / "events.tsv"
     result = CliRunner().invoke(main, [

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError, ScoresError
-from calitag.pipeline.events import Event, Postprocess, detect_events
-from calitag.pipeline.sed_metrics import event_based_scores
+from calitag.thresholds.events.postprocess import Event, Postprocess, detect_events
+from calitag.thresholds.events.metrics import event_based_scores
 from calitag.pipeline.types import FrameScores
-from calitag.thresholds.events_tuning import tune_events
+from calitag.thresholds.events.tuning import tune_events
 
 HOP = 0.05  # 20 frames per second
 N_FRAMES = 200  # 10-s recordings
@@ -122,7 +122,7 @@ def test_gap_filling_is_tuned_when_smoothing_is_off():
 @pytest.mark.parametrize("metric", ["event", "segment"])
 def test_reported_score_equals_the_reference_metric(metric):
     """The tuner's own F1 of the stack it returns equals the metric recomputed from detected events."""
-    from calitag.pipeline.sed_metrics import segment_based_scores
+    from calitag.thresholds.events.metrics import segment_based_scores
 
     def noisy(rng, spans):
         x = np.clip(rng.normal(0.3, 0.2, N_FRAMES), 0, 1)
@@ -147,9 +147,9 @@ def test_seeded_and_reports_time():
     scores, events = _recordings(5, _dropouts_and_spikes(2), n_files=6)
     a = tune_events(scores, events, seed=0)
     b = tune_events(scores, events, seed=0)
-    assert a.events["classes"] == b.events["classes"]
-    assert a.events["fitted"]["metric"] == "event_macro_f1"
-    assert 0 < a.seconds < 60 and a.events["frame_hop_s"] == HOP
+    assert a.postprocess.params == b.postprocess.params
+    assert a.postprocess.fitted["metric"] == "event_macro_f1"
+    assert 0 < a.seconds < 60 and a.postprocess.frame_hop_s == HOP
     assert a.score >= a.baseline_score
 
 
@@ -159,7 +159,7 @@ def test_class_without_reference_keeps_defaults():
     two = [FrameScores(np.c_[fs.probs, np.zeros(len(fs.probs))], HOP, ("Dog", "Cat"), "synthetic", fs.source)
            for fs in scores]
     result = tune_events(two, events, smoothing_kinds=("median",), kernels_s=(0.35,))
-    assert result.events["fitted"]["untuned_classes"] == ["Cat"]
+    assert result.postprocess.fitted["untuned_classes"] == ["Cat"]
     assert result.postprocess["Cat"] == Postprocess.uniform(("Cat",)).params[0]
     assert np.isnan(result.class_scores["Cat"])
 
@@ -185,7 +185,7 @@ def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path
     from click.testing import CliRunner
 
     from calitag.cli import main
-    from calitag.pipeline.events import load_postprocess, read_events_tsv
+    from calitag.thresholds.events import load_postprocess, read_events_tsv
     from calitag.pipeline.tagger import Tagger
     from calitag.thresholds.io import Thresholds
 
@@ -200,7 +200,7 @@ def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path
     assert result.exit_code == 0, result.output
     assert "event-based macro-F1" in result.output
     saved = Thresholds.load(out, expected_model="crnn-dcase2019")
-    assert saved.events is not None and saved.events["fitted"]["metric"] == "event_macro_f1"
+    assert saved.events is not None and saved.events.fitted["metric"] == "event_macro_f1"
 
     tagger = Tagger.load("crnn-dcase2019", checkpoint=checkpoint, device="cpu")
     held = read_events_tsv(SOUNDSCAPES / "strong_labels_heldout.tsv")

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from calitag.cli import main
 from calitag.errors import LabelsError, ThresholdsError
-from calitag.pipeline.events import ClassPostprocess, read_events_tsv, smooth
-from calitag.pipeline.sed_metrics import event_based_scores
+from calitag.thresholds.events import ClassPostprocess, read_events_tsv, smooth
+from calitag.thresholds.events.metrics import event_based_scores
 from calitag.pipeline.tagger import Tagger
-from calitag.thresholds.events_tuning import tune_events
+from calitag.thresholds.events.tuning import tune_events
 
 SOUNDSCAPES = "soundscapes"
 TUNE = "strong_labels_tune.tsv"
@@ -33,7 +33,7 @@ def test_duplicate_rows_are_dropped_with_a_warning(audio_samples, tmp_path, capl
     lines = original.read_text().splitlines()
     doubled = tmp_path / "doubled.tsv"
     doubled.write_text("\n".join(lines + lines[1:]) + "\n")
-    with caplog.at_level("WARNING", logger="calitag.pipeline.events"):
+    with caplog.at_level("WARNING", logger="calitag.thresholds.events.tsv"):
         table = read_events_tsv(doubled)
     reference = read_events_tsv(original)
     assert table.events == reference.events
@@ -75,7 +75,7 @@ def test_event_after_the_end_of_its_file_is_refused(debug_frames, tmp_path):
 def test_event_running_past_the_end_is_cut_with_a_warning(debug_frames, tmp_path, caplog):
     """A reference event from 8 s to 1e5 s in a 10-s file is cut at the end with a warning, and tuning runs."""
     table = _table(tmp_path, "tune_00.flac\t8\t100000\tSpeech\n")
-    with caplog.at_level("WARNING", logger="calitag.thresholds.events_tuning"):
+    with caplog.at_level("WARNING", logger="calitag.thresholds.events.tuning"):
         result = tune_events(debug_frames, table, kernels_s=(0.0,), min_gaps_s=(0.0,), min_durations_s=(0.0,),
                              solver="exact")
     assert "1 reference event(s) end after the end of their file and were cut there" in caplog.text

@@ -14,7 +14,7 @@ from calitag.errors import ModelNotFoundError
 from calitag.models.registry import MODELS, available_models, get_spec, load_class_names
 
 LABELS = importlib.resources.files("calitag.models") / "labels"
-# Published digest of AudioSet's class_labels_indices.csv (DESIGN.md).
+# Published digest of AudioSet's class_labels_indices.csv (the design notes).
 AUDIOSET_SHA256 = "cdd1049833c4b86127c2773ac0d14a2754b6a6d0d1798002ed5c66e699708429"
 
 

@@ -114,10 +114,12 @@ def test_no_positive_class_is_a_warning(runner, tmp_path):
     assert np.isfinite(Thresholds.load(tmp_path / "th.json").values).all()
 
 
-def test_evaluate_refuses_other_class_list(runner, tmp_path, dcase2017):
+def test_evaluate_refuses_other_class_list(runner, tmp_path, tagger_like_scores):
     """A thresholds file for another class list gives `error:` and exit code 1."""
     out = tmp_path / "th.json"
-    _run(runner, "thresholds", "fit", dcase2017, "--method", "default", "--out", out)
+    scores, labels, names = tagger_like_scores
+    ten = _npz(tmp_path / "ten.npz", scores, labels, classes=np.array(names))
+    _run(runner, "thresholds", "fit", ten, "--method", "default", "--out", out)
     rng = np.random.default_rng(3)
     other = _npz(tmp_path / "other.npz", rng.random((20, 4)), (rng.random((20, 4)) < 0.5).astype(int),
                  classes=np.array(["a", "b", "c", "d"]))
@@ -137,9 +139,11 @@ def test_usage_errors_exit_2(runner, tmp_path):
     assert result.exit_code == 2
 
 
-def test_bad_solver_option_is_one_line_error(runner, dcase2017):
+def test_bad_solver_option_is_one_line_error(runner, tmp_path, tagger_like_scores):
     """An option that does not apply to the method is reported as `error:` with exit code 1."""
-    result = runner.invoke(main, ["thresholds", "fit", str(dcase2017), "--method", "exact", "--lr", "0.1"])
+    scores, labels, _ = tagger_like_scores
+    path = _npz(tmp_path / "scores.npz", scores, labels)
+    result = runner.invoke(main, ["thresholds", "fit", str(path), "--method", "exact", "--lr", "0.1"])
     assert result.exit_code == 1 and "has no option lr" in result.stderr
 
 

@@ -30,6 +30,13 @@ def dcase2019(shared):
 
 
 @pytest.fixture(scope="module")
+def tagger_like(tagger_like_scores):
+    """Seeded 600 x 10 tagger-like validation scores (for behaviour that needs no published data)."""
+    scores, labels, names = tagger_like_scores
+    return {"val_scores": scores, "val_labels": labels, "classes": np.array(names)}
+
+
+@pytest.fixture(scope="module")
 def separable():
     """Per-class scores where every positive scores above every negative, with class-specific gaps."""
     rng = np.random.default_rng(0)
@@ -67,9 +74,9 @@ def test_sgl_reaches_paper_on_dcase2019(dcase2019):
 
 
 @pytest.mark.parametrize("objective", ["micro_f1", "macro_f1"])
-def test_fast_engine_follows_autograd_engine(dcase2017, objective):
+def test_fast_engine_follows_autograd_engine(tagger_like, objective):
     """The sorted-score engine ends where the plain autograd engine ends (thresholds within 1e-3, equal F)."""
-    args = (dcase2017["val_scores"], dcase2017["val_labels"])
+    args = (tagger_like["val_scores"], tagger_like["val_labels"])
     fast = fit(*args, method="sgl", objective=objective, init=0.3, engine="fast")
     plain = fit(*args, method="sgl", objective=objective, init=0.3, engine="autograd")
     np.testing.assert_allclose(fast.values, plain.values, atol=1e-3)
@@ -99,9 +106,9 @@ def test_solvers_separate_separable_classes(separable, method):
     assert ((th.values >= low) & (th.values < high)).all()
 
 
-def test_numeric_improves_on_its_start_and_respects_bounds(dcase2019):
+def test_numeric_improves_on_its_start_and_respects_bounds(tagger_like):
     """numThresh raises val micro-F1 above its start and stops at its iteration bound."""
-    scores, labels = dcase2019["val_scores"], dcase2019["val_labels"]
+    scores, labels = tagger_like["val_scores"], tagger_like["val_labels"]
     th = fit(scores, labels, method="numeric", init=0.5, iterations=20)
     assert th.validation["iterations_done"] == 20
     assert th.validation["micro_f1"] > evaluate(scores, labels, 0.5).micro_f1
@@ -109,9 +116,9 @@ def test_numeric_improves_on_its_start_and_respects_bounds(dcase2019):
     assert bounded.validation["iterations_done"] <= 1
 
 
-def test_exact_macro_is_optimal_per_class(dcase2019):
+def test_exact_macro_is_optimal_per_class(tagger_like):
     """exact with macro-F1 gives every class an F1 no lower than any other cut of its scores."""
-    scores, labels = dcase2019["val_scores"], dcase2019["val_labels"].astype(bool)
+    scores, labels = tagger_like["val_scores"], tagger_like["val_labels"].astype(bool)
     th = fit(scores, labels, method="exact", objective="macro_f1")
     report = evaluate(scores, labels, th)
     for c in range(scores.shape[1]):
@@ -122,17 +129,17 @@ def test_exact_macro_is_optimal_per_class(dcase2019):
         assert report.f1[c] >= best - 1e-12
 
 
-def test_exact_micro_beats_other_solvers(dcase2017):
+def test_exact_micro_beats_other_solvers(tagger_like):
     """exact (coordinate ascent on micro-F1) reaches at least the val micro-F1 of sgl and default."""
-    args = (dcase2017["val_scores"], dcase2017["val_labels"])
+    args = (tagger_like["val_scores"], tagger_like["val_labels"])
     exact = fit(*args, method="exact", init=0.3)
     assert exact.validation["micro_f1"] >= fit(*args, method="sgl", init=0.3).validation["micro_f1"]
     assert exact.validation["micro_f1"] >= fit(*args, method="default", init=0.3).validation["micro_f1"]
 
 
-def test_fbeta_objective_shifts_recall(dcase2019):
+def test_fbeta_objective_shifts_recall(tagger_like):
     """Maximising micro-F2 gives more recall than micro-F0.5."""
-    args = (dcase2019["val_scores"], dcase2019["val_labels"])
+    args = (tagger_like["val_scores"], tagger_like["val_labels"])
     recall_heavy = fit(*args, method="exact", objective="micro_fbeta", beta=2.0)
     precision_heavy = fit(*args, method="exact", objective="micro_fbeta", beta=0.5)
     assert recall_heavy.options["beta"] == 2.0
@@ -140,18 +147,18 @@ def test_fbeta_objective_shifts_recall(dcase2019):
 
 
 @pytest.mark.parametrize("method", ["sgl", "heuristic"])
-def test_solvers_are_deterministic(dcase2017, method):
+def test_solvers_are_deterministic(tagger_like, method):
     """The same seed gives identical thresholds."""
-    args = (dcase2017["val_scores"], dcase2017["val_labels"])
+    args = (tagger_like["val_scores"], tagger_like["val_labels"])
     options = {"outer": 2, "inner": 50} if method == "heuristic" else {}
     first = fit(*args, method=method, seed=4, **options)
     second = fit(*args, method=method, seed=4, **options)
     np.testing.assert_array_equal(first.values, second.values)
 
 
-def test_learnable_slope_runs_with_autograd(dcase2019):
+def test_learnable_slope_runs_with_autograd(tagger_like):
     """engine='autograd' with learn_slope trains and records the final slope."""
-    th = fit(dcase2019["val_scores"], dcase2019["val_labels"], init=0.5, engine="autograd", learn_slope=True,
+    th = fit(tagger_like["val_scores"], tagger_like["val_labels"], init=0.5, engine="autograd", learn_slope=True,
              epochs=20)
     assert np.isfinite(th.validation["final_slope_mean"])
 

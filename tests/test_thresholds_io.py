@@ -11,22 +11,23 @@ import pytest
 
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.thresholds import FORMAT_VERSION, Thresholds, fit
+from calitag.thresholds.events import ClassPostprocess, Postprocess
 
 NAMES = ("Speech", "Dog", "Cat")
 
 
 @pytest.fixture()
-def fitted(shared) -> Thresholds:
-    """Thresholds fitted with sgl on three DCASE2019 classes."""
-    with np.load(shared / "data" / "dcase2019_task4_val.npz") as data:
-        scores, labels = data["val_scores"][:, 1:4], data["val_labels"][:, 1:4]
+def fitted(tagger_like_scores) -> Thresholds:
+    """Thresholds fitted with sgl on three classes of seeded tagger-like scores."""
+    scores, labels = tagger_like_scores[0][:, 1:4], tagger_like_scores[1][:, 1:4]
     return fit(scores, labels, method="sgl", init=0.5, class_names=NAMES, model="crnn-dcase2019",
                model_sha256="ab" * 32)
 
 
 def test_round_trip_keeps_everything(fitted, tmp_path):
-    """save then load gives equal values, names, provenance, options and an untouched events section."""
-    with_events = dataclasses.replace(fitted, events={"Speech": {"median_frames": 7, "hysteresis": [0.6, 0.3]}})
+    """save then load gives equal values, names, provenance, options and the same events stack."""
+    events = Postprocess(("Speech",), (ClassPostprocess(smoothing="median", kernel_frames=7, threshold=0.6, low=0.3),))
+    with_events = dataclasses.replace(fitted, events=events)
     path = with_events.save(tmp_path / "th.json")
     loaded = Thresholds.load(path, expected_model="crnn-dcase2019", expected_classes=NAMES)
     np.testing.assert_array_equal(loaded.values, fitted.values)
@@ -34,7 +35,7 @@ def test_round_trip_keeps_everything(fitted, tmp_path):
     assert (loaded.model, loaded.model_sha256, loaded.method) == ("crnn-dcase2019", "ab" * 32, "sgl")
     assert loaded.options == fitted.options and loaded.objective == "micro_f1"
     assert loaded.validation["micro_f1"] == pytest.approx(fitted.validation["micro_f1"])
-    assert loaded.events == with_events.events
+    assert loaded.events == events
     assert loaded.created == fitted.created and loaded.calitag_version == fitted.calitag_version
     document = json.loads(path.read_text())
     assert document["format_version"] == FORMAT_VERSION and document["thresholds"] == list(fitted.values)

@@ -9,12 +9,16 @@ from calitag.errors import ScoresError
 from calitag.thresholds import read_scores
 
 
-def test_read_scores_npz(shared):
-    """The shared DCASE2017 npz reads as val and eval splits with bool labels."""
-    data = read_scores(shared / "data" / "dcase2017_task4.npz")
-    assert data.val_scores.shape == (488, 17) and data.eval_scores.shape == (1103, 17)
+def test_read_scores_npz(tagger_like_scores, tmp_path):
+    """An npz in the layout of the published score files reads as val and eval splits with bool labels."""
+    scores, labels, names = tagger_like_scores
+    np.savez(tmp_path / "split.npz", val_scores=scores[:400], val_labels=labels[:400], eval_scores=scores[400:],
+             eval_labels=labels[400:])
+    data = read_scores(tmp_path / "split.npz")
+    assert data.val_scores.shape == (400, 10) and data.eval_scores.shape == (200, 10)
     assert data.val_labels.dtype == bool and data.class_names is None and data.names()[0] == "0"
-    named = read_scores(shared / "data" / "dcase2019_task4_val.npz")
+    np.savez(tmp_path / "named.npz", val_scores=scores, val_labels=labels, classes=np.array(names))
+    named = read_scores(tmp_path / "named.npz")
     assert named.class_names[1] == "Speech" and named.eval_scores is None
 
 

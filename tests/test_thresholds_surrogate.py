@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
+torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 from calitag.errors import CalibrationError, ScoresError
 from calitag.thresholds import ThresholdLayer, surrogate_step

@@ -76,15 +76,12 @@ def test_cli_batch_segments_jsonl(audio_samples, tmp_path):
 
 def test_yamnet_frame_scores_are_its_patch_scores(shared, yamnet_cached):
     """YAMNet's frame scores come every 0.48 s and equal its own per-patch scores of the whole clip."""
-    import torch
-
     tagger = Tagger.load("yamnet", device="cpu")
     path = shared / "audio" / "R9_ZSCveAHg_7s.wav"
     frames = tagger.frame_scores(path)
     assert frames.frame_hop_s == pytest.approx(0.48)
     samples = load_audio(path, sample_rate=16_000).samples
-    with torch.inference_mode():
-        patches = tagger.model.forward_patches(tagger.frontend(torch.from_numpy(samples[None])))[0].numpy()
+    patches = np.asarray(tagger.model.forward_patches(tagger.frontend(samples[None])))[0]
     n = min(len(patches), len(frames.probs)) - 1  # the last frame comes from an end-aligned window
     np.testing.assert_allclose(frames.probs[:n], patches[:n], atol=1e-6)
 

@@ -37,8 +37,7 @@ from calitag.thresholds.io import Thresholds
 from calitag.thresholds.metrics import check_scores_labels, fbeta_np, outcome_counts, report_from_counts
 from calitag.thresholds.objectives import Objective, fbeta_count_gradient, resolve_objective
 
-#: Solver names accepted by :func:`fit`.
-METHODS: tuple[str, ...] = ("sgl", "default", "heuristic", "numeric", "exact")
+from calitag.thresholds.choices import METHODS  # noqa: E402  (the names live where the CLI reads them cheaply)
 
 ProgressFn = Callable[[int, int], None]
 

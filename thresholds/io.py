@@ -10,8 +10,8 @@ Layout of a thresholds file (JSON, format version 2; version 1 lacks ``per_class
      "events": null,
      "per_class": {"positives": [120, ...], "kept": ["fit", ...], "reason": [null, ...]}}
 
-``events`` belongs to sound event detection (its contents are not checked here beyond being a
-JSON object or null).
+``events`` is the post-processing stack of sound event detection
+(:class:`calitag.thresholds.events.postprocess.Postprocess`, its layout in that module), or null.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from calitag._version import __version__
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
+from calitag.thresholds.events.postprocess import Postprocess
 
 #: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 1
 #: files (without it) are still read.
@@ -83,6 +84,11 @@ def _check_per_class(per_class: Any, n_classes: int) -> dict[str, list[Any]]:
     return out
 
 
+def _read_events(section: dict[str, Any] | None, *, source: str) -> Postprocess | None:
+    """The ``events`` section of a thresholds file as a typed stack (None when absent)."""
+    return None if section is None else Postprocess.from_dict(section, source=source)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """One decision threshold per class, with the provenance of the fit.
@@ -109,8 +115,8 @@ class Thresholds:
         ISO 8601 UTC creation time.
     calitag_version : str
         Version that wrote the object.
-    events : dict or None
-        Sound-event post-processing section (owned by calitag's detection stage).
+    events : Postprocess or None
+        Sound-event post-processing stack (a mapping in the file's layout is parsed into one).
     per_class : dict or None
         Per-class provenance, lists in class order: ``positives`` (positive clips seen by the
         fit), ``kept`` ("fit" or "default": whether the fitted value or the default threshold
@@ -127,7 +133,7 @@ class Thresholds:
     validation: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=_utc_now)
     calitag_version: str = __version__
-    events: dict[str, Any] | None = None
+    events: Postprocess | None = None
     per_class: dict[str, list[Any]] | None = None
 
     def __post_init__(self) -> None:
@@ -150,8 +156,10 @@ class Thresholds:
             )
         if self.model_sha256 is not None and not _SHA256.match(str(self.model_sha256)):
             raise ThresholdsError(f"model_sha256 must be 64 lower-case hex digits, got {self.model_sha256!r}")
-        if self.events is not None and not isinstance(self.events, dict):
-            raise ThresholdsError(f"events must be a JSON object or None, got {type(self.events).__name__}")
+        if isinstance(self.events, dict):
+            object.__setattr__(self, "events", Postprocess.from_dict(self.events))
+        if self.events is not None and not isinstance(self.events, Postprocess):
+            raise ThresholdsError(f"events must be a Postprocess, a JSON object or None, got {type(self.events).__name__}")
         if self.per_class is not None:
             object.__setattr__(self, "per_class", _check_per_class(self.per_class, len(names)))
         values.setflags(write=False)
@@ -206,7 +214,7 @@ class Thresholds:
             "options": _jsonable(self.options, where="options"),
             "objective": self.objective,
             "validation": _jsonable(self.validation, where="validation"),
-            "events": _jsonable(self.events, where="events") if self.events is not None else None,
+            "events": _jsonable(self.events.to_dict(), where="events") if self.events is not None else None,
             "per_class": _jsonable(self.per_class, where="per_class") if self.per_class is not None else None,
         }
 
@@ -269,7 +277,7 @@ class Thresholds:
                 validation=need("validation", (dict,), optional=True) or {},
                 created=need("created", (str,), optional=True) or "",
                 calitag_version=need("calitag_version", (str,), optional=True) or "",
-                events=need("events", (dict,), optional=True),
+                events=_read_events(need("events", (dict,), optional=True), source=source),
                 per_class=need("per_class", (dict,), optional=True),
             )
         except ThresholdsError as err:

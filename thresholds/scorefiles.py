@@ -36,6 +36,23 @@ class ScoreSet:
         """Class names from the file, or "0", "1", ... when it has none."""
         return self.class_names if self.class_names is not None else tuple(str(i) for i in range(self.n_classes))
 
+    def split(self, which: str = "auto") -> tuple[str, np.ndarray, np.ndarray | None]:
+        """The split to evaluate on: ``(name, scores, labels)``; "auto" is eval when present, else val.
+
+        Raises
+        ------
+        ScoresError
+            ``which="eval"`` for a file without an eval split, or an unknown split name.
+        """
+        if which not in ("auto", "eval", "val"):
+            raise ScoresError(f"unknown split {which!r}; expected auto, eval or val")
+        name = ("eval" if self.eval_scores is not None else "val") if which == "auto" else which
+        if name == "eval" and self.eval_scores is None:
+            raise ScoresError(f"{self.source} has no eval split (eval_scores/eval_labels): use --split val")
+        if name == "eval":
+            return name, self.eval_scores, self.eval_labels
+        return name, self.val_scores, self.val_labels
+
 
 def _read_matrix(path: Path, *, what: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """A numeric matrix from .npy or .csv (optionally with a header row of class names)."""

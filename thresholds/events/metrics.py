@@ -28,7 +28,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from calitag.errors import LabelsError
-from calitag.pipeline.events import Event
+from calitag.thresholds.events.postprocess import Event
 
 T_COLLAR_S = 0.2
 PERCENTAGE_OF_LENGTH = 0.2
@@ -36,7 +36,7 @@ SEGMENT_S = 1.0
 
 
 @dataclass(frozen=True)
-class SedScores:
+class DetectionReport:
     """Counts and F-scores of one evaluation.
 
     kind: "event" or "segment".
@@ -208,7 +208,7 @@ def event_based_scores(
     class_names: Sequence[str] | None = None,
     t_collar_s: float = T_COLLAR_S,
     percentage_of_length: float = PERCENTAGE_OF_LENGTH,
-) -> SedScores:
+) -> DetectionReport:
     """Event-based counts (DCASE task 4 conventions) of estimated against reference events.
 
     Parameters
@@ -224,7 +224,7 @@ def event_based_scores(
 
     Returns
     -------
-    SedScores
+    DetectionReport
         kind "event"; ``.macro_f1``, ``.micro_f1``, per-class ``.f1``.
 
     Raises
@@ -245,7 +245,7 @@ def event_based_scores(
             )
     for (_, label), (on, _) in est.items():
         n_sys[index[label]] += len(on)
-    return SedScores("event", names, n_ref, n_sys, n_tp)
+    return DetectionReport("event", names, n_ref, n_sys, n_tp)
 
 
 def _segment_roll(
@@ -266,7 +266,7 @@ def segment_based_scores(
     class_names: Sequence[str] | None = None,
     segment_s: float = SEGMENT_S,
     durations_s: Mapping[str, float] | None = None,
-) -> SedScores:
+) -> DetectionReport:
     """Segment-based counts: class activity compared in fixed segments.
 
     Parameters
@@ -282,7 +282,7 @@ def segment_based_scores(
 
     Returns
     -------
-    SedScores
+    DetectionReport
         kind "segment"; counts are in segments.
     """
     names = _resolve_classes(reference, estimated, class_names)
@@ -306,4 +306,4 @@ def segment_based_scores(
         n_ref += r.sum(axis=0)
         n_sys += s.sum(axis=0)
         n_tp += (r & s).sum(axis=0)
-    return SedScores("segment", names, n_ref, n_sys, n_tp)
+    return DetectionReport("segment", names, n_ref, n_sys, n_tp)

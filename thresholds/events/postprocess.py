@@ -1,6 +1,6 @@
 """Sound event detection post-processing: frame scores -> per-class smoothing -> binarisation -> events.
 
-The stack applied to each class column of a :class:`~calitag.pipeline.types.FrameScores`:
+The stack applied to each class column of a model's frame scores (``FrameScores`` of the pipeline):
 
 1. smoothing: none, a running median (``scipy.ndimage.median_filter``) or a moving average
    (``scipy.ndimage.uniform_filter1d``), kernel in frames, edges extended with the nearest value;
@@ -10,8 +10,8 @@ The stack applied to each class column of a :class:`~calitag.pipeline.types.Fram
 4. events shorter than ``min_duration_s`` are dropped.
 
 Frame ``t`` covers ``[t * hop, (t + 1) * hop)``; an event made of frames ``a..b-1`` spans
-``[a * hop, b * hop)`` seconds. Events are written and read in the DCASE TSV layout
-(``filename<TAB>onset<TAB>offset<TAB>event_label`` with that header).
+``[a * hop, b * hop)`` seconds. Events are written and read in the DCASE TSV layout by
+:mod:`calitag.thresholds.events.tsv`.
 
 The ``events`` section of a thresholds file is :meth:`Postprocess.to_dict`::
 
@@ -25,26 +25,21 @@ The ``events`` section of a thresholds file is :meth:`Postprocess.to_dict`::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
-from scipy import ndimage
 
-from calitag.errors import LabelsError, OutputError, ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.pipeline.types import FrameScores
+from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 
 Smoothing = Literal["none", "median", "mean"]
 SMOOTHING_KINDS: tuple[str, ...] = ("none", "median", "mean")
 EVENTS_FORMAT_VERSION = 1
-TSV_HEADER = ("filename", "onset", "offset", "event_label")
 # Two frame hops closer than this are the same frame rate (float round-off in JSON).
 _HOP_TOLERANCE_S = 1e-6
 #: Longest smoothing kernel: 100 s at 10 ms frames; longer ones cost memory and time for nothing.
@@ -53,6 +48,19 @@ MAX_KERNEL_FRAMES = 10_001
 MAX_EVENT_TIME_S = 1e6
 
 logger = logging.getLogger(__name__)
+
+
+class FrameScoresLike(Protocol):
+    """What the stack reads of a recording's frame scores (``calitag.pipeline.FrameScores`` has it).
+
+    probs: float array in [0, 1], shape (n_frames, n_classes).
+    """
+
+    probs: np.ndarray
+    frame_hop_s: float
+    class_names: tuple[str, ...]
+    model: str
+    source: str
 
 
 @dataclass(frozen=True, order=True)
@@ -222,6 +230,26 @@ class Postprocess:
     def __getitem__(self, label: str) -> ClassPostprocess:
         return self.params[self.class_names.index(label)]
 
+    def for_classes(self, class_names: Sequence[str], *, source: str = "<events>") -> "Postprocess":
+        """The same parameters in the model's class order.
+
+        Raises
+        ------
+        ThresholdsMismatchError
+            The parameters name other classes than ``class_names``.
+        """
+        names = tuple(class_names)
+        if set(names) != set(self.class_names):
+            missing = sorted(set(names) - set(self.class_names))
+            extra = sorted(set(self.class_names) - set(names))
+            raise ThresholdsMismatchError(
+                f"{source}: events section does not fit the model's classes: missing {missing}, "
+                f"unknown {extra}; fix: calibrate events for this model"
+            )
+        order = [self.class_names.index(n) for n in names]
+        return Postprocess(names, tuple(self.params[i] for i in order), frame_hop_s=self.frame_hop_s,
+                           fitted=self.fitted)
+
     def to_dict(self) -> dict[str, Any]:
         """The ``events`` section of a thresholds file (JSON-serialisable)."""
         return {
@@ -272,14 +300,7 @@ class Postprocess:
         classes = data["classes"]
         if not isinstance(classes, Mapping) or not classes:
             raise ThresholdsError(f"{source}: 'classes' must be a non-empty object of class -> parameters")
-        names = tuple(class_names) if class_names is not None else tuple(classes)
-        if class_names is not None and set(names) != set(classes):
-            missing = sorted(set(names) - set(classes))
-            extra = sorted(set(classes) - set(names))
-            raise ThresholdsMismatchError(
-                f"{source}: events section does not fit the model's classes: missing {missing}, "
-                f"unknown {extra}; fix: calibrate events for this model"
-            )
+        names = tuple(classes)
         params = tuple(
             ClassPostprocess.from_dict(classes[n], where=f"{source}: events.classes[{n!r}]") for n in names
         )
@@ -289,7 +310,8 @@ class Postprocess:
         except (TypeError, ValueError) as e:
             raise ThresholdsError(f"{source}: frame_hop_s must be a number, got {hop!r}") from e
         fitted = data.get("fitted") or {}
-        return cls(names, params, frame_hop_s=hop, fitted=dict(fitted))
+        parsed = cls(names, params, frame_hop_s=hop, fitted=dict(fitted))
+        return parsed if class_names is None else parsed.for_classes(class_names, source=source)
 
 
 # --- the stack ----------------------------------------------------------------------------
@@ -317,6 +339,7 @@ def smooth(scores: np.ndarray, *, kind: Smoothing, kernel_frames: int) -> np.nda
         return x
     if kernel_frames > MAX_KERNEL_FRAMES:
         raise ThresholdsError(f"kernel_frames must be at most {MAX_KERNEL_FRAMES}, got {kernel_frames}")
+    from scipy import ndimage  # on first use: keeps `import calitag.thresholds` light
     if kind == "median":
         size = (kernel_frames,) + (1,) * (x.ndim - 1)
         return ndimage.median_filter(x, size=size, mode="nearest")
@@ -346,6 +369,7 @@ def binarize(scores: np.ndarray, *, threshold: float, low: float | None = None) 
     high_mask = x > threshold
     if low is None or low >= threshold:
         return high_mask
+    from scipy import ndimage
     runs, n_runs = ndimage.label(x > low)
     if n_runs == 0:
         return high_mask
@@ -419,13 +443,13 @@ def decode_class(
 
 
 def detect_events(
-    frame_scores: FrameScores, postprocess: Postprocess, *, file: str | None = None
+    frame_scores: FrameScoresLike, postprocess: Postprocess, *, file: str | None = None
 ) -> list[Event]:
     """Turn the frame scores of one recording into events.
 
     Parameters
     ----------
-    frame_scores : FrameScores
+    frame_scores : FrameScoresLike
         probs of shape (n_frames, n_classes) in [0, 1].
     postprocess : Postprocess
         Per-class parameters; its classes must be the scores' classes (any order).
@@ -565,14 +589,15 @@ def load_postprocess(
 ) -> Postprocess:
     """Read post-processing parameters from a JSON file.
 
-    Accepts a calitag thresholds file with an ``events`` section, a bare ``events`` section, or the
-    DCASE2019 CRNN authors' file (``localization_hysteresis``).
+    Accepts a calitag thresholds file with an ``events`` section (read by
+    :meth:`calitag.thresholds.Thresholds.load`), a bare ``events`` section, or the DCASE2019 CRNN
+    authors' file (``localization_hysteresis``).
 
     Parameters
     ----------
     path : path
     class_names : sequence of str, optional
-        The model's classes, checked against the file.
+        The model's classes, checked against the file; the result follows their order.
     expected_model : str, optional
         Refuse a thresholds file that names another model.
 
@@ -583,6 +608,8 @@ def load_postprocess(
     ThresholdsMismatchError
         Parameters for other classes or another model.
     """
+    from calitag.thresholds.io import Thresholds  # io reads events sections with this module
+
     source = str(path)
     data = _read_json(source, what="post-processing file")
     if not isinstance(data, Mapping):
@@ -591,177 +618,24 @@ def load_postprocess(
         pp = postprocess_from_authors(data)
         pp = Postprocess(pp.class_names, pp.params, frame_hop_s=pp.frame_hop_s,
                          fitted={**pp.fitted, "file": os.path.basename(source)})
-        if class_names is not None and set(class_names) != set(pp.class_names):
+    elif "thresholds" in data:
+        thresholds = Thresholds.from_dict(data, source=source)
+        if expected_model is not None and thresholds.model is not None and thresholds.model != expected_model:
             raise ThresholdsMismatchError(
-                f"{source}: parameters for classes {list(pp.class_names)}, the model has "
-                f"{list(class_names)}"
+                f"{source} was fitted for model {thresholds.model!r}, not {expected_model!r}; "
+                f"fix: run calitag calibrate-events with --model {expected_model}"
             )
-        if class_names is not None:
-            order = [pp.class_names.index(n) for n in class_names]
-            pp = Postprocess(tuple(class_names), tuple(pp.params[i] for i in order),
-                             frame_hop_s=pp.frame_hop_s, fitted=pp.fitted)
-        return pp
-    model = data.get("model")
-    if expected_model is not None and isinstance(model, str) and model != expected_model:
-        raise ThresholdsMismatchError(
-            f"{source} was fitted for model {model!r}, not {expected_model!r}; "
-            f"fix: run calitag calibrate-events with --model {expected_model}"
-        )
-    section = data.get("events", data if "classes" in data else None)
-    if section is None:
+        if thresholds.events is None:
+            raise ThresholdsError(
+                f"{source}: no 'events' section; fix: run `calitag calibrate-events` to add one, or pass "
+                "a file with 'localization_hysteresis'"
+            )
+        pp = thresholds.events
+    elif isinstance(data.get("events"), Mapping) or "classes" in data:
+        pp = Postprocess.from_dict(data.get("events", data), source=source)
+    else:
         raise ThresholdsError(
             f"{source}: no 'events' section; fix: run `calitag calibrate-events` to add one, or pass "
             "a file with 'localization_hysteresis'"
         )
-    return Postprocess.from_dict(section, class_names=class_names, source=source)
-
-
-# --- DCASE TSV ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EventTable:
-    """Events read from a DCASE-style TSV.
-
-    events: every event, in file order.
-    files: every file named in the table, including files listed with no event.
-    source: the TSV path.
-    """
-
-    events: tuple[Event, ...]
-    files: tuple[str, ...]
-    source: str = "<events>"
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(sorted({e.label for e in self.events}))
-
-
-def read_events_tsv(path: str | os.PathLike) -> EventTable:
-    """Read strong labels or detections in the DCASE layout.
-
-    The header ``filename onset offset event_label`` (tab-separated, columns in any order) is
-    optional; without one the columns are taken in that order. A line with only a file name lists a
-    recording with no event.
-
-    Parameters
-    ----------
-    path : path
-
-    Returns
-    -------
-    EventTable
-
-    Rows repeating an earlier event exactly (file, onset, offset, label) are dropped with a logged
-    warning naming both lines.
-
-    Raises
-    ------
-    LabelsError
-        Missing or unreadable file, wrong column count, non-numeric or negative times, an offset
-        before its onset, or a time past :data:`MAX_EVENT_TIME_S`; the message names the file and line.
-    """
-    source = str(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise LabelsError(f"events file not found: {source}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise LabelsError(f"cannot read {source} as UTF-8 text: {e}") from e
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(text.splitlines(), delimiter="\t")) if any(c.strip() for c in r)]
-    if not rows:
-        raise LabelsError(f"{source}: no events and no header; expected {'<TAB>'.join(TSV_HEADER)}")
-    columns = {name: i for i, name in enumerate(TSV_HEADER)}
-    first = [c.strip() for c in rows[0][1]]
-    if "filename" in first or "event_label" in first:
-        missing = [c for c in TSV_HEADER if c not in first]
-        if missing:
-            raise LabelsError(f"{source}: header {first} lacks columns {missing}; expected {list(TSV_HEADER)}")
-        columns = {name: first.index(name) for name in TSV_HEADER}
-        rows = rows[1:]
-    events: list[Event] = []
-    seen: dict[Event, int] = {}
-    duplicates: list[tuple[int, int]] = []
-    files: dict[str, None] = {}
-    width = max(columns.values()) + 1
-    for line_no, row in rows:
-        cells = [c.strip() for c in row] + [""] * max(0, width - len(row))
-        name = cells[columns["filename"]]
-        if not name:
-            raise LabelsError(f"{source}:{line_no}: empty file name")
-        files[name] = None
-        onset, offset, label = (cells[columns[c]] for c in ("onset", "offset", "event_label"))
-        if not onset and not offset and not label:
-            continue
-        try:
-            on, off = float(onset), float(offset)
-        except ValueError as e:
-            raise LabelsError(
-                f"{source}:{line_no}: onset/offset must be numbers of seconds, got {onset!r}, {offset!r}"
-            ) from e
-        if not label:
-            raise LabelsError(f"{source}:{line_no}: event without a label")
-        if not (math.isfinite(on) and math.isfinite(off) and 0.0 <= on <= off <= MAX_EVENT_TIME_S):
-            raise LabelsError(
-                f"{source}:{line_no}: expected 0 <= onset <= offset <= {MAX_EVENT_TIME_S:.0e} s, got onset {on}, "
-                f"offset {off}"
-            )
-        event = Event(name, on, off, label)
-        if event in seen:
-            # A repeated row would count as a second event that no detection can match.
-            duplicates.append((line_no, seen[event]))
-            continue
-        seen[event] = line_no
-        events.append(event)
-    if duplicates:
-        shown = ", ".join(f"line {line} repeats line {first}" for line, first in duplicates[:5])
-        logger.warning("%s: %d duplicate event row(s) ignored (%s%s)", source, len(duplicates), shown,
-                       ", ..." if len(duplicates) > 5 else "")
-    return EventTable(tuple(events), tuple(files), source)
-
-
-def write_events_tsv(
-    path: str | os.PathLike, events: Iterable[Event], *, files: Sequence[str] = ()
-) -> Path:
-    """Write events in the DCASE layout, atomically (temporary file, then rename).
-
-    Parameters
-    ----------
-    path : path
-        Output TSV; its folder must exist.
-    events : iterable of Event
-        Written sorted by file, onset, label; times with 3 decimals.
-    files : sequence of str
-        Recordings to list even when they have no event (written as a line with the name only).
-
-    Returns
-    -------
-    Path
-        The written file.
-
-    Raises
-    ------
-    OutputError
-        If the folder is missing or not writable.
-    """
-    out = Path(path)
-    events = sorted(events, key=lambda e: (e.file, e.onset_s, e.label, e.offset_s))
-    with_events = {e.file for e in events}
-    lines = ["\t".join(TSV_HEADER)]
-    lines += [f"{e.file}\t{e.onset_s:.3f}\t{e.offset_s:.3f}\t{e.label}" for e in events]
-    lines += [f"{f}\t\t\t" for f in sorted(set(files) - with_events)]
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {out}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except OSError as e:
-        if "tmp" in locals() and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write {out}: {e}") from e
-    return out
+    return pp if class_names is None else pp.for_classes(class_names, source=source)

@@ -27,23 +27,23 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from calitag.errors import LabelsError, ScoresError
-from calitag.pipeline.events import (
+from calitag.thresholds.events.postprocess import (
     ClassPostprocess,
     Event,
-    EventTable,
+    FrameScoresLike,
     Postprocess,
     binarize,
     clean_segments,
     runs_of,
     smooth,
 )
-from calitag.pipeline.sed_metrics import (
+from calitag.thresholds.events.metrics import (
     PERCENTAGE_OF_LENGTH,
     SEGMENT_S,
     T_COLLAR_S,
     count_event_matches,
 )
-from calitag.pipeline.types import FrameScores
+from calitag.thresholds.events.tsv import EventTable
 from calitag.thresholds.metrics import fbeta_np
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ _EPS = 1e-12
 class EventsTuning:
     """The result of :func:`tune_events`.
 
-    postprocess: the tuned per-class stack (its ``to_dict()`` is the thresholds file's ``events``).
+    postprocess: the tuned per-class stack (a thresholds file's ``events``).
     metric: "event" or "segment" (macro F1).
     score: macro F1 of the tuned stack on the tuning data.
     baseline_score: macro F1 of threshold 0.5 without smoothing on the same data.
@@ -81,11 +81,6 @@ class EventsTuning:
     class_scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     baseline_class_scores: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def events(self) -> dict[str, Any]:
-        """The ``events`` section for the thresholds file."""
-        return self.postprocess.to_dict()
 
 
 class _ClassScorer:
@@ -199,7 +194,7 @@ def _frame_thresholds(scores: np.ndarray, labels: np.ndarray, *, solver: str, se
 
 
 def _collect(
-    frame_scores: Sequence[FrameScores], reference: Sequence[Event] | EventTable
+    frame_scores: Sequence[FrameScoresLike], reference: Sequence[Event] | EventTable
 ) -> tuple[tuple[str, ...], float, list[str], dict[tuple[str, str], list[Event]]]:
     if not frame_scores:
         raise ScoresError("no frame scores to tune on; expected at least one scored recording")
@@ -255,7 +250,7 @@ def _collect(
 
 
 def tune_events(
-    frame_scores: Sequence[FrameScores],
+    frame_scores: Sequence[FrameScoresLike],
     reference: Sequence[Event] | EventTable,
     *,
     metric: Metric = "event",
@@ -275,7 +270,7 @@ def tune_events(
 
     Parameters
     ----------
-    frame_scores : sequence of FrameScores
+    frame_scores : sequence of FrameScoresLike
         Frame scores of the tuning recordings (one model; probs (n_frames, n_classes)). A recording
         is known by the base name of its ``source``.
     reference : sequence of Event or EventTable

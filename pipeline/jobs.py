@@ -1,0 +1,340 @@
+"""The user's jobs over many files, as library functions: batch records, event detection, event calibration.
+
+The CLI (``calitag batch``, ``detect``, ``calibrate-events``) and the public API
+(``calitag.run_batch``, ``Tagger.detect``, ``Tagger.calibrate_events``) both call these, so a
+command only formats what they return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from calitag.errors import AudioError, LabelsError
+from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files
+from calitag.pipeline.batch import run_batch as _score_files
+from calitag.pipeline.labels import ClipLabels, read_clip_labels
+
+if TYPE_CHECKING:
+    from calitag.pipeline.tagger import Tagger
+    from calitag.pipeline.types import FrameScores
+    from calitag.thresholds.events import Event, EventsTuning, EventTable, Postprocess
+    from calitag.thresholds.io import Thresholds
+
+#: Output formats of batch records, by name (the writer is :class:`calitag.pipeline.records.RecordWriter`).
+RECORD_FORMATS = ("jsonl", "csv")
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; a folder becomes the audio files directly inside it, sorted.
+
+    A path that does not exist is kept, so that the job reports it as a failed file.
+    """
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        expanded.extend(find_audio_files(path) if path.is_dir() else [path])
+    return expanded
+
+
+def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels, *,
+                   class_names: Sequence[str] = ()) -> ClipLabels:
+    """Clip annotations from a label file, a mapping ``{file name: [class, ...]}`` or a ClipLabels.
+
+    Raises
+    ------
+    LabelsError
+        An unreadable label file, or a mapping whose values are not lists of class names.
+    """
+    if isinstance(labels, ClipLabels):
+        return labels
+    if isinstance(labels, Mapping):
+        parsed: dict[str, tuple[str, ...]] = {}
+        for name, classes in labels.items():
+            if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+                raise LabelsError(f"labels of {name!r} must be a list of class names, got {classes!r}")
+            parsed[str(name)] = tuple(dict.fromkeys(classes))
+        if not parsed:
+            raise LabelsError("the labels mapping lists no files")
+        return ClipLabels(labels=parsed, source="<mapping>")
+    return read_clip_labels(labels, class_names=class_names)
+
+
+# --- batch records -------------------------------------------------------------------------------
+
+
+def record_format(out: str | Path, fmt: str | None = None) -> str:
+    """The record format: ``fmt`` when given, else from the extension (.csv -> csv, else jsonl)."""
+    return fmt or ("csv" if Path(out).suffix.lower() == ".csv" else "jsonl")
+
+
+def batch_record(
+    result: FileResult,
+    *,
+    class_names: Sequence[str],
+    model: str,
+    thresholds_id: str | None = None,
+    top_k: int | None = 5,
+    segments: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The record of one file: path, duration, tags, scores (top k, or all with ``top_k=None``), model, thresholds.
+
+    The same fields for every engine (local processes or Ray). A failed file gets ``path``, ``model``,
+    ``thresholds`` and ``error`` (without the leading path); ``segments`` (a timeline) is added when given.
+    """
+    if result.error is not None:
+        return {"path": result.path, "model": model, "thresholds": thresholds_id,
+                "error": result.error.removeprefix(result.path + ": ")}
+    order = result.scores.argsort()[::-1]
+    if top_k is not None:
+        order = order[:top_k]
+    record = {
+        "path": result.path,
+        "duration_s": round(result.duration_s, 3),
+        "tags": [label for label, _ in result.tags],
+        "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
+        "model": model,
+        "thresholds": thresholds_id,
+    }
+    if segments is not None:
+        record["segments"] = segments
+    return record
+
+
+def write_records(
+    tagger: Tagger,
+    paths: Sequence[str | Path],
+    writer: Any | None,
+    *,
+    top_k: int | None = 5,
+    workers: int = 1,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> list[FileResult]:
+    """Tag ``paths`` and append one :func:`batch_record` per file to ``writer`` as each finishes.
+
+    ``writer`` is a :class:`calitag.pipeline.records.RecordWriter` (or anything with ``write(dict)``),
+    or None to only return the results.
+    """
+
+    def record(result: FileResult) -> None:
+        if on_result is not None:
+            on_result(result)
+        if writer is not None:
+            writer.write(batch_record(result, class_names=tagger.class_names, model=tagger.name,
+                                      thresholds_id=tagger.thresholds_id, top_k=top_k))
+
+    return _score_files(tagger, paths, workers=workers, on_result=record, on_progress=on_progress)
+
+
+def run_batch(
+    tagger: Tagger,
+    folder: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    fmt: str | None = None,
+    recursive: bool = False,
+    pattern: str | None = None,
+    workers: int = 1,
+    top_k: int | None = 5,
+    resume: bool = False,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> list[FileResult]:
+    """Tag every audio file of a folder (or a list of files); with ``out``, append one record per file there.
+
+    Parameters
+    ----------
+    tagger : Tagger
+    folder : path or sequence of paths
+        A folder (its audio files, see ``recursive`` and ``pattern``) or the files themselves.
+    out : path, optional
+        Records file (JSON lines, or CSV for a .csv name or ``fmt="csv"``). An existing file is
+        never overwritten: ``resume=True`` continues it and skips the files it already holds.
+    top_k : int or None
+        Scores kept per record (None: all).
+    workers : int
+        Decoder processes (0: decode in this process).
+
+    Returns
+    -------
+    list of FileResult
+        One per file processed, failures included, in completion order.
+
+    Raises
+    ------
+    AudioError
+        No audio files found, or the folder does not exist.
+    OutputError
+        ``out`` exists (without ``resume``) or cannot be written.
+    """
+    from calitag.pipeline.records import RecordWriter
+
+    if isinstance(folder, (str, Path)):
+        files = find_audio_files(folder, recursive=recursive, pattern=pattern)
+    else:
+        files = [Path(p) for p in folder]
+    writer = RecordWriter(Path(out), record_format(out, fmt), resume=resume) if out is not None else None
+    try:
+        if not files:
+            raise AudioError(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
+        todo = [p for p in files if writer is None or str(p) not in writer.done]
+        return write_records(tagger, todo, writer, top_k=top_k, workers=workers, on_result=on_result,
+                             on_progress=on_progress)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+# --- sound event detection -----------------------------------------------------------------------
+
+
+def resolve_postprocess(tagger: Tagger, postprocess: Postprocess | Thresholds | str | Path | None) -> Postprocess:
+    """The post-processing stack for ``tagger``'s frame scores.
+
+    ``postprocess`` is a :class:`Postprocess`, a Thresholds with an events section, a file
+    (:func:`calitag.thresholds.events.load_postprocess`), or None: threshold 0.5, no smoothing.
+
+    Raises
+    ------
+    ThresholdsError, ThresholdsMismatchError
+        A file without events section, or parameters for other classes or another model.
+    """
+    from calitag.errors import ThresholdsError
+    from calitag.thresholds.events import Postprocess, load_postprocess
+    from calitag.thresholds.io import Thresholds
+
+    if postprocess is None:
+        return Postprocess.uniform(tagger.class_names)
+    if isinstance(postprocess, (str, Path)):
+        return load_postprocess(postprocess, class_names=tagger.class_names, expected_model=tagger.name)
+    if isinstance(postprocess, Thresholds):
+        postprocess.check_compatible(expected_model=tagger.name, expected_classes=tagger.class_names)
+        if postprocess.events is None:
+            raise ThresholdsError("these thresholds have no events section; fix: run calitag calibrate-events")
+        postprocess = postprocess.events
+    return postprocess.for_classes(tagger.class_names)
+
+
+@dataclass(frozen=True)
+class EventsCalibration:
+    """What :func:`calibrate_events` produced.
+
+    tuning: the tuner's result (stack, scores of the tuned and of the 0.5 baseline, seconds).
+    thresholds: the thresholds object holding the stack as its ``events`` (written when ``out`` was given).
+    unlabeled_files: audio files of the folder that the events table does not list (not used).
+    n_files: recordings tuned on.
+    """
+
+    tuning: EventsTuning
+    thresholds: Thresholds
+    unlabeled_files: tuple[str, ...]
+    n_files: int
+
+
+def read_event_table(events: str | Path | EventTable) -> EventTable:
+    """An events table from a DCASE TSV path (or the table itself)."""
+    from calitag.thresholds.events import read_events_tsv
+
+    return events if not isinstance(events, (str, Path)) else read_events_tsv(events)
+
+
+def existing_thresholds(out: str | Path | None, *, model: str) -> Thresholds | None:
+    """The thresholds file at ``out`` when one exists (checked to be for ``model``), else None."""
+    from calitag.thresholds.io import Thresholds
+
+    if out is None or not Path(out).exists():
+        return None
+    return Thresholds.load(out, expected_model=model)
+
+
+def calibrate_events(
+    tagger: Tagger,
+    folder: str | Path,
+    events: str | Path | EventTable,
+    *,
+    out: str | Path | None = None,
+    metric: str = "event",
+    solver: str = "sgl",
+    seed: int = 0,
+) -> EventsCalibration:
+    """Tune the per-class post-processing stack on the strongly labeled recordings of ``folder``.
+
+    Parameters
+    ----------
+    tagger : Tagger
+        A frame-level model.
+    folder : path
+        The recordings named in ``events``; other audio files there are ignored.
+    events : path or EventTable
+        Strong labels (DCASE TSV: filename, onset, offset, event_label).
+    out : path, optional
+        Thresholds file to write. When it already exists (same model and classes), only its
+        ``events`` section is replaced; otherwise every class keeps the default 0.5 for tagging.
+    metric : {"event", "segment"}
+        Macro F1 to maximise.
+    solver : {"sgl", "exact"}
+        Threshold solver of the frame-level surrogate step.
+    seed : int
+
+    Raises
+    ------
+    LabelsError
+        The table names files that are not in ``folder``, or labels the model does not output.
+    ThresholdsMismatchError
+        ``out`` exists and was made for another model or class list.
+    """
+    from calitag.thresholds.events import tune_events
+    from calitag.thresholds.io import Thresholds
+
+    folder = Path(folder)
+    table = read_event_table(events)
+    existing = existing_thresholds(out, model=tagger.name)
+    missing = [f for f in table.files if not (folder / f).is_file()]
+    if missing:
+        raise LabelsError(f"{table.source} names {len(missing)} file(s) not in {folder}, e.g. {missing[:3]}")
+    unlabeled = tuple(sorted({p.name for p in find_audio_files(folder)} - set(table.files)))
+    if existing is not None:
+        existing.check_compatible(expected_classes=tagger.class_names, source=str(out))
+    scores: list[FrameScores] = [tagger.frame_scores(folder / name) for name in table.files]
+    tuning = tune_events(scores, table, metric=metric, solver=solver, seed=seed)
+    if existing is not None:
+        thresholds = dataclasses.replace(existing, events=tuning.postprocess)
+    else:
+        thresholds = Thresholds(
+            values=np.full(len(tagger.class_names), 0.5), class_names=tagger.class_names, model=tagger.name,
+            method="default", options={"threshold": 0.5}, objective="micro_f1", events=tuning.postprocess,
+        )
+    if out is not None:
+        thresholds.save(out)
+    return EventsCalibration(tuning=tuning, thresholds=thresholds, unlabeled_files=unlabeled, n_files=len(scores))
+
+
+def table_names(paths: Sequence[str | Path]) -> list[str]:
+    """Names of files in an events table: base names, or paths below their common folder where two
+    base names are equal (A/x.flac and B/x.flac stay apart)."""
+    names = [Path(p).name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    return [Path(os.path.relpath(a, root)).as_posix() for a in absolute]
+
+
+def detect(
+    tagger: Tagger, paths: Iterable[str | Path], postprocess: Postprocess, *, names: Sequence[str] | None = None
+) -> list[Event]:
+    """Events of each recording, in input order; ``Event.file`` is ``names`` or :func:`table_names`."""
+    from calitag.thresholds.events import detect_events
+
+    paths = list(paths)
+    names = table_names(paths) if names is None else list(names)
+    found: list[Event] = []
+    for path, name in zip(paths, names):
+        found.extend(detect_events(tagger.frame_scores(path), postprocess, file=name))
+    return found
