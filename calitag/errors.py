@@ -53,3 +53,7 @@ class DeviceError(TaggingError):
 
 class CalibrationError(TaggingError):
     """A threshold solver or objective is unknown, or one of its options is out of range."""
+
+
+class PrecisionError(DeviceError):
+    """A requested numeric precision (bf16) that this model or device cannot run natively."""
