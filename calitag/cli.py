@@ -34,6 +34,10 @@ _CHECKPOINT_OPTION = click.option(
 _DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="auto: CUDA when available, else CPU.")
+_PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
+    help="bf16: the torch taggers' convolutions in bfloat16 (CPUs with AVX512-BF16/AMX, or CUDA); "
+         "auto: bf16 where native and faster, else fp32.")
 
 
 def _download_progress(desc: str):  # -> (callback, close)
@@ -68,14 +72,15 @@ def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
 
 
 def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8,
-                 optimize: bool = False):
+                 optimize: bool = False, precision: str = "fp32"):
     from calitag.errors import TaggingError
     from calitag.pipeline.tagger import Tagger
 
     update, close = _download_progress(f"fetching {model_name}")
     try:
         return Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds,
-                           cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, on_progress=update)
+                           cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, precision=precision,
+                           on_progress=update)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -95,9 +100,10 @@ def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, c
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="How window scores of long files become one clip score.")
 @_CACHE_DIR_OPTION
+@_PRECISION_OPTION
 def tag_command(
     files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None, thresholds_path: _Path | None,
-    top_k: int | None, fmt: str, device: str, aggregate: str, cache_dir: _Path | None,
+    top_k: int | None, fmt: str, device: str, aggregate: str, cache_dir: _Path | None, precision: str,
 ) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
@@ -110,7 +116,7 @@ def tag_command(
     from calitag.errors import TaggingError
 
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                          cache_dir=cache_dir)
+                          cache_dir=cache_dir, precision=precision)
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
@@ -431,9 +437,10 @@ class _Progress:
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
+@_PRECISION_OPTION
 def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkpoint: _Path | None, method: str,
                       objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path) -> None:
+                      workers: int, device: str, cache_dir: _Path | None, out_path: _Path, precision: str) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -444,7 +451,7 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
     from calitag.pipeline.calibrate import calibrate
     from calitag.pipeline.labels import read_clip_labels
 
-    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir, precision=precision)
     progress = None
     try:
         labels = read_clip_labels(labels_path, class_names=tagger.class_names)
@@ -509,10 +516,11 @@ def calibrate_command(folder: _Path, labels_path: _Path, model_name: str, checkp
               help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
+@_PRECISION_OPTION
 def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: str, checkpoint: _Path | None,
                   thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
                   batch_size: int, top_k: int, all_scores: bool, resume: bool, optimize: bool, device: str,
-                  cache_dir: _Path | None) -> None:
+                  cache_dir: _Path | None, precision: str) -> None:
     """Tag every audio file in FOLDER, writing one record per file to --out.
 
     Records are appended and flushed as files finish, so an interrupted run loses nothing and
@@ -526,7 +534,7 @@ def batch_command(folder: _Path, out_path: _Path, fmt: str | None, model_name: s
 
     fmt = fmt or ("csv" if out_path.suffix.lower() == ".csv" else "jsonl")
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                          cache_dir=cache_dir, batch_size=batch_size)
+                          cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, precision=precision)
     # Records name the thresholds file and the start of its sha256, so results stay traceable.
     thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
                      if thresholds_path is not None else None)
@@ -600,8 +608,10 @@ _SED_MODEL_OPTION = click.option(
               help="Events TSV to write (DCASE layout: filename, onset, offset, event_label).")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
+@_PRECISION_OPTION
 def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None,
-                   postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None) -> None:
+                   postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None,
+                   precision: str) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -610,7 +620,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     from calitag.errors import TaggingError
     from calitag.pipeline.events import Postprocess, detect_events, load_postprocess, write_events_tsv
 
-    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir, precision=precision)
     try:
         if postprocess_path is not None:
             postprocess = load_postprocess(postprocess_path, class_names=tagger.class_names,
