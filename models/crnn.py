@@ -129,7 +129,10 @@ class CRNN(nn.Module):
                 f"the CRNN expects features of shape (batch, {self.n_mels}, n_frames), "
                 f"got {tuple(features.shape)}"
             )
-        x = self.blocks(features.unsqueeze(1).to(self.blocks[0].conv.weight.dtype))  # (B, 64 channels, 1 mel, T)
+        # The first block sees raw dB values (-80..0), which bfloat16 would round by up to 0.25 dB:
+        # it stays float32 (6% of the convolutions' work) and the body starts after it.
+        x = self.blocks[0](features.unsqueeze(1)).to(self.blocks[1].conv.weight.dtype)
+        x = self.blocks[2](self.blocks[1](x))  # (B, 64 channels, 1 mel, T)
         with float32_head(x):
             x = x.float().squeeze(2).transpose(1, 2)  # (B, T, 64 channels), Keras's Reshape order
             x = self.gru(x)
@@ -140,10 +143,11 @@ class CRNN(nn.Module):
         return clip, frames
 
     def set_body_dtype(self, dtype: torch.dtype) -> None:
-        """Run the three conv blocks in ``dtype`` (bfloat16: weights cast, channels-last); the
-        recurrent layer and the dense heads stay float32 (a bfloat16 state would round at each
-        of the 431 steps, and the GRU's small matmuls gain nothing from it)."""
-        cast_body(self.blocks, dtype)
+        """Run the second and third conv blocks in ``dtype`` (bfloat16: weights cast,
+        channels-last); the first block (raw dB input), the recurrent layer and the dense heads
+        stay float32 (a bfloat16 state would round at each of the 431 steps, and the GRU's small
+        matmuls gain nothing from it)."""
+        cast_body(self.blocks[1:], dtype)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.forward_frames(features)[0]
