@@ -30,7 +30,6 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_bf16_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
     """The native-bfloat16 flags this CPU reports (empty where none, or no /proc/cpuinfo).
 
