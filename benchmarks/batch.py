@@ -6,9 +6,14 @@ for each file ``librosa.load(path, sr=32000)`` then one forward pass of panns-in
 (its torchlibrosa frontend included). calitag runs ``run_batch`` with decoder processes and
 batched windows, the network traced and frozen once as `calitag batch` does by default (the
 build happens in the warm-up, as it would be amortised over a long run). The clip scores of the
-two are compared as well.
+two are compared as well. ``--precision bf16`` runs calitag's side in bfloat16 (CPUs with
+native bfloat16); the difference printed is then bf16 against panns-inference's float32.
 
-    python benchmarks/batch.py [--files 24] [--workers 1] [--batch-size 8]
+It then times each stage of calitag's path once more, in one process and one after the other,
+on the same files: decode (soundfile), resample (soxr), frontend (log-Mel), model (batches of
+``--batch-size``), write (one JSONL record per file), to show which one limits.
+
+    python benchmarks/batch.py [--files 24] [--workers 1] [--batch-size 8] [--precision fp32|bf16]
 
 A script, never part of the test run. It prints one table.
 """
@@ -16,6 +21,7 @@ A script, never part of the test run. It prints one table.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,6 +71,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=24)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    parser.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternate the two sides this many times and keep each side's best (a shared "
+                             "machine's load then hits both alike)")
     args = parser.parse_args()
 
     from calitag.models import cnn14
@@ -74,29 +85,79 @@ def main() -> None:
 
     ours = cnn14.load(None, seed=0)
     # As `calitag batch` runs it: traced and frozen once (--jit, the default).
-    tagger = Tagger(get_spec("cnn14"), ours, device=torch.device("cpu"), batch_size=args.batch_size, optimize=True)
-    reference = panns_cnn14_runner(ours.state_dict())
+    reference = panns_cnn14_runner(ours.state_dict())  # before the Tagger casts ours to bf16
+    tagger = Tagger(get_spec("cnn14"), ours, device=torch.device("cpu"), batch_size=args.batch_size, optimize=True,
+                    precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_clips(Path(tmp), args.files)
         plain_loop(reference, paths[:1])  # warm-up both sides
         run_batch(tagger, paths[:1], workers=0, with_tags=False)  # builds the traced graph
-        start = time.perf_counter()
-        theirs = plain_loop(reference, paths)
-        plain_s = time.perf_counter() - start
-        start = time.perf_counter()
-        results = run_batch(tagger, paths, workers=args.workers, with_tags=False)
-        batch_s = time.perf_counter() - start
+        plain_times, batch_times = [], []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            theirs = plain_loop(reference, paths)
+            plain_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            results = run_batch(tagger, paths, workers=args.workers, with_tags=False)
+            batch_times.append(time.perf_counter() - start)
+        plain_s, batch_s = min(plain_times), min(batch_times)
+        stages = None if args.no_stages else stage_seconds(tagger, paths, Path(tmp))
     by_path = {r.path: r.scores for r in results}
     mine = np.stack([by_path[str(p)] for p in paths])
     audio_s = args.files * CLIP_S
+    load = os.getloadavg()[0]
     print(f"{args.files} clips of {CLIP_S:.0f} s at {FILE_RATE} Hz, Cnn14 random weights (seed 0), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, calitag in {tagger.precision}, "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"best of {args.rounds} alternating rounds; all rounds, plain loop: "
+          f"{', '.join(f'{t:.1f}' for t in plain_times)} s; calitag: {', '.join(f'{t:.1f}' for t in batch_times)} s")
     print(f"{'':<44} {'seconds':>8} {'files/s':>8} {'x real time':>12}")
     print(f"{'panns-inference Cnn14, plain loop (batch 1)':<44} {plain_s:>8.2f} {args.files / plain_s:>8.2f} "
           f"{audio_s / plain_s:>12.1f}")
-    print(f"{f'calitag batch (workers {args.workers}, batch {args.batch_size})':<44} {batch_s:>8.2f} "
+    print(f"{f'calitag batch ({tagger.precision}, workers {args.workers}, batch {args.batch_size})':<44} {batch_s:>8.2f} "
           f"{args.files / batch_s:>8.2f} {audio_s / batch_s:>12.1f}")
-    print(f"speed-up: {plain_s / batch_s:.2f}x   max |score difference|: {np.abs(mine - theirs).max():.2e}")
+    diff = np.abs(mine - theirs)
+    print(f"speed-up: {plain_s / batch_s:.2f}x   |score difference| max {diff.max():.2e}, mean {diff.mean():.2e}")
+    if stages is not None:
+        total = sum(stages.values())
+        print(f"\nstages of calitag's path, in one process, one after the other ({total:.2f} s in all):")
+        for stage, seconds in stages.items():
+            print(f"  {stage:<10} {seconds:>7.2f} s  {seconds / total:>5.1%}  {args.files / seconds:>8.1f} files/s")
+
+
+def stage_seconds(tagger, paths: list[Path], tmp: Path) -> dict[str, float]:
+    """Seconds spent in each stage of calitag's path over ``paths``, run one stage at a time."""
+    from calitag.pipeline.audio import resample
+    from calitag.pipeline.records import RecordWriter
+    from calitag.pipeline.types import Waveform
+
+    rate = tagger.spec.frontend.sample_rate
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    decoded = [sf.read(p, dtype="float32") for p in paths]
+    seconds["decode"] = time.perf_counter() - start
+    start = time.perf_counter()
+    waves = [resample(Waveform(samples=x, sample_rate=r, source=str(p)), sample_rate=rate).samples
+             for (x, r), p in zip(decoded, paths)]
+    seconds["resample"] = time.perf_counter() - start
+    n = min(len(w) for w in waves)
+    batches = [np.stack([w[:n] for w in waves[i : i + tagger.batch_size]])
+               for i in range(0, len(waves), tagger.batch_size)]
+    with torch.inference_mode():
+        start = time.perf_counter()
+        features = [tagger.frontend(torch.from_numpy(b)) for b in batches]
+        seconds["frontend"] = time.perf_counter() - start
+        start = time.perf_counter()
+        probs = [tagger._clip_model(f)(f).float().numpy() for f in features]
+        seconds["model"] = time.perf_counter() - start
+    start = time.perf_counter()
+    writer = RecordWriter(tmp / "stages.jsonl", "jsonl", resume=False)
+    for path, row in zip(paths, np.concatenate(probs)):
+        order = row.argsort()[::-1][:5]
+        writer.write({"path": str(path), "scores": {tagger.class_names[i]: round(float(row[i]), 6) for i in order}})
+    writer.close()
+    seconds["write"] = time.perf_counter() - start
+    return seconds
 
 
 if __name__ == "__main__":

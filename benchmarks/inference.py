@@ -8,7 +8,15 @@ is already in the calitag cache (``calitag models fetch yamnet``). cnn14 is also
 panns-inference's own ``Cnn14`` class (its forward includes its torchlibrosa frontend) with the
 same weights on the same input, the calls interleaved so both see the same machine load.
 
+Each torch model runs in each ``--precisions`` (fp32, and bf16 where the CPU has native bfloat16),
+through calitag's Tagger as `calitag tag` runs it (``--jit``: traced and frozen as `calitag batch`
+runs it). GFLOP/s counts the network's convolution and matmul work (torch's FlopCounterMode, one
+10-s clip) over the wall time of a call, next to the single-layer limit measured in the same run:
+one 3x3 convolution of Cnn14's size (128 -> 128 channels on its 500 x 32 map, batch 8) in fp32
+and in bf16 (channels-last), the most one layer of this network reaches on this CPU.
+
     python benchmarks/inference.py [--repeats 5] [--batch-sizes 1 8] [--models cnn14 ...]
+                                   [--precisions fp32 bf16] [--jit]
 
 A script, never part of the test run. It prints one table.
 """
@@ -70,23 +78,62 @@ def checkpoint_for(name: str) -> tuple[Path | None, str]:
     return None, "random"
 
 
-def calitag_runner(name: str) -> tuple[Runner, str]:
-    """Waveforms (batch, n_samples) -> clip scores with calitag's frontend and model."""
+def calitag_runner(name: str, *, precision: str = "fp32", jit: bool = False) -> tuple[Runner, str]:
+    """Waveforms (batch, n_samples) -> clip scores through calitag's Tagger (frontend and model)."""
+    from calitag.pipeline.tagger import Tagger
+
     spec = MODELS[name]
     checkpoint, weights = checkpoint_for(name)
     model = spec.resolve_builder()(checkpoint, seed=0)
-    frontend = LogMel(spec.frontend)
-    prepare: Callable[[torch.Tensor], torch.Tensor] = torch.nn.Identity()
+    tagger = Tagger(spec, model, device=torch.device("cpu"), precision=precision, optimize=jit)
+
+    def run(wave: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(tagger.score_windows(wave.numpy()))
+
+    return run, weights
+
+
+def network_gflop(name: str) -> float | None:
+    """Convolution and matmul GFLOP of the network (frontend excluded) on one 10-s clip; None
+    for a model that is not a torch module (yamnet)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = MODELS[name]
+    checkpoint, _ = checkpoint_for(name)
+    model = spec.resolve_builder()(checkpoint, seed=0)
+    if not isinstance(model, torch.nn.Module):
+        return None
+    features = LogMel(spec.frontend)(waveforms(spec.frontend.sample_rate, 1))
     if name == "crnn-dcase2019":
         from calitag.models.crnn import prepare_features
 
-        prepare = prepare_features
+        features = prepare_features(features)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(features)
+    return counter.get_total_flops() / 1e9
 
-    def run(wave: torch.Tensor) -> torch.Tensor:
+
+def single_layer_limit(repeats: int, precisions: list[str]) -> dict[str, float]:
+    """GFLOP/s of one 3x3 convolution of Cnn14's size (conv_block2.conv2: 128 -> 128 channels,
+    500 x 32 map, batch 8), per precision: the most one layer reaches here."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 128, 500, 32, generator=generator)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).eval()
+    flops = 2 * 128 * 128 * 9 * 500 * 32 * 8
+    out = {}
+    for precision in precisions:
+        if precision == "bf16":
+            layer = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).eval()
+            layer.load_state_dict(conv.state_dict())
+            layer = layer.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+            inp = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        else:
+            layer, inp = conv, x
         with torch.inference_mode():
-            return model(prepare(frontend(wave)))
-
-    return run, weights
+            wall, _ = time_interleaved({"layer": lambda _w: layer(inp)}, x, repeats)
+        out[precision] = flops / min(wall["layer"]) / 1e9
+    return out
 
 
 def panns_cnn14_runner(state: dict[str, torch.Tensor]) -> Runner:
@@ -149,12 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=sorted(MODELS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16"],
+                        help="default: fp32, and bf16 where the CPU has native bfloat16")
+    parser.add_argument("--jit", action="store_true", help="trace and freeze cnn14/cnn-transformer as `calitag batch`")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from calitag.pipeline.precision import bf16_support
+
+    native, reason = bf16_support(torch.device("cpu"))
+    precisions = args.precisions or (["fp32", "bf16"] if native else ["fp32"])
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -163,46 +217,64 @@ def main(argv: list[str] | None = None) -> int:
         f"(median in brackets); CPU s: process CPU seconds of the best call; "
         f"RTF = compute seconds / audio seconds"
     )
+    limit = single_layer_limit(args.repeats, precisions)
+    print(f"CPU bfloat16: {reason}; calitag rows {'traced and frozen (--jit)' if args.jit else 'eager'}")
+    print("single-layer limit (one 3x3 conv, 128 -> 128 channels, 500 x 32, batch 8): "
+          + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in limit.items()))
     header = (
         f"{'model':<16} {'implementation':<22} {'weights':<9} {'batch':>5} {'s/batch':>17} "
-        f"{'CPU s':>7} {'clips/s':>8} {'RTF':>7} {'speed vs panns':>15}"
+        f"{'CPU s':>7} {'clips/s':>8} {'RTF':>7} {'speed vs panns':>15} {'GFLOP/s':>8} {'of limit':>8}"
     )
     print(header)
     print("-" * len(header))
     for name in args.models:
-        try:
-            ours, weights = calitag_runner(name)
-        except (TaggingError, ImportError) as err:
-            print(f"{name:<16} skipped: {err}")
+        runners: dict[str, Runner] = {}
+        for precision in precisions:
+            try:
+                ours, weights = calitag_runner(name, precision=precision, jit=args.jit)
+            except (TaggingError, ImportError) as err:
+                print(f"{name:<16} {precision} skipped: {err}")
+                continue
+            runners[f"calitag {precision}"] = ours
+        if not runners:
             continue
-        runners = {"calitag": ours}
+        gflop = network_gflop(name)
         if name == "cnn14":
             try:
                 from calitag.models import cnn14
 
-                state = cnn14.load(None, seed=0).state_dict()
+                state = cnn14.load(None, seed=0).state_dict()  # the calitag runners use seed 0 too
                 runners[PANNS] = panns_cnn14_runner(state)
             except ImportError as err:
                 print(f"{'cnn14':<16} panns-inference side skipped: {err}")
         spec = MODELS[name]
         for batch in args.batch_sizes:
             wave = waveforms(spec.frontend.sample_rate, batch)
-            if len(runners) > 1:
-                diff = float((runners["calitag"](wave) - runners[PANNS](wave)).abs().max())
+            if PANNS in runners:
+                ours_key = next(iter(runners))
+                diff = float((runners[ours_key](wave) - runners[PANNS](wave)).abs().max())
             wall, cpu = time_interleaved(runners, wave, args.repeats)
             best = {key: min(v) for key, v in wall.items()}
             for key, values in wall.items():
                 ratio = ""
-                if len(runners) > 1:
+                if PANNS in runners:
                     ratio = f"{best[PANNS] / best[key]:.2f}x"
+                rate = gflop_s = of_limit = ""
+                if gflop is not None:
+                    rate = batch * gflop / best[key]
+                    gflop_s = f"{rate:.0f}" if rate >= 10 else f"{rate:.2f}"
+                    key_precision = "bf16" if key.endswith("bf16") else "fp32"
+                    of_limit = f"{rate / limit[key_precision]:.0%}" if key_precision in limit else ""
                 timing = f"{best[key]:.3f} ({statistics.median(values):.3f})"
                 rtf = best[key] / (batch * CLIP_SECONDS)
                 print(
                     f"{name:<16} {key:<22} {weights:<9} {batch:>5} {timing:>17} "
-                    f"{min(cpu[key]):>7.3f} {batch / best[key]:>8.2f} {rtf:>7.4f} {ratio:>15}"
+                    f"{min(cpu[key]):>7.3f} {batch / best[key]:>8.2f} {rtf:>7.4f} {ratio:>15} {gflop_s:>8} {of_limit:>8}"
                 )
-            if len(runners) > 1:
-                print(f"{'':<16} max |calitag - panns| clip score: {diff:.2e}")
+            if PANNS in runners:
+                print(f"{'':<16} max |{ours_key} - panns| clip score: {diff:.2e}")
+        if gflop is not None:
+            print(f"{'':<16} network work: {gflop:.2f} GFLOP per 10-s clip")
     return 0
 
 

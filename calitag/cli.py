@@ -42,6 +42,10 @@ _SEGMENT_OPTION = click.option(
 _DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="auto: CUDA when available, else CPU.")
+_PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
+    help="bf16: the torch taggers' convolutions in bfloat16 (CPUs with AVX512-BF16/AMX, or CUDA); "
+         "auto: bf16 where native and faster, else fp32.")
 
 
 def _download_progress(desc: str):  # -> (callback, close)
@@ -72,14 +76,15 @@ def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
 
 
 def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8,
-                 optimize: bool = False):
+                 optimize: bool = False, precision: str = "fp32"):
     from calitag.errors import TaggingError
     from calitag.pipeline.tagger import Tagger
 
     update, close = _download_progress(f"fetching {model_name}")
     try:
         return Tagger.load(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds,
-                           cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, on_progress=update)
+                           cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, precision=precision,
+                           on_progress=update)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -100,9 +105,11 @@ def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, c
               help="How window scores of long files become one clip score.")
 @_SEGMENT_OPTION
 @_CACHE_DIR_OPTION
+@_PRECISION_OPTION
 def tag_command(
     files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None, thresholds_path: _Path | None,
     top_k: int | None, fmt: str, device: str, aggregate: str, segment_s: float | None, cache_dir: _Path | None,
+    precision: str,
 ) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
@@ -117,7 +124,7 @@ def tag_command(
     from calitag.errors import TaggingError
 
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                          cache_dir=cache_dir)
+                          cache_dir=cache_dir, precision=precision)
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
@@ -544,6 +551,7 @@ class _Progress:
 @_CACHE_DIR_OPTION
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
+@_PRECISION_OPTION
 @_JSON_OPTION
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
               help="Also write an HTML report (figures per class) of the held-out clips; replaces only an "
@@ -551,7 +559,8 @@ class _Progress:
 def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path: _Path, model_name: str,
                       checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
                       seed: int, skip_missing: bool, workers: int, guard: bool, device: str, cache_dir: _Path | None,
-                      out_path: _Path, as_json: bool, report_path: _Path | None) -> None:
+                      out_path: _Path, as_json: bool, report_path: _Path | None,
+                      precision: str) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -573,7 +582,7 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
             check_report_target(report_path)  # before the work, not after it
         except TaggingError as err:
             raise click.ClickException(str(err)) from err
-    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir, precision=precision)
     progress = scored = None
     try:
         if scores_path is not None:
@@ -680,11 +689,13 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
               help="CPUs reserved per Ray actor.")
 @click.option("--rows-per-part", type=click.IntRange(min=1), default=None,
               help="Parquet: records per part file (default 1000; a kill redoes at most this many files).")
+@_PRECISION_OPTION
 def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, checkpoint: _Path | None,
                   thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
                   batch_size: int, top_k: int, all_scores: bool, resume: bool, optimize: bool,
                   segment_s: float | None, device: str, cache_dir: _Path | None, engine: str, address: str | None,
-                  actors: int, gpus_per_actor: float, cpus_per_actor: float, rows_per_part: int | None) -> None:
+                  actors: int, gpus_per_actor: float, cpus_per_actor: float, rows_per_part: int | None,
+                  precision: str) -> None:
     """Tag every audio file in SOURCE, writing one record per file to --out.
 
     SOURCE is a folder; with --engine ray also a text file listing paths, or a URI
@@ -720,7 +731,7 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
             files = list_sources(folder, recursive=recursive, pattern=pattern)
         if engine == "local":
             tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                                  cache_dir=cache_dir, batch_size=batch_size)
+                                  cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, precision=precision)
         elif thresholds_path is not None:
             from calitag.thresholds import Thresholds
 
@@ -756,7 +767,7 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
                                  cpus_per_actor=cpus_per_actor)
             results = run_ray_batch(model_name, todo, options=options, checkpoint=checkpoint, cache_dir=cache_dir,
                                     thresholds=thresholds, batch_size=batch_size, optimize=optimize,
-                                    on_result=record, on_progress=progress)
+                                    precision=precision, on_result=record, on_progress=progress)
         elif segment_s is None:
             results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
         else:
@@ -838,8 +849,10 @@ _SED_MODEL_OPTION = click.option(
               help="Events TSV to write (DCASE layout: filename, onset, offset, event_label).")
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
+@_PRECISION_OPTION
 def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None,
-                   postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None) -> None:
+                   postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None,
+                   precision: str) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -849,7 +862,7 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     from calitag.pipeline.jobs import detect, resolve_postprocess, table_names
     from calitag.thresholds.events import write_events_tsv
 
-    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir)
+    tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir, precision=precision)
     if postprocess_path is None:
         click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
                    "(tune one with calitag calibrate-events)", err=True)

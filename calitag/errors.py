@@ -73,3 +73,7 @@ class EngineError(TaggingError):
 
 class MissingDependencyError(TaggingError):
     """A feature needs an optional dependency that is not installed (the message names the extra)."""
+
+
+class PrecisionError(DeviceError):
+    """A requested numeric precision (bf16) that this model or device cannot run natively."""

@@ -26,6 +26,7 @@ from torch import nn
 
 from calitag.errors import AudioError, CheckpointError
 from calitag.models.frontend import analysis_window, mel_filters
+from calitag.models.mixed_precision import cast_body, float32_head
 from calitag.models.registry import PANNS_FRONTEND, FrontendConfig
 
 N_CLASSES = 527
@@ -160,22 +161,31 @@ class Cnn14(nn.Module):
         self.fc1 = nn.Linear(EMBEDDING_SIZE, EMBEDDING_SIZE)
         self.fc_audioset = nn.Linear(EMBEDDING_SIZE, n_classes)
 
+    def _body(self) -> list[nn.Module]:
+        return [getattr(self, f"conv_block{i}") for i in range(1, 7)]
+
+    def set_body_dtype(self, dtype: torch.dtype) -> None:
+        """Run the six conv blocks in ``dtype`` (bfloat16: weights cast, channels-last); bn0 and
+        the fully connected head stay float32."""
+        cast_body(self._body(), dtype)
+
     def _feature_maps(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, n_mels, n_frames) -> (batch, 2048, n_frames // 32), averaged over frequency."""
+        """(batch, n_mels, n_frames) -> float32 (batch, 2048, n_frames // 32), averaged over frequency."""
         check_features(features, n_mels=self.n_mels, min_frames=TIME_REDUCTION, model="cnn14")
-        x = to_image(self.bn0, features)
-        for i in range(1, 7):
-            x = getattr(self, f"conv_block{i}")(x)
+        x = to_image(self.bn0, features).to(self.conv_block1.conv1.weight.dtype)
+        for block in self._body():
+            x = block(x)
             x = F.dropout(x, p=0.2, training=self.training)
-        return x.mean(dim=3)
+        return x.float().mean(dim=3)
 
     def _segments(self, x: torch.Tensor) -> torch.Tensor:
         """Decision-level head: (batch, 2048, n_segments) -> (batch, n_segments, n_classes)."""
-        x = F.max_pool1d(x, 3, stride=1, padding=1) + F.avg_pool1d(x, 3, stride=1, padding=1)
-        x = F.dropout(x, p=0.5, training=self.training).transpose(1, 2)
-        x = F.relu(self.fc1(x))
-        x = F.dropout(x, p=0.5, training=self.training)
-        return torch.sigmoid(self.fc_audioset(x))
+        with float32_head(x):
+            x = F.max_pool1d(x, 3, stride=1, padding=1) + F.avg_pool1d(x, 3, stride=1, padding=1)
+            x = F.dropout(x, p=0.5, training=self.training).transpose(1, 2)
+            x = F.relu(self.fc1(x))
+            x = F.dropout(x, p=0.5, training=self.training)
+            return torch.sigmoid(self.fc_audioset(x))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Clip probabilities.
@@ -198,11 +208,12 @@ class Cnn14(nn.Module):
         x = self._feature_maps(features)
         if self.decision_level:
             return self._segments(x).amax(dim=1)
-        x = x.amax(dim=2) + x.mean(dim=2)
-        x = F.dropout(x, p=0.5, training=self.training)
-        x = F.relu(self.fc1(x))
-        x = F.dropout(x, p=0.5, training=self.training)
-        return torch.sigmoid(self.fc_audioset(x))
+        with float32_head(x):
+            x = x.amax(dim=2) + x.mean(dim=2)
+            x = F.dropout(x, p=0.5, training=self.training)
+            x = F.relu(self.fc1(x))
+            x = F.dropout(x, p=0.5, training=self.training)
+            return torch.sigmoid(self.fc_audioset(x))
 
     def forward_frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Clip and frame probabilities of the decision-level variant.

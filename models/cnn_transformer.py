@@ -29,6 +29,7 @@ from calitag.models.cnn14 import (
     to_image,
     upsample_frames,
 )
+from calitag.models.mixed_precision import cast_body, float32_head
 from calitag.models.registry import PANNS_FRONTEND
 
 N_CLASSES = 17
@@ -92,12 +93,20 @@ class CnnTransformer(nn.Module):
             features, n_mels=self.n_mels, min_frames=TIME_REDUCTION, model="cnn-transformer"
         )
         x = to_image(self.bn0, features)  # (batch, 1, frames, mels)
-        x = self.conv_block1(x)
-        x = self.conv_block2(x)
-        x = self.conv_block3(x)
-        x = self.conv_block4(x)
-        x = self.multihead(x.mean(dim=3).transpose(1, 2))  # (batch, segments, 512)
-        return torch.sigmoid(self.fc(x))
+        x = x.to(self.conv_block1.conv1.weight.dtype)
+        for block in self._body():
+            x = block(x)
+        with float32_head(x):
+            x = self.multihead(x.float().mean(dim=3).transpose(1, 2))  # (batch, segments, 512)
+            return torch.sigmoid(self.fc(x))
+
+    def _body(self) -> list[nn.Module]:
+        return [self.conv_block1, self.conv_block2, self.conv_block3, self.conv_block4]
+
+    def set_body_dtype(self, dtype: torch.dtype) -> None:
+        """Run the four conv blocks in ``dtype`` (bfloat16: weights cast, channels-last); bn0,
+        the attention and the output layer stay float32."""
+        cast_body(self._body(), dtype)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Clip probabilities: the mean of the frame probabilities.

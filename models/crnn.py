@@ -23,6 +23,7 @@ from torch import nn
 from calitag.errors import AudioError, CheckpointError
 from calitag.models.checkpoints import verify_file
 from calitag.models.keras_h5 import read_keras_weights
+from calitag.models.mixed_precision import cast_body, float32_head
 from calitag.models.registry import get_spec
 
 N_MELS = 64
@@ -128,14 +129,25 @@ class CRNN(nn.Module):
                 f"the CRNN expects features of shape (batch, {self.n_mels}, n_frames), "
                 f"got {tuple(features.shape)}"
             )
-        x = self.blocks(features.unsqueeze(1))  # (B, 64 channels, 1 mel, T)
-        x = x.squeeze(2).transpose(1, 2)  # (B, T, 64 channels), Keras's Reshape order
-        x = self.gru(x)
-        x = torch.relu(self.frame_dense(x))
-        frames = torch.sigmoid(self.frame_out(x))  # (B, T, 10)
-        pooled = torch.cat([frames.mean(dim=1), frames.amax(dim=1)], dim=-1)
-        clip = torch.sigmoid(self.clip_out(torch.relu(self.clip_dense(pooled))))
+        # The first block sees raw dB values (-80..0), which bfloat16 would round by up to 0.25 dB:
+        # it stays float32 (6% of the convolutions' work) and the body starts after it.
+        x = self.blocks[0](features.unsqueeze(1)).to(self.blocks[1].conv.weight.dtype)
+        x = self.blocks[2](self.blocks[1](x))  # (B, 64 channels, 1 mel, T)
+        with float32_head(x):
+            x = x.float().squeeze(2).transpose(1, 2)  # (B, T, 64 channels), Keras's Reshape order
+            x = self.gru(x)
+            x = torch.relu(self.frame_dense(x))
+            frames = torch.sigmoid(self.frame_out(x))  # (B, T, 10)
+            pooled = torch.cat([frames.mean(dim=1), frames.amax(dim=1)], dim=-1)
+            clip = torch.sigmoid(self.clip_out(torch.relu(self.clip_dense(pooled))))
         return clip, frames
+
+    def set_body_dtype(self, dtype: torch.dtype) -> None:
+        """Run the second and third conv blocks in ``dtype`` (bfloat16: weights cast,
+        channels-last); the first block (raw dB input), the recurrent layer and the dense heads
+        stay float32 (a bfloat16 state would round at each of the 431 steps, and the GRU's small
+        matmuls gain nothing from it)."""
+        cast_body(self.blocks[1:], dtype)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.forward_frames(features)[0]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from calitag.errors import CheckpointError
+from calitag.models.mixed_precision import cast_body, float32_head
 
 N_MELS = 32
 N_CLASSES = 5
@@ -30,9 +31,14 @@ class DebugTagger(nn.Module):
 
     def forward_frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-Mel (batch, n_mels, n_frames) -> clip (batch, n_classes), frames (batch, n_frames, n_classes)."""
-        x = torch.relu(self.hidden(self.norm(features)))
-        frames = torch.sigmoid(self.out(x)).transpose(1, 2)
+        x = torch.relu(self.hidden(self.norm(features).to(self.hidden.weight.dtype)))
+        with float32_head(x):
+            frames = torch.sigmoid(self.out(x.float())).transpose(1, 2)
         return frames.amax(dim=1), frames
+
+    def set_body_dtype(self, dtype: torch.dtype) -> None:
+        """Run the hidden layer in ``dtype``; the output layer and sigmoid stay float32."""
+        cast_body([self.hidden], dtype)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Log-Mel (batch, n_mels, n_frames) -> clip probabilities (batch, n_classes)."""

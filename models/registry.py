@@ -93,6 +93,10 @@ class ModelSpec:
     # oneDNN kernels) runs faster on CPU for these convolutional nets; it costs seconds to build,
     # so only long runs ask for it (Tagger(optimize=True), `calitag batch`).
     traceable: bool = False
+    # `--precision auto` picks bf16 for this model where bfloat16 is native: its bf16 path was
+    # measured faster than float32 (benchmarks/inference.py) within the accuracy bound of
+    # benchmarks/precision.py.
+    bf16_auto: bool = False
     extra: dict = field(default_factory=dict)
     prepare_features: str | None = None
     runtime: Literal["torch", "numpy"] = "torch"
@@ -303,6 +307,7 @@ register(
             how_to_get="the PANNs Cnn14 checkpoint of Zenodo record 3987831 (327,428,481 bytes)",
         ),
         traceable=True,
+        bf16_auto=True,
         description="PANNs Cnn14 (Kong et al. 2020), 527 AudioSet classes",
     )
 )
@@ -320,6 +325,7 @@ register(
             how_to_get="no public weights: import a checkpoint in the upstream layout {'model': state_dict}",
         ),
         traceable=True,
+        bf16_auto=True,
         description="CNN-transformer-avg (Kong et al. 2019), DCASE2017 task 4, 17 classes",
         frame_level=True,
     )
@@ -377,6 +383,7 @@ register(
         frontend=PANNS_FRONTEND,
         checkpoint=CNN14_DECISION_LEVEL_MAX_CHECKPOINT,
         traceable=True,
+        bf16_auto=True,
         description="PANNs Cnn14_DecisionLevelMax: frame scores (10 ms) and their max as clip scores",
         frame_level=True,
     )

@@ -161,7 +161,10 @@ def score_files(
 
     Cache keys are ``model:checkpoint sha256:file sha256``, so other weights never reuse scores.
     """
-    prefix = f"{tagger.name}:{checkpoint_sha256 or 'none'}:"
+    # bf16 scores differ from fp32 ones: they get their own keys (fp32 keys keep their old form).
+    precision = getattr(tagger, "precision", "fp32")
+    name = tagger.name if precision == "fp32" else f"{tagger.name}@{precision}"
+    prefix = f"{name}:{checkpoint_sha256 or 'none'}:"
     keys = [prefix + file_digests(p)[0] for p in paths]
     todo = [i for i, key in enumerate(keys) if key not in cache.rows]
     failures: dict[int, FileResult] = {}

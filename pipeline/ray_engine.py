@@ -208,11 +208,11 @@ class _Scorer:
     """Ray actor: the tagger loaded once; each call scores a batch of chunks, folded per chunk."""
 
     def __init__(self, model: str, *, checkpoint: str | None, cache_dir: str | None, device: str, batch_size: int,
-                 optimize: bool, aggregate: Aggregate) -> None:
+                 optimize: bool, aggregate: Aggregate, precision: str = "fp32") -> None:
         from calitag.pipeline.tagger import Tagger
 
         self.tagger = Tagger.load(model, device=device, checkpoint=checkpoint, cache_dir=cache_dir,
-                                  batch_size=batch_size, optimize=optimize)
+                                  batch_size=batch_size, optimize=optimize, precision=precision)
         self.aggregate = aggregate
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -293,6 +293,7 @@ def run_ray_batch(
     batch_size: int = 8,
     optimize: bool = True,
     aggregate: Aggregate = "max",
+    precision: str = "fp32",
     with_tags: bool = True,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
@@ -352,14 +353,14 @@ def run_ray_batch(
     try:
         return _run(ray, model, paths, class_names, rate, options, checkpoint=checkpoint, cache_dir=cache_dir,
                     thresholds=thresholds, batch_size=batch_size, optimize=optimize, aggregate=aggregate,
-                    with_tags=with_tags, on_result=on_result, on_progress=on_progress)
+                    precision=precision, with_tags=with_tags, on_result=on_result, on_progress=on_progress)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _run(ray, model, paths, class_names, rate, options, *, checkpoint, cache_dir, thresholds, batch_size, optimize,
-         aggregate, with_tags, on_result, on_progress) -> list[FileResult]:
+         aggregate, precision, with_tags, on_result, on_progress) -> list[FileResult]:
     from calitag.models.registry import get_spec
 
     spec = get_spec(model)
@@ -384,7 +385,7 @@ def _run(ray, model, paths, class_names, rate, options, *, checkpoint, cache_dir
             "model": model, "checkpoint": None if checkpoint is None else str(checkpoint),
             "cache_dir": None if cache_dir is None else str(cache_dir),
             "device": "cuda" if options.gpus_per_actor else "cpu", "batch_size": batch_size, "optimize": optimize,
-            "aggregate": aggregate,
+            "aggregate": aggregate, "precision": precision,
         },
     )  # Ray Data restarts a dead actor and retries the batch it was running (max_restarts, max_task_retries)
     results: list[FileResult] = []

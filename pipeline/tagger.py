@@ -6,6 +6,7 @@ across recordings, and aggregates window scores into one clip score per class.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -25,6 +26,7 @@ from calitag.pipeline.audio import (
     Aggregate, RunningAggregate, Window, _sizes, check_finite_scores, resample, split_segments, stream_audio,
     stream_windows, window_chunks, windows,
 )
+from calitag.pipeline.precision import resolve_precision
 from calitag.pipeline.types import FrameScores, Scores, SegmentScores, Tags, Waveform
 
 if TYPE_CHECKING:
@@ -145,6 +147,7 @@ class Tagger:
         batch_size: int = DEFAULT_BATCH_SIZE,
         optimize: bool = False,
         frontend: Callable[[np.ndarray], np.ndarray] | None = None,
+        precision: str = "fp32",
     ) -> None:
         if batch_size < 1:
             raise AudioError(f"batch_size must be at least 1, got {batch_size}")
@@ -168,6 +171,14 @@ class Tagger:
 
             self.frontend = LogMel(spec.frontend).to(device)
         self._prepare = getattr(model, "prepare_features", None) or spec.resolve_prepare_features()
+        #: "fp32" or "bf16": what runs (see calitag.pipeline.precision).
+        self.precision = resolve_precision(precision, device=device, spec=spec, model=model)
+        # bf16 on the CPU casts the network's body; on CUDA autocast does it per op, weights stay float32.
+        self._autocast = self.precision == "bf16" and device.type == "cuda"
+        if self.precision == "bf16" and not self._autocast:
+            import torch
+
+            model.set_body_dtype(torch.bfloat16)
         self._warned_default = False
         # Traced on the first batch: see ModelSpec.traceable. Frame outputs stay eager.
         self._optimize = optimize and spec.traceable and not self._numpy and getattr(device, "type", device) == "cpu"
@@ -199,6 +210,7 @@ class Tagger:
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         optimize: bool = False,
+        precision: str = "fp32",
         on_progress: Callable[[int, int], None] | None = None,
     ) -> "Tagger":
         """Load a registered model, its weights and (optionally) a thresholds file.
@@ -222,6 +234,11 @@ class Tagger:
         optimize : bool
             Trace and freeze the network on its first batch (CPU, ``spec.traceable`` models):
             the same scores (to float rounding), faster per batch, a few seconds to build.
+        precision : {"fp32", "bf16", "auto"}
+            "bf16" runs the network's convolutional body in bfloat16 (frontend, last layers and
+            sigmoid stay float32): on CPUs with native bfloat16 (AVX512-BF16, AMX), or with
+            autocast on CUDA. "auto": bf16 where native and faster, else fp32. The scores differ
+            from fp32 by the bound the README gives.
         on_progress : callable or None
             ``on_progress(bytes_done, bytes_total)`` while a missing checkpoint downloads.
 
@@ -237,6 +254,8 @@ class Tagger:
             Weights that are corrupt or do not fit the architecture.
         DeviceError
             A device this machine does not have.
+        PrecisionError
+            "bf16" on a model without a bfloat16 path (yamnet) or a device without native bfloat16.
         ThresholdsMismatchError, ThresholdsError
             A thresholds file for another model or class list, or a malformed one.
         """
@@ -272,7 +291,7 @@ class Tagger:
                     f"this tagger runs {path} (sha256 {running[:12]}...): re-run `calitag calibrate` for these weights"
                 )
         tagger = cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds,
-                     batch_size=batch_size, optimize=optimize)
+                     batch_size=batch_size, optimize=optimize, precision=precision)
         tagger.thresholds_path = thresholds_path
         return tagger
 
@@ -336,10 +355,15 @@ class Tagger:
             if self._prepare is not None:
                 features = self._prepare(features)
             n_feature_frames = int(features.shape[-1])
-            if frames:
-                clip, frame_probs = self.model.forward_frames(features)
-                return clip.float().cpu().numpy(), frame_probs.float().cpu().numpy(), n_feature_frames
-            return self._clip_model(features)(features).float().cpu().numpy(), None, n_feature_frames
+            # The frontend above stays float32: autocast covers the network only.
+            autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self._autocast
+                        else contextlib.nullcontext())
+            with autocast:
+                if frames:
+                    clip, frame_probs = self.model.forward_frames(features)
+                    return clip.float().cpu().numpy(), frame_probs.float().cpu().numpy(), n_feature_frames
+                probs = self._clip_model(features)(features)
+            return probs.float().cpu().numpy(), None, n_feature_frames
 
     def _clip_model(self, features: torch.Tensor) -> Any:
         """The model for clip scores: eager, or traced and frozen on the first batch when optimizing."""
