@@ -7,8 +7,6 @@ the calibration again (another method, split or objective) decodes nothing.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from calitag.errors import LabelsError
+from calitag._fileio import atomic_output
+from calitag.errors import LabelsError, OutputError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
 from calitag.pipeline.labels import ClipLabels, check_labels
@@ -84,15 +83,9 @@ class ScoreCache:
     def save(self) -> None:
         keys = sorted(self.rows)
         scores = np.stack([self.rows[k] for k in keys]) if keys else np.zeros((0, len(self.class_names)), np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=np.array(keys, dtype=str), scores=scores.astype(np.float32),
-                         class_names=np.array(self.class_names, dtype=str))
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(self.path) as handle:
+            np.savez(handle, keys=np.array(keys, dtype=str), scores=scores.astype(np.float32),
+                     class_names=np.array(self.class_names, dtype=str))
 
 
 def cache_path_for(out: str | Path, model: str) -> Path:
@@ -247,6 +240,9 @@ def calibrate(
         than two usable clips; no labeled class.
     """
     folder = Path(folder)
+    out_folder = Path(out).parent if str(Path(out).parent) else Path(".")
+    if not out_folder.is_dir():  # fail before scoring every file, not after
+        raise OutputError(f"cannot write {out}: folder {out_folder} does not exist; create it first")
     class_names = tagger.class_names
     known = set(class_names)
     notes: list[str] = []

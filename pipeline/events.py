@@ -29,7 +29,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -37,6 +36,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from calitag._fileio import write_atomic
 from calitag.errors import LabelsError, OutputError, ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.pipeline.types import FrameScores
 
@@ -727,14 +727,8 @@ def write_events_tsv(
     if not folder.is_dir():
         raise OutputError(f"cannot write {out}: folder {folder} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        # File names that are not valid UTF-8 are written as their original bytes.
+        write_atomic(out, ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape"))
     except OSError as e:
-        if "tmp" in locals() and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write {out}: {e}") from e
+        raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
     return out
