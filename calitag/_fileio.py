@@ -79,8 +79,10 @@ def write_atomic(
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):  # realpath, unlike Path.resolve, never raises on a loop
+        return True
     try:
-        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+        return os.path.samefile(a, b)  # hard links, bind mounts
     except OSError:
         return False
 

@@ -154,8 +154,8 @@ def scan_audio_files(root: str | Path, *, recursive: bool = False, pattern: str 
 
 
 def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> list[Path]:
-    """The audio files in a folder, sorted: :func:`scan_audio_files` without the entries left out."""
-    return scan_audio_files(root, recursive=recursive, pattern=pattern).files
+    """The audio files in a folder, sorted: :func:`scan_audio_files`'s files less its broken links."""
+    return [p for p in scan_audio_files(root, recursive=recursive, pattern=pattern).files if not _is_link_to_nothing(p)]
 
 
 def audio_seconds(paths: Iterable[str | Path]) -> float:
@@ -271,7 +271,7 @@ def _exit_reason(exitcode: int | None) -> str:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
-        hint = "; out of memory?" if -exitcode == signal.SIGKILL else ""
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
     return f"exited with status {exitcode}"
 
@@ -302,6 +302,7 @@ class _Decoders:
         self._prefetch = max(2, QUEUE_BATCHES * tagger.batch_size // workers)
         self._todo: deque[int] = deque(range(len(paths)))
         self._attempts: dict[int, int] = {}
+        self._suspects: set[int] = set()
         self._respawns_left = MAX_DEATHS_PER_WORKER * workers
         # PR_SET_PDEATHSIG fires when the forking *thread* ends: only safe from the main thread.
         self._pdeathsig = threading.current_thread() is threading.main_thread()
@@ -323,10 +324,11 @@ class _Decoders:
         self._feed(worker)
 
     def _feed(self, worker: _Worker) -> None:
-        """Give ``worker`` files until it holds TASKS_AHEAD; a file read again is always given alone."""
+        """Give ``worker`` files until it holds TASKS_AHEAD; a file read again is given alone."""
         while self._todo and len(worker.assigned) < TASKS_AHEAD:
             index = self._todo[0]
-            if worker.assigned and (self._attempts.get(index) or self._attempts.get(worker.assigned[-1])):
+            # A file that was with a decoder when it died is given alone, so a second death names its cause.
+            if worker.assigned and (index in self._suspects or worker.assigned[-1] in self._suspects):
                 return
             self._todo.popleft()
             worker.assigned.append(index)
@@ -347,7 +349,8 @@ class _Decoders:
         retry = []
         for position, index in enumerate(worker.assigned):
             yield ("restart", index, None)
-            if position == 0:  # the file it was reading; the others it had not begun
+            self._suspects.add(index)
+            if position == 0:  # the file it was sending; the others may not have begun
                 self._attempts[index] = self._attempts.get(index, 0) + 1
                 if self._attempts[index] > 1:
                     yield ("error", index, f"{self._paths[index]}: the decoder process {why} while reading "
