@@ -163,7 +163,9 @@ def tag_command(
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
-    out = click.get_text_stream("stdout")
+    import sys
+
+    out = sys.stdout  # reconfigured by main() to escape undecodable names
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer:
         writer.writerow(["path", "label", "score"])

@@ -1,10 +1,14 @@
 """Batch processing of whole folders: parallel decoding, batched inference, one record per file.
 
-Worker processes read and resample files (:func:`calitag.pipeline.audio.stream_windows`) and put
-their analysis windows on a bounded queue; the main process stacks windows of equal length from
-any files into batches, runs the model, folds window scores into clip scores and hands one
-:class:`FileResult` per file to the caller as soon as the file is complete. The queue bound keeps
-memory flat whatever the number or the length of the files.
+Worker processes read and resample files (:func:`calitag.pipeline.audio.stream_windows`) and send
+their analysis windows back, each on its own connection with a bounded buffer; the main process
+stacks windows of equal length from any files into batches, runs the model, folds window scores
+into clip scores and hands one :class:`FileResult` per file to the caller as soon as the file is
+complete. The buffer bound keeps memory flat whatever the number or the length of the files.
+
+The main process waits on the connections and the processes together, so a decoder that dies is
+noticed at once and replaced (its file is read again once, then reported failed), and decoders end
+when the main process dies, however it dies.
 """
 
 from __future__ import annotations
@@ -353,6 +357,7 @@ class _Decoders:
             if position == 0:  # the file it was sending; the others may not have begun
                 self._attempts[index] = self._attempts.get(index, 0) + 1
                 if self._attempts[index] > 1:
+                    self.notes.pop(index, None)
                     yield ("error", index, f"{self._paths[index]}: the decoder process {why} while reading "
                                            "this file, twice; not read")
                     continue
