@@ -155,6 +155,7 @@ def tag_command(
     """
     import csv
     import json
+    import sys
 
     from calitag.errors import TaggingError
 
@@ -163,8 +164,6 @@ def tag_command(
     paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
-    import sys
-
     out = sys.stdout  # reconfigured by main() to escape undecodable names
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer:
