@@ -1,7 +1,8 @@
 """Atomic file output: the one place that writes a file under a temporary name and moves it into place.
 
 Used by every stage that writes (thresholds files, score caches, event tables, model cache), so that a
-killed process never leaves a half-written file under the final name.
+killed process never leaves a half-written file under the final name. :func:`check_output` is the one rule
+every writing command applies to its output path before doing any work.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from calitag.errors import OutputError
 
 
 def _default_mode() -> int:
@@ -73,3 +76,81 @@ def write_atomic(
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; see :func:`atomic_output`."""
     with atomic_output(path, binary=isinstance(data, bytes), replace=replace, mode=mode) as handle:
         handle.write(data)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):  # realpath, unlike Path.resolve, never raises on a loop
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    kind: str,
+    is_kind: Callable[[Path], bool] | None = None,
+    force: bool = False,
+) -> Path:
+    """Check, before any work, that a command may write ``path``: the one overwrite rule of every writing command.
+
+    ``path`` must not be one of the command's inputs (same resolved path or same inode), even with ``force``; its
+    folder must exist; an existing ``path`` must be a file of the command's own kind (``is_kind``) unless ``force``.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file.
+    inputs : iterable of path-like
+        Files the command reads (audio files, label files, score files, checkpoints).
+    kind : str
+        What the command writes, for messages (e.g. ``"thresholds file"``).
+    is_kind : callable or None
+        Tells whether an existing file is the command's own kind of output, which may be replaced; None: no
+        existing file is (it is replaced only with ``force``).
+    force : bool
+        Replace an existing file of any kind (never an input).
+
+    Returns
+    -------
+    Path
+        ``path`` as a Path.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` is an input, a folder, in a missing folder, or an existing file of another kind without ``force``.
+    """
+    target = Path(path)
+    for source in inputs:
+        if _same_file(target, Path(source)):
+            raise OutputError(f"refusing to write {target}: it is an input of this command ({source}); "
+                              "choose another output file")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {target}: folder {folder} does not exist; create it first")
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder; expected a file name")
+    if (target.exists() or target.is_symlink()) and not force:
+        if is_kind is None or not target.is_file() or not is_kind(target):
+            what = f"it is not a {kind}" if is_kind is not None else "it exists"
+            raise OutputError(f"refusing to overwrite {target}: {what}; pass --force to replace it, "
+                              "or choose another output file")
+    return target
+
+
+def is_json_object_with(path: str | os.PathLike, keys: Iterable[str], *, max_bytes: int = 64 << 20) -> bool:
+    """Whether ``path`` holds one JSON object with all of ``keys`` (False for anything unreadable or larger)."""
+    import json
+
+    try:
+        if os.path.getsize(path) > max_bytes:
+            return False
+        with open(path, "rb") as handle:
+            document = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and all(key in document for key in keys)

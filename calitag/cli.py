@@ -15,6 +15,16 @@ from calitag._version import __version__
 @click.version_option(__version__, prog_name="calitag")
 def main() -> None:
     """Tag audio recordings with calibrated per-class decisions."""
+    _tolerate_undecodable_names()
+
+
+def _tolerate_undecodable_names() -> None:
+    """Print file names that are not valid UTF-8 (lone surrogates in Python) as escapes instead of crashing."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 # --- shared helpers and options -------------------------------------------------------------
@@ -39,6 +49,29 @@ _CHECKPOINT_OPTION = click.option(
 _SEGMENT_OPTION = click.option(
     "--segment-s", type=click.FloatRange(min=0, min_open=True, max=1e6), default=None,
     help="Also give tags per consecutive segment of this many seconds (a timeline of long files).")
+
+_FORCE_OPTION = click.option(
+    "--force", is_flag=True,
+    help="Replace an existing --out file even if it is not this command's kind of output (never an input).")
+
+
+def _is_thresholds_file(path: _Path) -> bool:
+    from calitag.thresholds.io import is_thresholds_file
+
+    return is_thresholds_file(path)
+
+
+def _check_out(path: _Path, *, inputs, kind: str, is_kind=None, force: bool = False) -> None:
+    """The overwrite rule of every writing command (calitag._fileio.check_output), as a CLI error."""
+    from calitag._fileio import check_output
+    from calitag.errors import TaggingError
+
+    try:
+        check_output(path, inputs=[p for p in inputs if p is not None], kind=kind, is_kind=is_kind, force=force)
+    except TaggingError as err:
+        raise click.ClickException(str(err)) from err
+
+
 _DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="auto: CUDA when available, else CPU.")
@@ -69,10 +102,33 @@ def _download_progress(desc: str):  # -> (callback, close)
 
 
 def _expand_inputs(paths: tuple[_Path, ...]) -> list[_Path]:
-    """Files as given; a folder becomes the audio files directly inside it, sorted."""
-    from calitag.pipeline.jobs import expand_inputs
+    """Files as given; a folder becomes the audio files directly inside it, sorted.
 
-    return expand_inputs(paths)
+    A folder with no audio file is kept as it is, so that it is reported as a failed input rather than
+    skipped in silence; the other entries a folder holds are counted on stderr.
+    """
+    from calitag.pipeline.batch import scan_audio_files
+
+    expanded: list[_Path] = []
+    for path in paths:
+        if path.is_dir():
+            scan = scan_audio_files(path)
+            expanded.extend(scan.files or [path])
+            _echo_ignored(scan.ignored, path)
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def _echo_ignored(ignored: list, folder: _Path) -> None:
+    """One stderr line per reason for the entries of ``folder`` that were left out, with a count and an example."""
+    from collections import Counter
+
+    counts = Counter(reason for _, reason in ignored)
+    for reason, count in sorted(counts.items()):
+        example = next(p for p, r in ignored if r == reason)
+        click.echo(f"ignored {count} entr{'y' if count == 1 else 'ies'} of {folder}: {reason}, e.g. {example.name}",
+                   err=True)
 
 
 def _load_tagger(model_name: str, *, device: str, checkpoint, thresholds=None, cache_dir=None, batch_size: int = 8,
@@ -131,7 +187,8 @@ def tag_command(
     if segment_s is not None:
         _tag_segments(tagger, paths, segment_s=segment_s, top_k=top_k, fmt=fmt, aggregate=aggregate)
         return
-    writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
+    out = sys.stdout  # reconfigured by main() to escape undecodable names
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer:
         writer.writerow(["path", "label", "score"])
     records = []
@@ -340,11 +397,12 @@ def thresholds_group() -> None:
 @_LOGITS_OPTION
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
               help="Thresholds file to write (JSON). Without it nothing is written.")
+@_FORCE_OPTION
 @_JSON_OPTION
 def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, objective: str, beta: float | None,
                    init: float | None, lr: float | None, epochs: int | None, slope: float | None, engine: str | None,
                    seed: int | None, max_seconds: float | None, guard_folds: int | None, model_name: str | None,
-                   logits: bool, out_path: _Path | None, as_json: bool) -> None:
+                   logits: bool, out_path: _Path | None, force: bool, as_json: bool) -> None:
     """Fit one threshold per class on the validation split of SCORES.
 
     SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
@@ -360,6 +418,12 @@ def thresholds_fit(scores_path: _Path, labels_path: _Path | None, method: str, o
     given = {"init": init, "lr": lr, "epochs": epochs, "slope": slope, "engine": engine, "seed": seed,
              "max_seconds": max_seconds}
     options = {key: value for key, value in given.items() if value is not None}
+    if out_path is not None:
+        try:
+            _check_out(out_path, inputs=(scores_path, labels_path), kind="thresholds file",
+                       is_kind=_is_thresholds_file, force=force)
+        except click.ClickException as err:
+            _thresholds_fail(err.message)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -496,31 +560,52 @@ def thresholds_report(thresholds_path: _Path, scores_path: _Path, labels_path: _
 
 
 class _Progress:
-    """Batch progress on stderr: a tqdm bar on a terminal, a plain line every few seconds otherwise."""
+    """Batch progress on stderr: a tqdm bar on a terminal, a plain line every few seconds otherwise.
 
-    def __init__(self, total: int, desc: str, *, every_s: float = 10.0) -> None:
+    With ``audio_total_s`` it counts seconds of audio, so long files move the bar as they are scored;
+    otherwise files.
+    """
+
+    def __init__(self, total: int, desc: str, *, every_s: float = 10.0, audio_total_s: float | None = None) -> None:
         import sys
 
         self.total = total
+        self.audio_total_s = audio_total_s if audio_total_s else None
         self.every_s = every_s
         self.last = 0.0
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr)
+            if self.audio_total_s is not None:
+                self.bar = tqdm(total=round(self.audio_total_s, 1), desc=desc, unit="s", unit_scale=True,
+                                file=sys.stderr)
+            else:
+                self.bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr)
 
     def __call__(self, progress) -> None:
+        by_audio = self.audio_total_s is not None
         if self.bar is not None:
-            self.bar.update(progress.done - self.bar.n)
-            self.bar.set_postfix(failed=progress.failed)
+            self.bar.update(round(progress.audio_s if by_audio else progress.done, 1) - self.bar.n)
+            self.bar.set_postfix(files=f"{progress.done}/{progress.total}", failed=progress.failed)
             return
         if progress.elapsed_s - self.last >= self.every_s or progress.done == progress.total:
-            self.last = progress.elapsed_s
-            rate = progress.done / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
-            eta = (progress.total - progress.done) / rate if rate > 0 else float("nan")
-            click.echo(f"{progress.done}/{progress.total} files, {rate:.2f} files/s, ETA {eta:.0f} s, "
-                       f"{progress.failed} failed", err=True)
+            if progress.done == progress.total and self.last < 0:
+                return  # the final line is printed once
+            self.last = progress.elapsed_s if progress.done < progress.total else -1.0
+            elapsed = max(progress.elapsed_s, 1e-9)
+            if by_audio:
+                rate = progress.audio_s / elapsed
+                left = max(self.audio_total_s - progress.audio_s, 0.0)
+                eta = left / rate if rate > 0 else float("nan")
+                click.echo(f"{progress.audio_s:.0f}/{self.audio_total_s:.0f} s of audio ({rate:.1f}x real time), "
+                           f"{progress.done}/{progress.total} files, ETA {eta:.0f} s, {progress.failed} failed",
+                           err=True)
+            else:
+                rate = progress.done / elapsed
+                eta = (progress.total - progress.done) / rate if rate > 0 else float("nan")
+                click.echo(f"{progress.done}/{progress.total} files, {rate:.2f} files/s, ETA {eta:.0f} s, "
+                           f"{progress.failed} failed", err=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -552,6 +637,7 @@ class _Progress:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
               help="Thresholds file to write (its score cache goes beside it).")
 @_PRECISION_OPTION
+@_FORCE_OPTION
 @_JSON_OPTION
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
               help="Also write an HTML report (figures per class) of the held-out clips; replaces only an "
@@ -560,7 +646,7 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
                       checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
                       seed: int, skip_missing: bool, workers: int, guard: bool, device: str, cache_dir: _Path | None,
                       out_path: _Path, as_json: bool, report_path: _Path | None,
-                      precision: str) -> None:
+                      precision: str, force: bool) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -571,12 +657,21 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
     With --scores, the clip scores come from a batch output of the same model instead.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.calibrate import ScoredFiles, calibrate
+    from calitag.pipeline.batch import find_audio_files
+    from calitag.pipeline.calibrate import ScoredFiles, cache_path_for, calibrate
     from calitag.pipeline.labels import read_clip_labels
     from calitag.thresholds.report import check_report_target
 
     if (folder is None) == (scores_path is None):
         raise click.UsageError("give either FOLDER or --scores")
+    # Before any scoring: the thresholds file and its score cache beside it may replace neither an input
+    # nor a file of another kind.
+    inputs = [labels_path, checkpoint, *(find_audio_files(folder, recursive=True) if folder is not None else ()),
+              *((_Path(scores_path),) if scores_path is not None else ())]
+    _check_out(out_path, inputs=inputs, kind="thresholds file", is_kind=_is_thresholds_file, force=force)
+    if scores_path is None:
+        _check_out(cache_path_for(out_path, model_name), inputs=inputs, kind="score cache (.npz)",
+                   is_kind=lambda p: p.read_bytes()[:4] == b"PK\x03\x04", force=force)
     if report_path is not None:
         try:
             check_report_target(report_path)  # before the work, not after it
@@ -661,7 +756,8 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
 @click.option("--out", "out_path", required=True,
               help="Results: a file (jsonl, csv) appended as files finish, or a folder of Parquet part files.")
 @click.option("--format", "fmt", type=click.Choice([*_RECORD_FORMATTERS, "parquet"]), default=None,
-              help="Default: parquet with --engine ray, else from the --out extension (.csv -> csv, else jsonl).")
+              help="Default: parquet with --engine ray, else the format of the file being resumed, else from "
+                   "the --out extension (.csv -> csv, else jsonl).")
 @click.option("--model", "model_name", type=click.Choice(_available_models()), default="yamnet", show_default=True)
 @_CHECKPOINT_OPTION
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=_Path),
@@ -671,9 +767,13 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
               help="Decoder processes (0: decode in the main process).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Scores kept per file.")
-@click.option("--all-scores", is_flag=True, help="Keep every class score instead of the top k.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Keep at most N tags per file (as in `calitag tag`); default: every tag.")
+@click.option("--top-scores", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Class scores kept per file besides those of its tags.")
+@click.option("--all-scores", is_flag=True, help="Keep every class score.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file (never one of the inputs).")
 @click.option("--jit/--no-jit", "optimize", default=True, show_default=True,
               help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
 @_SEGMENT_OPTION
@@ -692,10 +792,10 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
 @_PRECISION_OPTION
 def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, checkpoint: _Path | None,
                   thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
-                  batch_size: int, top_k: int, all_scores: bool, resume: bool, optimize: bool,
-                  segment_s: float | None, device: str, cache_dir: _Path | None, engine: str, address: str | None,
-                  actors: int, gpus_per_actor: float, cpus_per_actor: float, rows_per_part: int | None,
-                  precision: str) -> None:
+                  batch_size: int, top_k: int | None, top_scores: int, all_scores: bool, resume: bool, force: bool,
+                  optimize: bool, segment_s: float | None, device: str, cache_dir: _Path | None, engine: str,
+                  address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor: float,
+                  rows_per_part: int | None, precision: str) -> None:
     """Tag every audio file in SOURCE, writing one record per file to --out.
 
     SOURCE is a folder; with --engine ray also a text file listing paths, or a URI
@@ -704,18 +804,20 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     with an `error` field; the exit code is 1 if any file failed.
     """
     from calitag.errors import TaggingError
-    from calitag.pipeline.batch import find_audio_files, run_batch
-    from calitag.pipeline.jobs import batch_record, record_format
+    from calitag.pipeline.batch import audio_seconds, run_batch, scan_audio_files
+    from calitag.pipeline.jobs import batch_record
     from calitag.pipeline.records import ROWS_PER_PART, ParquetWriter, RecordWriter
     from calitag.models.checkpoints import file_digests
     from calitag.models.registry import get_spec
 
-    if fmt is None:
-        fmt = "parquet" if engine == "ray" else record_format(out_path)
+    if resume and force:
+        raise click.UsageError("--resume continues --out and --force replaces it: give one of them")
+    if fmt is None and engine == "ray":
+        fmt = "parquet"
     if engine == "local" and "://" in folder:
         raise click.UsageError("a URI SOURCE needs --engine ray")
     class_names = get_spec(model_name).class_names
-    if segment_s is not None and (fmt != "jsonl" or engine != "local"):
+    if segment_s is not None and (fmt not in (None, "jsonl") or engine != "local"):
         raise click.UsageError("--segment-s writes a list of segments per record: use --format jsonl and --engine local")
     # Records name the thresholds file and the start of its sha256, so results stay traceable.
     thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
@@ -723,12 +825,15 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     tagger = thresholds = None
     try:
         if engine == "local":
-            files = [str(p) for p in find_audio_files(_Path(folder), recursive=recursive, pattern=pattern)]
+            scan = scan_audio_files(_Path(folder), recursive=recursive, pattern=pattern)
+            files = scan.files
+            _echo_ignored(scan.ignored, folder)
         else:
             from calitag.pipeline.ray_engine import import_ray, list_sources
 
             import_ray()
             files = list_sources(folder, recursive=recursive, pattern=pattern)
+        inputs = [*files, *(p for p in (thresholds_path, checkpoint) if p is not None)]
         if engine == "local":
             tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
                                   cache_dir=cache_dir, batch_size=batch_size, optimize=optimize, precision=precision)
@@ -740,38 +845,59 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
             writer = ParquetWriter(out_path, class_names=class_names, model=model_name, all_scores=all_scores,
                                    resume=resume, rows_per_part=rows_per_part or ROWS_PER_PART)
         else:
-            writer = RecordWriter(_Path(out_path), fmt, resume=resume)
+            writer = RecordWriter(_Path(out_path), fmt, resume=resume, force=force,
+                                  inputs=[p for p in inputs if "://" not in str(p)])
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    todo = [p for p in files if p not in writer.done]
+    if segment_s is not None and writer.format != "jsonl":
+        writer.close()
+        raise click.UsageError("--segment-s writes a list of segments per record: use a JSON lines --out")
+    todo = [p for p in files if not writer.is_done(p)]
     if resume and len(todo) < len(files):
         click.echo(f"resuming: {len(files) - len(todo)} of {len(files)} file(s) already in {out_path}", err=True)
     if not files:
         writer.close()
         raise click.ClickException(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
+    todo = [p for p in files if not writer.is_done(p)]
+    if resume and len(todo) < len(files):
+        click.echo(f"resuming: {len(files) - len(todo)} of {len(files)} file(s) already in {out_path}", err=True)
+    try:
+        tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
+                              cache_dir=cache_dir, batch_size=batch_size)
+    except BaseException:
+        writer.close()
+        raise
+    # Records name the thresholds file and the start of its sha256, so results stay traceable.
+    thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
+                     if thresholds_path is not None else None)
+    recovered: list[str] = []
 
     def record(result) -> None:
+        for note in result.notes:
+            recovered.append(f"{result.path}: {note}")
+            click.echo(f"warning: {result.path}: {note}", err=True)
         if result.error is not None:
             click.echo(f"skip {result.path}: {result.error.removeprefix(result.path + ': ')}", err=True)
         writer.write(batch_record(result, class_names=class_names, model=model_name, thresholds_id=thresholds_id,
-                                  top_k=None if all_scores else top_k,
+                                  top_k=top_k, top_scores=None if all_scores else top_scores,
                                   segments=timelines.pop(result.path, None) if segment_s is not None else None))
 
     timelines: dict[str, list[dict]] = {}
-    progress = _Progress(len(todo), "tagging")
+    progress = _Progress(len(todo), "tagging", audio_total_s=audio_seconds(todo) if engine == "local" else None)
     try:
         if engine == "ray":
             from calitag.pipeline.ray_engine import RayOptions, run_ray_batch
 
             options = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor,
                                  cpus_per_actor=cpus_per_actor)
-            results = run_ray_batch(model_name, todo, options=options, checkpoint=checkpoint, cache_dir=cache_dir,
-                                    thresholds=thresholds, batch_size=batch_size, optimize=optimize,
-                                    precision=precision, on_result=record, on_progress=progress)
+            results = run_ray_batch(model_name, [str(p) for p in todo], options=options, checkpoint=checkpoint,
+                                    cache_dir=cache_dir, thresholds=thresholds, batch_size=batch_size,
+                                    optimize=optimize, precision=precision, on_result=record, on_progress=progress)
         elif segment_s is None:
-            results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress)
+            results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress,
+                                audio_total_s=progress.audio_total_s)
         else:
-            results = _batch_segments(tagger, todo, segment_s=segment_s, top_k=top_k, timelines=timelines,
+            results = _batch_segments(tagger, todo, segment_s=segment_s, top_k=top_scores, timelines=timelines,
                                       on_result=record, on_progress=progress)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
@@ -780,7 +906,10 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
         writer.close()
     failed = sum(r.error is not None for r in results)
     click.echo(f"{len(results) - failed} file(s) tagged, {failed} failed -> {out_path}", err=True)
-    if failed:
+    if recovered:
+        click.echo(f"{len(recovered)} file(s) were read again after a decoder process died; "
+                   "their records are complete, but check the machine (memory?)", err=True)
+    if failed or recovered:
         raise SystemExit(1)
 
 
@@ -846,13 +975,15 @@ _SED_MODEL_OPTION = click.option(
               help="Thresholds file with an events section (calitag calibrate-events), or the DCASE2019 CRNN "
                    "authors' parameters file; default: threshold 0.5, no smoothing.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=_Path),
-              help="Events TSV to write (DCASE layout: filename, onset, offset, event_label).")
+              help="Events TSV to write (DCASE layout: filename, onset, offset, event_label). An existing file "
+                   "is replaced only with --force.")
+@_FORCE_OPTION
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 @_PRECISION_OPTION
 def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path | None,
-                   postprocess_path: _Path | None, out_path: _Path, device: str, cache_dir: _Path | None,
-                   precision: str) -> None:
+                   postprocess_path: _Path | None, out_path: _Path, force: bool, device: str,
+                   cache_dir: _Path | None, precision: str) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -862,6 +993,9 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
     from calitag.pipeline.jobs import detect, resolve_postprocess, table_names
     from calitag.thresholds.events import write_events_tsv
 
+    paths = _expand_inputs(files)
+    # An events table cannot be told from a reference annotation in the same layout: replace one only with --force.
+    _check_out(out_path, inputs=[*paths, postprocess_path, checkpoint], kind="events table", force=force)
     tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, cache_dir=cache_dir, precision=precision)
     if postprocess_path is None:
         click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
@@ -870,7 +1004,6 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
         postprocess = resolve_postprocess(tagger, postprocess_path)
     except TaggingError as err:
         raise click.ClickException(str(err)) from err
-    paths = _expand_inputs(files)
     if not paths:
         raise click.ClickException(f"no audio files in {', '.join(map(str, files))}")
     events, done, failed = [], [], 0
@@ -910,10 +1043,11 @@ def detect_command(files: tuple[_Path, ...], model_name: str, checkpoint: _Path 
               help="Thresholds file to write; when it exists (same model) only its events section is replaced.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=_Path), default=None,
               help="Also write an HTML report: per class event-F1 at 0.5 and tuned, and the tuned stack.")
+@_FORCE_OPTION
 @_DEVICE_OPTION
 @_CACHE_DIR_OPTION
 def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str, checkpoint: _Path | None,
-                             metric: str, solver: str, seed: int, out_path: _Path, device: str,
+                             metric: str, solver: str, seed: int, out_path: _Path, force: bool, device: str,
                              cache_dir: _Path | None, report_path: _Path | None) -> None:
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
     import math
@@ -921,6 +1055,10 @@ def calibrate_events_command(folder: _Path, events_path: _Path, model_name: str,
     from calitag.errors import TaggingError
     from calitag.pipeline.jobs import calibrate_events, existing_thresholds, read_event_table
 
+    from calitag.pipeline.batch import find_audio_files
+
+    _check_out(out_path, inputs=[events_path, checkpoint, *find_audio_files(folder)], kind="thresholds file",
+               is_kind=_is_thresholds_file, force=force)
     try:  # a bad table, --out or --report file is reported before the model loads
         if report_path is not None:
             from calitag.thresholds.report import check_report_target

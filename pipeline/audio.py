@@ -10,7 +10,9 @@ same code and gives the same samples. Resampling uses soxr's "HQ" quality, which
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +99,16 @@ class Window:
     n_valid: int
 
 
+def _sf_name(path: Path) -> str | bytes:
+    """The name to give soundfile, which encodes str names strictly: bytes for a name that is not valid UTF-8."""
+    name = os.fspath(path)
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
 def _looks_like_audio(path: Path) -> bool:
     with path.open("rb") as handle:
         head = handle.read(12)
@@ -174,6 +186,14 @@ def probe_audio(path: str | Path) -> AudioInfo:
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise AudioLoadError(f"{path}: symlink loop (too many levels of symbolic links); "
+                                         "fix or remove the link") from err
+            raise AudioLoadError(f"{path}: dangling symlink: its target {os.readlink(path)} does not exist")
         raise AudioLoadError(f"{path}: file not found; check the path")
     if not path.is_file():
         raise AudioLoadError(f"{path}: not a regular file (expected an audio file, got a folder or device)")
@@ -185,7 +205,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
     if size == 0:
         raise AudioLoadError(f"{path}: empty file (0 bytes, zero samples)")
     try:
-        sf_info = soundfile.info(str(path))
+        sf_info = soundfile.info(_sf_name(path))
     except _SNDFILE_ERRORS as sf_err:
         try:
             info = _probe_ffmpeg(path)
@@ -219,7 +239,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
 
 def _sndfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
     """(frames, channels) float32 blocks read by libsndfile."""
-    with soundfile.SoundFile(str(info.path)) as handle:
+    with soundfile.SoundFile(_sf_name(info.path)) as handle:
         yield from handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True)
 
 

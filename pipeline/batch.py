@@ -1,36 +1,59 @@
 """Batch processing of whole folders: parallel decoding, batched inference, one record per file.
 
-Worker processes read and resample files (:func:`calitag.pipeline.audio.stream_windows`) and put
-their analysis windows on a bounded queue; the main process stacks windows of equal length from
-any files into batches, runs the model, folds window scores into clip scores and hands one
-:class:`FileResult` per file to the caller as soon as the file is complete. The queue bound keeps
-memory flat whatever the number or the length of the files.
+Worker processes read and resample files (:func:`calitag.pipeline.audio.stream_windows`) and send
+their analysis windows back, each on its own connection with a bounded buffer; the main process
+stacks windows of equal length from any files into batches, runs the model, folds window scores
+into clip scores and hands one :class:`FileResult` per file to the caller as soon as the file is
+complete. The buffer bound keeps memory flat whatever the number or the length of the files.
+
+The main process waits on the connections and the processes together, so a decoder that dies is
+noticed at once and replaced (its file is read again once, then reported failed), and decoders end
+when the main process dies, however it dies.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from calitag.errors import AudioError, TaggingError
-from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, RunningAggregate, check_finite_scores, stream_windows
+from calitag.pipeline.audio import (
+    AUDIO_EXTENSIONS, Aggregate, RunningAggregate, check_finite_scores, probe_audio, stream_windows,
+)
 from calitag.pipeline.types import Scores
 
 if TYPE_CHECKING:  # decoder processes import this module: keep torch out of it
     from calitag.pipeline.tagger import Tagger
 
-#: Windows waiting between the decoders and the model, per batch slot.
+logger = logging.getLogger(__name__)
+
+#: Windows waiting between the decoders and the model, per batch slot (shared among the decoders).
 QUEUE_BATCHES = 4
-#: Seconds between liveness checks of the decoder processes while the queue is empty.
+#: Seconds the batch process waits for a message before looking again (deaths wake it at once).
 POLL_S = 1.0
+#: Files handed to a decoder ahead, so it never waits for the batch process between files.
+TASKS_AHEAD = 2
+#: Decoder deaths tolerated per decoder slot before the files left are reported instead of read.
+MAX_DEATHS_PER_WORKER = 3
+#: Seconds between a decoder's checks that the batch process still lives (where prctl is missing).
+PARENT_POLL_S = 0.5
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -46,16 +69,23 @@ class FileResult:
     scores: np.ndarray | None
     tags: tuple[tuple[str, float], ...] = ()
     error: str | None = None
+    notes: tuple[str, ...] = ()  #: what went wrong on the way and was recovered (a decoder died and it was read again)
 
 
 @dataclass(frozen=True)
 class BatchProgress:
-    """Counts reported after each file."""
+    """Counts reported after each model batch and each file.
+
+    audio_s: seconds of audio scored so far (files done plus the scored part of files in progress);
+    audio_total_s: the seconds of all files when known (``run_batch(audio_total_s=...)``), else None.
+    """
 
     done: int
     total: int
     failed: int
     elapsed_s: float
+    audio_s: float = 0.0
+    audio_total_s: float | None = None
 
 
 @dataclass
@@ -66,11 +96,28 @@ class _Pending:
     windows_in: int = 0
     ended: bool = False
     n_samples: int = 0
+    scored_samples: int = 0
     error: str | None = None
 
 
-def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> list[Path]:
-    """The audio files in a folder, sorted.
+@dataclass(frozen=True)
+class FolderScan:
+    """What a folder holds: the files to process and the entries left out, each with the reason.
+
+    files: audio files by extension (or matching the pattern), sorted; broken symbolic links among them are
+    kept, so that processing reports them. ignored: (path, reason) of every other entry.
+    """
+
+    files: list[Path]
+    ignored: list[tuple[Path, str]]
+
+
+def _is_link_to_nothing(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def scan_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> FolderScan:
+    """The audio files in a folder, sorted, and every entry left out with the reason.
 
     Parameters
     ----------
@@ -88,20 +135,49 @@ def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str 
     """
     root = Path(root)
     if root.is_file():
-        return [root]
+        return FolderScan([root], [])
     if not root.is_dir():
         raise AudioError(f"{root}: no such file or folder")
     candidates = root.rglob(pattern or "*") if recursive else root.glob(pattern or "*")
-    return sorted(
-        p for p in candidates
-        if p.is_file() and (pattern is not None or p.suffix.lower() in AUDIO_EXTENSIONS)
-    )
+    files: list[Path] = []
+    ignored: list[tuple[Path, str]] = []
+    for path in candidates:
+        wanted = pattern is not None or path.suffix.lower() in AUDIO_EXTENSIONS
+        if path.is_file() or (wanted and _is_link_to_nothing(path)):
+            if wanted:
+                files.append(path)
+            else:
+                ignored.append((path, f"not an audio file name ({path.suffix.lower() or 'no extension'})"))
+        elif path.is_dir():
+            if not recursive:
+                ignored.append((path, "a folder (--recursive to enter it)"))
+        elif _is_link_to_nothing(path):
+            ignored.append((path, "a broken symbolic link"))
+        else:
+            ignored.append((path, "not a regular file"))
+    return FolderScan(sorted(files), sorted(ignored))
+
+
+def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> list[Path]:
+    """The audio files in a folder, sorted: :func:`scan_audio_files`'s files less its broken links."""
+    return [p for p in scan_audio_files(root, recursive=recursive, pattern=pattern).files if not _is_link_to_nothing(p)]
+
+
+def audio_seconds(paths: Iterable[str | Path]) -> float:
+    """The total duration of ``paths`` from their headers (files that cannot be probed count 0), for progress."""
+    total = 0.0
+    for path in paths:
+        try:
+            total += probe_audio(path).duration_s
+        except TaggingError:
+            continue
+    return total
 
 
 def _file_messages(
     index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None
 ) -> Iterator[tuple]:
-    """The messages of one file: start, its windows, then end (with its length) or error."""
+    """The messages of one file: start, its windows (samples, end sample), then end (with its length) or error."""
     yield ("start", index, None)
     n_samples = 0
     try:
@@ -109,7 +185,7 @@ def _file_messages(
             path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
         ):
             n_samples = max(n_samples, window.start + window.n_valid)
-            yield ("window", index, window.samples)
+            yield ("window", index, (window.samples, window.start + window.n_valid))
     except TaggingError as err:
         yield ("error", index, str(err))
         return
@@ -119,14 +195,55 @@ def _file_messages(
     yield ("end", index, n_samples)
 
 
-def _decode(tasks: "mp.Queue[tuple[int, str] | None]", out: "mp.Queue[tuple]", windowing: dict) -> None:
-    """Decoder process: the messages of each (index, path) task, onto ``out``, until a None task."""
+def _exit_with_parent(parent_pid: int, *, pdeathsig: bool) -> None:
+    """Make this decoder process end when the batch process dies, however it dies (even SIGKILL)."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:  # the kernel sends SIGKILL to this process when the thread that forked it ends
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:  # portable fallback: once orphaned, a process is re-parented
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="calitag-parent-watch", daemon=True).start()
+
+
+def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, pdeathsig: bool) -> None:
+    """Decoder process: the messages of each (index, path) task received on ``conn``, sent back on it.
+
+    A sender thread drains a bounded outbox, so the next windows are decoded while the batch process
+    is busy with the model; a None task (or the batch process going away) ends the process.
+    """
+    _exit_with_parent(parent_pid, pdeathsig=pdeathsig)
     # Decoding is background work: at a lower priority it fills the queue in the model's gaps
     # instead of preempting its threads (on 2 cores that preemption cost about 15% of the run).
     os.nice(10)
-    while (task := tasks.get()) is not None:
-        for message in _file_messages(*task, **windowing):
-            out.put(message)
+    outbox: queue.Queue = queue.Queue(maxsize=prefetch)
+
+    def send() -> None:
+        try:
+            while (message := outbox.get()) is not None:
+                conn.send(message)
+        except OSError:  # the batch process is gone
+            os._exit(1)
+
+    sender = threading.Thread(target=send, name="calitag-sender", daemon=True)
+    sender.start()
+    try:
+        while (task := conn.recv()) is not None:
+            for message in _file_messages(*task, **windowing):
+                outbox.put(message)
+    except (EOFError, OSError):
+        os._exit(1)
+    outbox.put(None)
+    sender.join()
 
 
 def _windowing(tagger: Tagger) -> dict:
@@ -141,6 +258,7 @@ class _InProcess:
     def __init__(self, paths: Sequence[str], tagger: Tagger) -> None:
         self._paths = paths
         self._windowing = _windowing(tagger)
+        self.notes: dict[int, str] = {}
 
     def messages(self) -> Iterator[tuple]:
         for task in enumerate(self._paths):
@@ -150,52 +268,166 @@ class _InProcess:
         pass
 
 
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with status {exitcode}"
+
+
+@dataclass
+class _Worker:
+    """One decoder process, its connection, and the files it was given, oldest first."""
+
+    proc: mp.process.BaseProcess
+    conn: Connection
+    assigned: list[int] = field(default_factory=list)
+
+
 class _Decoders:
-    """A pool of decoder processes fed from a task queue, read through one bounded queue."""
+    """Decoder processes, each fed files and read through its own connection.
+
+    The connections are waited on together with the processes' sentinels, so a process that dies
+    (OOM killer, kill -9, a crash in a decoding library) is seen at once: the file it was reading is
+    read again once by a new process, then reported failed, and the run goes on.
+    """
 
     def __init__(self, paths: Sequence[str], tagger: Tagger, workers: int) -> None:
         # fork starts a decoder in milliseconds, as torch's DataLoader workers do; the children only
         # read and resample audio (no torch, no CUDA). Elsewhere, spawn.
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        self._out: mp.Queue = ctx.Queue(maxsize=QUEUE_BATCHES * tagger.batch_size)
-        self._tasks: mp.Queue = ctx.Queue()
-        for task in enumerate(paths):
-            self._tasks.put(task)
-        for _ in range(workers):
-            self._tasks.put(None)
-        args = (self._tasks, self._out, _windowing(tagger))
-        self._procs = [ctx.Process(target=_decode, args=args, daemon=True) for _ in range(workers)]
-        for proc in self._procs:
-            proc.start()
-        self._n_paths = len(paths)
+        self._ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self._paths = paths
+        self._windowing = _windowing(tagger)
+        self._prefetch = max(2, QUEUE_BATCHES * tagger.batch_size // workers)
+        self._todo: deque[int] = deque(range(len(paths)))
+        self._attempts: dict[int, int] = {}
+        self._suspects: set[int] = set()
+        self._respawns_left = MAX_DEATHS_PER_WORKER * workers
+        # PR_SET_PDEATHSIG fires when the forking *thread* ends: only safe from the main thread.
+        self._pdeathsig = threading.current_thread() is threading.main_thread()
+        self._workers: list[_Worker] = []
+        self._retired: list[_Worker] = []
+        self.notes: dict[int, str] = {}
+        for _ in range(min(workers, len(paths))):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_decode, args=(child_conn, self._windowing, self._prefetch, os.getpid(), self._pdeathsig),
+            daemon=True, name="calitag-decoder")
+        proc.start()
+        child_conn.close()  # only the child holds its end now: its death reads as end-of-file here
+        worker = _Worker(proc, parent_conn)
+        self._workers.append(worker)
+        self._feed(worker)
+
+    def _feed(self, worker: _Worker) -> None:
+        """Give ``worker`` files until it holds TASKS_AHEAD; a file read again is given alone."""
+        while self._todo and len(worker.assigned) < TASKS_AHEAD:
+            index = self._todo[0]
+            # A file that was with a decoder when it died is given alone, so a second death names its cause.
+            if worker.assigned and (index in self._suspects or worker.assigned[-1] in self._suspects):
+                return
+            self._todo.popleft()
+            worker.assigned.append(index)
+            try:
+                worker.conn.send((index, self._paths[index]))
+            except OSError:
+                return  # it died: its sentinel reports it and the file is handed on
+
+    def _lost(self, worker: _Worker) -> Iterator[tuple]:
+        """A dead decoder: forget its partial files, read the one it died on again once, report it after that."""
+        self._workers.remove(worker)
+        worker.proc.join(timeout=1)
+        if worker.proc.is_alive():  # its connection broke but it still runs: stop it
+            worker.proc.kill()
+            worker.proc.join(timeout=1)
+        worker.conn.close()
+        why = _exit_reason(worker.proc.exitcode)
+        retry = []
+        for position, index in enumerate(worker.assigned):
+            yield ("restart", index, None)
+            self._suspects.add(index)
+            if position == 0:  # the file it was sending; the others may not have begun
+                self._attempts[index] = self._attempts.get(index, 0) + 1
+                if self._attempts[index] > 1:
+                    self.notes.pop(index, None)
+                    yield ("error", index, f"{self._paths[index]}: the decoder process {why} while reading "
+                                           "this file, twice; not read")
+                    continue
+                self.notes[index] = f"the decoder process {why} while reading this file; it was read again"
+            retry.append(index)
+        self._todo.extendleft(reversed(retry))
+        logger.warning("a decoder process %s; %d file(s) handed to a new one", why, len(retry))
+        if self._todo and self._respawns_left > 0:
+            self._respawns_left -= 1
+            self._spawn()
+        if not self._workers:  # every decoder died too often: report what is left rather than wait
+            while self._todo:
+                index = self._todo.popleft()
+                yield ("error", index, f"{self._paths[index]}: not read: the decoder processes keep dying "
+                                       f"(the last one {why})")
 
     def messages(self) -> Iterator[tuple]:
-        started: set[int] = set()
-        done: set[int] = set()
-        while len(done) < self._n_paths:
-            try:
-                message = self._out.get(timeout=POLL_S)
-            except queue.Empty:
-                if any(p.is_alive() for p in self._procs):
+        while self._workers:
+            by_handle: dict[object, _Worker] = {}
+            for worker in self._workers:
+                by_handle[worker.conn] = worker
+                by_handle[worker.proc.sentinel] = worker
+            ready = wait(list(by_handle), timeout=POLL_S)
+            dead: list[_Worker] = []
+            for handle in ready:
+                worker = by_handle[handle]
+                if worker in dead:
                     continue
-                # Every decoder has exited with files left: report them rather than wait forever.
-                for index in range(self._n_paths):
-                    if index not in done:
-                        reason = "stopped while reading" if index in started else "stopped before reading"
-                        yield ("error", index, f"the decoder process {reason} this file")
-                return
-            kind, index, _ = message
-            if kind == "start":
-                started.add(index)
-            elif kind in ("end", "error"):
-                done.add(index)
-            yield message
+                # A dead process's last complete messages are still readable: take them first.
+                while True:
+                    try:
+                        if not worker.conn.poll():
+                            break
+                        message = worker.conn.recv()
+                    except (EOFError, OSError):
+                        dead.append(worker)
+                        break
+                    kind, index, _ = message
+                    if kind in ("end", "error"):
+                        worker.assigned.remove(index)
+                        self._feed(worker)
+                    yield message
+                    if handle is worker.conn:
+                        break  # one message per wake-up keeps the workers' turns fair
+                if handle is worker.proc.sentinel and worker not in dead:
+                    dead.append(worker)
+            for worker in dead:
+                yield from self._lost(worker)
+            for worker in [w for w in self._workers if not w.assigned and not self._todo]:
+                try:
+                    worker.conn.send(None)  # nothing left to give it: let it end
+                except OSError:
+                    pass
+                self._workers.remove(worker)
+                self._retired.append(worker)
 
     def close(self) -> None:
-        for proc in self._procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join(timeout=5)
+        for worker in self._workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        for worker in self._workers + self._retired:
+            worker.proc.join(timeout=0.5)
+            if worker.proc.is_alive():
+                worker.proc.terminate()
+                worker.proc.join(timeout=5)
+            worker.conn.close()
+        self._workers, self._retired = [], []
 
 
 def run_batch(
@@ -207,6 +439,7 @@ def run_batch(
     with_tags: bool = True,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
+    audio_total_s: float | None = None,
 ) -> list[FileResult]:
     """Score and tag many files, one :class:`FileResult` per file, errors included.
 
@@ -225,7 +458,9 @@ def run_batch(
     on_result : callable or None
         Called with each result as soon as it is complete (e.g. to append it to a file).
     on_progress : callable or None
-        Called with a :class:`BatchProgress` after each file.
+        Called with a :class:`BatchProgress` after each model batch and each file.
+    audio_total_s : float or None
+        The seconds of audio in ``paths`` (:func:`audio_seconds`), passed on in the progress reports.
 
     Returns
     -------
@@ -238,64 +473,82 @@ def run_batch(
     paths = [str(p) for p in paths]
     rate = tagger.spec.frontend.sample_rate
     pending: dict[int, _Pending] = {}
-    batches: dict[int, list[tuple[int, np.ndarray]]] = {}  # window length -> (file index, samples)
+    batches: dict[int, list[tuple[int, np.ndarray, int]]] = {}  # window length -> (file index, samples, end)
     results: list[FileResult] = []
     failed = 0
+    audio_done_s = 0.0
     start = time.perf_counter()
 
+    def report() -> None:
+        if on_progress is not None:
+            in_progress = sum(state.scored_samples for state in pending.values()) / rate
+            on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
+                                      elapsed_s=time.perf_counter() - start, audio_s=audio_done_s + in_progress,
+                                      audio_total_s=audio_total_s))
+
     def finish(index: int) -> None:
-        nonlocal failed
+        nonlocal failed, audio_done_s
         state = pending.pop(index)
+        notes = (source.notes[index],) if index in source.notes else ()
         if state.error is not None or not state.folded.count:
             result = FileResult(path=paths[index], duration_s=None, scores=None,
-                                error=state.error or f"{paths[index]}: no audio windows")
+                                error=state.error or f"{paths[index]}: no audio windows", notes=notes)
             failed += 1
         else:
             clip = state.folded.result().astype(np.float32)
             scores = Scores(probs=clip[None, :], class_names=tagger.class_names, model=tagger.name,
                             sources=(paths[index],))
             tags = tagger.tags_from_scores(scores)[0].labels if with_tags else ()
-            result = FileResult(path=paths[index], duration_s=state.n_samples / rate, scores=clip, tags=tags)
+            result = FileResult(path=paths[index], duration_s=state.n_samples / rate, scores=clip, tags=tags,
+                                notes=notes)
+            audio_done_s += state.n_samples / rate
         results.append(result)
         if on_result is not None:
             on_result(result)
-        if on_progress is not None:
-            on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
-                                      elapsed_s=time.perf_counter() - start))
+        report()
+
+    def drop_windows(index: int) -> None:
+        for length in list(batches):
+            batches[length] = [member for member in batches[length] if member[0] != index]
+            if not batches[length]:
+                del batches[length]
 
     def run(length: int) -> None:
         members = batches.pop(length)
-        probs = tagger.score_windows(np.stack([samples for _, samples in members]))
-        for (index, samples), row in zip(members, probs):
+        probs = tagger.score_windows(np.stack([samples for _, samples, _ in members]))
+        for (index, samples, end), row in zip(members, probs):
             state = pending[index]
             try:
                 check_finite_scores(row, samples, paths[index])
             except TaggingError as err:
                 state.error = state.error or str(err)
             state.folded.add(row)
-        for index in {i for i, _ in members}:
+            state.scored_samples = max(state.scored_samples, end)
+        for index in {i for i, _, _ in members}:
             state = pending[index]
             if state.ended and state.folded.count == state.windows_in:
                 finish(index)
+        report()
 
     source = _Decoders(paths, tagger, workers) if workers > 0 and paths else _InProcess(paths, tagger)
     try:
         for kind, index, payload in source.messages():
+            if kind == "restart":  # its decoder died: what arrived of this file is void
+                drop_windows(index)
+                pending.pop(index, None)
+                continue
             if index not in pending:
                 pending[index] = _Pending(RunningAggregate(aggregate))
             state = pending[index]
             if kind == "window":
+                samples, end = payload
                 state.windows_in += 1
-                batch = batches.setdefault(len(payload), [])
-                batch.append((index, payload))
+                batch = batches.setdefault(len(samples), [])
+                batch.append((index, samples, end))
                 if len(batch) == tagger.batch_size:
-                    run(len(payload))
+                    run(len(samples))
             elif kind == "error":
-                # Drop its windows still waiting in a batch; the file is reported failed.
-                for length in list(batches):
-                    batches[length] = [(i, s) for i, s in batches[length] if i != index]
-                    if not batches[length]:
-                        del batches[length]
+                drop_windows(index)  # its windows still waiting in a batch; the file is reported failed
                 state.error = payload
                 finish(index)
             elif kind == "end":

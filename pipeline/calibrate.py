@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from calitag._fileio import atomic_output
-from calitag.errors import LabelsError
+from calitag.errors import LabelsError, OutputError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
 from calitag.pipeline.labels import ClipLabels, check_label_names
@@ -311,6 +311,9 @@ def calibrate(
         than two usable clips; no labeled class.
     """
     folder = Path(folder)
+    out_folder = Path(out).parent if str(Path(out).parent) else Path(".")
+    if not out_folder.is_dir():  # fail before scoring every file, not after
+        raise OutputError(f"cannot write {out}: folder {out_folder} does not exist; create it first")
     class_names = tagger.class_names
     known = set(class_names)
     notes: list[str] = []

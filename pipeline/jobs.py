@@ -68,35 +68,37 @@ def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels
 # --- batch records -------------------------------------------------------------------------------
 
 
-def record_format(out: str | Path, fmt: str | None = None) -> str:
-    """The record format: ``fmt`` when given, else from the extension (.csv -> csv, else jsonl)."""
-    return fmt or ("csv" if Path(out).suffix.lower() == ".csv" else "jsonl")
-
-
 def batch_record(
     result: FileResult,
     *,
     class_names: Sequence[str],
     model: str,
     thresholds_id: str | None = None,
-    top_k: int | None = 5,
+    top_k: int | None = None,
+    top_scores: int | None = 5,
     segments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The record of one file: path, duration, tags, scores (top k, or all with ``top_k=None``), model, thresholds.
+    """The record of one file: path, duration, tags, scores, model, thresholds (the same for every engine).
 
-    The same fields for every engine (local processes or Ray). A failed file gets ``path``, ``model``,
-    ``thresholds`` and ``error`` (without the leading path); ``segments`` (a timeline) is added when given.
+    ``tags`` holds at most ``top_k`` tags (all with None, as ``calitag tag``); ``scores`` holds every
+    tag's score plus the ``top_scores`` highest (every class with ``top_scores=None``). A failed file
+    gets ``path``, ``model``, ``thresholds`` and ``error`` (without the leading path); ``segments``
+    (a timeline) is added when given.
     """
     if result.error is not None:
         return {"path": result.path, "model": model, "thresholds": thresholds_id,
                 "error": result.error.removeprefix(result.path + ": ")}
-    order = result.scores.argsort()[::-1]
-    if top_k is not None:
-        order = order[:top_k]
+    tags = result.tags[:top_k] if top_k is not None else result.tags
+    order = list(result.scores.argsort()[::-1])
+    if top_scores is not None:
+        # Every tag keeps its score, with the top-scoring classes besides.
+        index = {name: i for i, name in enumerate(class_names)}
+        kept = {index[label] for label, _ in tags} | set(order[:top_scores])
+        order = [i for i in order if i in kept]
     record = {
         "path": result.path,
         "duration_s": round(result.duration_s, 3),
-        "tags": [label for label, _ in result.tags],
+        "tags": [label for label, _ in tags],
         "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
         "model": model,
         "thresholds": thresholds_id,
@@ -111,7 +113,8 @@ def write_records(
     paths: Sequence[str | Path],
     writer: Any | None,
     *,
-    top_k: int | None = 5,
+    top_k: int | None = None,
+    top_scores: int | None = 5,
     workers: int = 1,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
@@ -127,7 +130,8 @@ def write_records(
             on_result(result)
         if writer is not None:
             writer.write(batch_record(result, class_names=tagger.class_names, model=tagger.name,
-                                      thresholds_id=tagger.thresholds_id, top_k=top_k))
+                                      thresholds_id=tagger.thresholds_id, top_k=top_k,
+                                      top_scores=top_scores))
 
     return _score_files(tagger, paths, workers=workers, on_result=record, on_progress=on_progress)
 
@@ -141,7 +145,8 @@ def run_batch(
     recursive: bool = False,
     pattern: str | None = None,
     workers: int = 1,
-    top_k: int | None = 5,
+    top_k: int | None = None,
+    top_scores: int | None = 5,
     resume: bool = False,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
@@ -157,7 +162,9 @@ def run_batch(
         Records file (JSON lines, or CSV for a .csv name or ``fmt="csv"``). An existing file is
         never overwritten: ``resume=True`` continues it and skips the files it already holds.
     top_k : int or None
-        Scores kept per record (None: all).
+        Tags kept per record (None: all, as ``Tagger.tag``).
+    top_scores : int or None
+        Scores kept per record besides every tag's (None: all classes).
     workers : int
         Decoder processes (0: decode in this process).
 
@@ -179,12 +186,12 @@ def run_batch(
         files = find_audio_files(folder, recursive=recursive, pattern=pattern)
     else:
         files = [Path(p) for p in folder]
-    writer = RecordWriter(Path(out), record_format(out, fmt), resume=resume) if out is not None else None
+    writer = RecordWriter(Path(out), fmt, resume=resume) if out is not None else None
     try:
         if not files:
             raise AudioError(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
-        todo = [p for p in files if writer is None or str(p) not in writer.done]
-        return write_records(tagger, todo, writer, top_k=top_k, workers=workers, on_result=on_result,
+        todo = [p for p in files if writer is None or not writer.is_done(p)]
+        return write_records(tagger, todo, writer, top_k=top_k, top_scores=top_scores, workers=workers, on_result=on_result,
                              on_progress=on_progress)
     finally:
         if writer is not None:
@@ -248,7 +255,10 @@ def existing_thresholds(out: str | Path | None, *, model: str) -> Thresholds | N
     """The thresholds file at ``out`` when one exists (checked to be for ``model``), else None."""
     from calitag.thresholds.io import Thresholds
 
-    if out is None or not Path(out).exists():
+    from calitag.thresholds.io import is_thresholds_file
+
+    # Anything else at ``out`` is not merged into: the overwrite rule (``--force``) decides whether it is replaced.
+    if out is None or not Path(out).exists() or not is_thresholds_file(out):
         return None
     return Thresholds.load(out, expected_model=model)
 

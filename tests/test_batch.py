@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -94,3 +95,244 @@ def test_batch_csv_output(mixed_folder, tmp_path):
     CliRunner().invoke(main, ["batch", str(mixed_folder), "--model", "debug", "--out", str(out), "--workers", "0"])
     lines = out.read_text().splitlines()
     assert lines[0].startswith("path,duration_s,tags,scores") and len(lines) == 8
+
+
+# --- dead and orphaned decoders, odd names, duplicates, skipped entries, progress ----------------
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def long_folder(tmp_path_factory, audio_samples) -> Path:
+    """Eight 60-s recordings made by repeating a bundled clip: long enough to kill a run half-way."""
+    samples, rate = sf.read(audio_samples / "speech_music_01.wav", dtype="float32")
+    folder = tmp_path_factory.mktemp("long")
+    for i in range(8):
+        sf.write(folder / f"long_{i}.wav", np.tile(samples, 60 * rate // len(samples) + 1)[: 60 * rate], rate)
+    return folder
+
+
+def _start_batch(folder: Path, out: Path, *extra: str) -> "subprocess.Popen":
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.Popen([sys.executable, "-m", "calitag.cli", "batch", str(folder), "--model", "debug",
+                             "--device", "cpu", "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_records(out: Path, proc, n: int = 1, timeout_s: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no record appeared in {out} (exit {proc.poll()})")
+
+
+def test_killed_decoder_is_replaced_and_the_run_ends_with_every_file(long_folder, tmp_path):
+    """kill -9 of the decoder mid-run: the batch ends within seconds, every file once, a warning, exit 1."""
+    import signal
+    import time
+
+    out = tmp_path / "r.jsonl"
+    proc = _start_batch(long_folder, out, "--workers", "1")
+    _wait_for_records(out, proc)
+    decoders = _children(proc.pid)
+    assert decoders, "no decoder process found"
+    for pid in decoders:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except Exception:
+        proc.kill()
+        raise
+    assert time.monotonic() - killed_at < 60
+    paths = [json.loads(line)["path"] for line in out.read_text().splitlines()]
+    assert sorted(Path(p).name for p in paths) == sorted(p.name for p in long_folder.iterdir())
+    assert all("error" not in json.loads(line) for line in out.read_text().splitlines())
+    assert proc.returncode == 1 and "killed by SIGKILL" in stderr and "read again" in stderr
+
+
+def test_a_file_that_kills_its_decoder_twice_is_reported(debug_tagger, mixed_folder, monkeypatch):
+    """A file whose decoding kills the process each time is tried twice, then reported; the others are tagged."""
+    import signal
+
+    import calitag.pipeline.batch as batch
+
+    real = batch._file_messages
+
+    def deadly(index, path, **windowing):
+        if Path(path).name == "music_01.wav":
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would, in the decoder process
+        yield from real(index, path, **windowing)
+
+    monkeypatch.setattr(batch, "_file_messages", deadly)
+    good = [mixed_folder / n for n in GOOD]
+    results = {Path(r.path).name: r for r in run_batch(debug_tagger, good, workers=2)}
+    assert set(results) == set(GOOD)
+    assert "killed by SIGKILL" in results["music_01.wav"].error and "twice" in results["music_01.wav"].error
+    assert all(results[n].error is None for n in GOOD if n != "music_01.wav")
+
+
+def test_decoders_die_with_a_killed_batch(long_folder, tmp_path):
+    """After SIGKILL of the batch process, its decoder processes are gone within a few seconds."""
+    import signal
+    import time
+
+    out = tmp_path / "r.jsonl"
+    proc = _start_batch(long_folder, out, "--workers", "2")
+    _wait_for_records(out, proc)
+    decoders = _children(proc.pid)
+    assert decoders
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in decoders):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in decoders), "orphaned decoder processes"
+
+
+def test_two_runs_on_one_output_cannot_both_write(long_folder, tmp_path):
+    """A second batch on the --out of a running one fails at once; the first completes with one record per file."""
+    out = tmp_path / "r.jsonl"
+    first = _start_batch(long_folder, out, "--workers", "1")
+    _wait_for_records(out, first)
+    for extra in ([], ["--resume"]):
+        second = CliRunner().invoke(main, ["batch", str(long_folder), "--model", "debug", "--out", str(out),
+                                           "--device", "cpu", *extra])
+        assert second.exit_code == 1 and "another calitag run" in second.output, second.output
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert len(out.read_text().splitlines()) == len(list(long_folder.iterdir()))
+
+
+def test_undecodable_and_odd_names_are_tagged_and_resumed(mixed_folder, tmp_path):
+    """Names with undecodable bytes, U+2028, U+0085 or CR are tagged and recorded once, and resume skips them."""
+    odd = [os.fsdecode(b"\xff\xfe latin1 \xe9.wav"), "a\u2028b.wav", "c\x85d.wav", "cr\rname.wav"]
+    for name in odd:
+        shutil.copy(mixed_folder / GOOD[0], mixed_folder / name)
+    tagged = CliRunner().invoke(main, ["tag", str(mixed_folder / odd[0]), "--model", "debug", "--device", "cpu"])
+    assert tagged.exit_code == 0, tagged.output
+    for fmt in ("jsonl", "csv"):
+        out = tmp_path / f"r.{fmt}"
+        args = ["batch", str(mixed_folder), "--model", "debug", "--out", str(out), "--device", "cpu",
+                "--workers", "0"]
+        first = CliRunner().invoke(main, args)
+        assert first.exit_code == 1 and "3 failed" in first.stderr, first.output  # the three bad files
+        again = CliRunner().invoke(main, args + ["--resume"])
+        assert "11 of 11 file(s) already" in again.stderr, again.output
+        assert again.exit_code == 0 and "0 file(s) tagged" in again.stderr
+
+
+def test_resume_under_another_spelling_and_without_format(mixed_folder, tmp_path, monkeypatch):
+    """--resume with the folder spelled differently skips every file; without --format a CSV stays CSV."""
+    out = tmp_path / "results.out"
+    monkeypatch.chdir(mixed_folder.parent)
+    first = CliRunner().invoke(main, ["batch", "in", "--model", "debug", "--out", str(out), "--format", "csv",
+                                      "--device", "cpu", "--workers", "0"])
+    assert first.exit_code == 1, first.output
+    again = CliRunner().invoke(main, ["batch", str(mixed_folder / ".." / "in"), "--model", "debug", "--out",
+                                      str(out), "--resume", "--device", "cpu", "--workers", "0"])
+    assert "7 of 7 file(s) already" in again.stderr, again.output
+    assert not out.read_text().lstrip().startswith("{") and "{" not in out.read_text()
+
+
+def test_broken_links_are_recorded_and_other_entries_counted(mixed_folder, tmp_path):
+    """A dangling symlink and a symlink loop get error records naming the cause; other entries are counted."""
+    (mixed_folder / "gone.wav").symlink_to(mixed_folder / "nothing-here.wav")
+    (mixed_folder / "loop.wav").symlink_to(mixed_folder / "loop.wav")
+    (mixed_folder / "phone.m4a").write_bytes(b"\0\0\0\x20ftypM4A ")
+    (mixed_folder / "sub.wav").mkdir()
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(main, ["batch", str(mixed_folder), "--model", "debug", "--out", str(out),
+                                       "--device", "cpu", "--workers", "1"])
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert "dangling symlink" in records["gone.wav"]["error"]
+    assert "symlink loop" in records["loop.wav"]["error"]
+    assert "corrupt or unreadable audio" in records["phone.m4a"]["error"]  # FFmpeg's kind: tried, not skipped
+    assert "6 failed" in result.stderr and result.exit_code == 1
+    assert "not an audio file name (.txt)" in result.stderr
+    assert "a folder (--recursive to enter it), e.g. sub.wav" in result.stderr
+
+
+def test_tag_a_folder_named_like_audio_fails(tmp_path):
+    """`calitag tag dir.wav/` on a folder with no audio reports it and exits 1 rather than 0."""
+    (tmp_path / "dir.wav").mkdir()
+    result = CliRunner().invoke(main, ["tag", str(tmp_path / "dir.wav"), "--model", "debug", "--device", "cpu"])
+    assert result.exit_code == 1 and f"skip {tmp_path / 'dir.wav'}" in result.stderr, result.output
+
+
+def test_top_k_limits_tags_and_every_tag_keeps_its_score(mixed_folder, tmp_path):
+    """batch --top-k caps the tags as in `calitag tag`; each tag written has its score."""
+    out = tmp_path / "r.jsonl"
+    CliRunner().invoke(main, ["batch", str(mixed_folder), "--model", "debug", "--out", str(out), "--device", "cpu",
+                              "--workers", "0", "--top-k", "1", "--top-scores", "0"])
+    records = [r for r in map(json.loads, out.read_text().splitlines()) if "error" not in r]
+    assert records and all(len(r["tags"]) <= 1 for r in records)
+    assert any(r["tags"] for r in records)
+    assert all(set(r["tags"]) == set(r["scores"]) for r in records)
+    tag = CliRunner().invoke(main, ["tag", str(mixed_folder / GOOD[0]), "--model", "debug", "--device", "cpu",
+                                    "--top-k", "1", "--format", "json"])
+    shown = json.loads(tag.stdout)[0]["tags"]
+    assert [t["label"] for t in shown] == next(r["tags"] for r in records if r["path"].endswith(GOOD[0]))
+
+
+def test_progress_counts_audio_seconds_within_long_files(debug_tagger, long_folder):
+    """Progress moves with the audio scored inside a long file, and ends at the total duration."""
+    from calitag.pipeline.batch import audio_seconds
+
+    files = sorted(long_folder.iterdir())[:2]
+    total = audio_seconds(files)
+    seen = []
+    run_batch(debug_tagger, files, workers=0, on_progress=seen.append, audio_total_s=total)
+    assert total == pytest.approx(120.0, abs=0.1)
+    assert any(p.done == 0 and 0 < p.audio_s < 60 for p in seen)  # before the first file is done
+    assert [p.audio_s for p in seen] == sorted(p.audio_s for p in seen)
+    assert seen[-1].audio_s == pytest.approx(total, abs=0.1) and seen[-1].audio_total_s == total
+
+
+def test_a_full_disk_stops_the_batch_with_a_clear_error(mixed_folder, tmp_path):
+    """On a real full file system (a 64 KiB tmpfs) batch fails with the reason and whole records only."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (mount / "ballast").write_bytes(b"\0" * (64 * 1024 - 1500))
+        out = mount / "r.jsonl"
+        result = CliRunner().invoke(main, ["batch", str(mixed_folder), "--model", "debug", "--out", str(out),
+                                           "--device", "cpu", "--workers", "0", "--all-scores"])
+        assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+        assert all(json.loads(line) for line in out.read_text().split("\n") if line)
+        assert out.read_text().endswith("\n") or out.read_text() == ""
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

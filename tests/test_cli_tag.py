@@ -60,7 +60,8 @@ def test_folder_of_good_and_bad_files_tags_the_good_and_exits_1(mixed_folder) ->
         assert f"{path}: " in result.stdout
     for path, reason in zip(bad, ["not audio", "empty file", "corrupt"]):
         assert f"skip {path}: {reason}" in result.stderr
-    assert "README.txt" not in result.output
+    assert f"skip {folder / 'README.txt'}" not in result.stderr and "README.txt: " not in result.stdout
+    assert "ignored 1 entry" in result.stderr and "not an audio file name (.txt)" in result.stderr
     assert f"3 of {len(good) + len(bad)} file(s) failed" in result.stderr
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 
 import pytest
 
@@ -59,3 +61,100 @@ def test_csv_has_one_header_and_resumes(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [r["path"] for r in rows] == ["f0.wav", "bad.wav"]
     assert rows[0]["scores"] == "Speech=0.9000" and rows[1]["error"] == "not audio"
+
+
+ODD_NAMES = [
+    "\udcff\udcfe latin1 \udce9.wav",  # os.fsdecode(b"\xff\xfe latin1 \xe9.wav"): not UTF-8
+    "line\u2028separator.wav",
+    "next\x85line.wav",
+    "carriage\rreturn.wav",
+    "new\nline.wav",
+    'quote",comma.wav',
+]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_odd_file_names_are_written_and_resumed_exactly(tmp_path, fmt):
+    """Undecodable bytes, U+2028, U+0085, CR, LF, quotes and commas in names survive a write and a resume."""
+    out = tmp_path / f"r.{fmt}"
+    with RecordWriter(out, fmt) as writer:
+        for name in ODD_NAMES:
+            writer.write({**_record(0), "path": name})
+    if fmt == "jsonl":
+        out.read_bytes().decode("utf-8")  # valid UTF-8 throughout
+        assert out.read_bytes().count(b"\n") == len(ODD_NAMES)
+    else:
+        assert os.fsencode(ODD_NAMES[0]) in out.read_bytes()  # the name's own bytes
+        with out.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            assert [row["path"] for row in csv.DictReader(handle)] == ODD_NAMES
+    with RecordWriter(out, fmt, resume=True) as writer:
+        assert writer.done == set(ODD_NAMES)
+
+
+def test_a_second_writer_on_the_same_file_is_refused(tmp_path):
+    """While one run holds the results file, another (resuming or not) fails with a clear message."""
+    out = tmp_path / "r.jsonl"
+    with RecordWriter(out, "jsonl") as writer:
+        writer.write(_record(0))
+        for resume in (False, True):
+            with pytest.raises(OutputError, match="another calitag run"):
+                RecordWriter(out, "jsonl", resume=resume)
+    with RecordWriter(out, "jsonl", resume=True) as writer:  # free again once closed
+        assert writer.done == {"f0.wav"}
+
+
+def test_resume_takes_the_format_of_the_existing_file(tmp_path):
+    """Resuming without a format continues a CSV as CSV; asking for another format is an error."""
+    out = tmp_path / "results.out"
+    with RecordWriter(out, "csv") as writer:
+        writer.write(_record(0))
+    with RecordWriter(out, None, resume=True) as writer:
+        assert writer.format == "csv"
+        writer.write(_record(1))
+    assert [row["path"] for row in csv.DictReader(out.open(newline=""))] == ["f0.wav", "f1.wav"]
+    with pytest.raises(OutputError, match="holds csv records"):
+        RecordWriter(out, "jsonl", resume=True)
+
+
+def test_resume_refuses_a_file_that_is_not_results(tmp_path):
+    """--resume onto a file that is not a results file (a label CSV) is refused and leaves it unchanged."""
+    out = tmp_path / "labels.csv"
+    out.write_text("filename,labels\na.wav,Speech\n")
+    with pytest.raises(OutputError, match="--force"):
+        RecordWriter(out, None, resume=True)
+    assert out.read_text() == "filename,labels\na.wav,Speech\n"
+
+
+def test_done_files_match_under_another_spelling_of_the_folder(tmp_path):
+    """A file recorded as in/a.wav is done when asked as in/../in/a.wav or through a symlinked folder."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    out = tmp_path / "r.jsonl"
+    with RecordWriter(out, "jsonl") as writer:
+        writer.write({**_record(0), "path": str(tmp_path / "in" / "a.wav")})
+    with RecordWriter(out, "jsonl", resume=True) as writer:
+        assert writer.is_done(tmp_path / "in" / ".." / "in" / "a.wav")
+        assert writer.is_done(tmp_path / "link" / "a.wav")
+        assert not writer.is_done(tmp_path / "in" / "b.wav")
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_record(tmp_path, monkeypatch):
+    """ENOSPC part-way through a record raises OutputError saying what to do, and the file keeps whole records."""
+    import calitag.pipeline.records as records
+
+    out = tmp_path / "r.jsonl"
+    writer = RecordWriter(out, "jsonl")
+    writer.write(_record(0))
+    real_write = os.write
+
+    def full_disk(fd, data):
+        if fd == writer._fd and len(data) > 10:
+            return real_write(fd, bytes(data[:10]))  # a short write, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(records.os, "write", full_disk)
+    with pytest.raises(OutputError, match="No space left on device.*--resume"):
+        writer.write(_record(1))
+    monkeypatch.undo()
+    writer.close()
+    assert [json.loads(line)["path"] for line in out.read_text().split("\n") if line] == ["f0.wav"]

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from calitag._version import __version__
+from calitag._fileio import write_atomic
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.thresholds.events.postprocess import Postprocess
 
@@ -87,6 +87,13 @@ def _check_per_class(per_class: Any, n_classes: int) -> dict[str, list[Any]]:
 def _read_events(section: dict[str, Any] | None, *, source: str) -> Postprocess | None:
     """The ``events`` section of a thresholds file as a typed stack (None when absent)."""
     return None if section is None else Postprocess.from_dict(section, source=source)
+
+
+def is_thresholds_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a calitag thresholds file: a JSON object with its keys."""
+    from calitag._fileio import is_json_object_with
+
+    return is_json_object_with(path, ("format_version", "class_names", "thresholds"))
 
 
 @dataclass(frozen=True)
@@ -301,22 +308,10 @@ class Thresholds:
         folder = target.parent if str(target.parent) else Path(".")
         if not folder.is_dir():
             raise ThresholdsError(f"cannot write {target}: folder {folder} does not exist")
-        tmp_name = None
         try:
-            with tempfile.NamedTemporaryFile(
-                "w", encoding="utf-8", dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False
-            ) as handle:
-                tmp_name = handle.name
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-            tmp_name = None
+            write_atomic(target, text)  # permissions from the umask, like any new file
         except OSError as err:
             raise ThresholdsError(f"cannot write thresholds file {target}: {err}") from err
-        finally:
-            if tmp_name is not None and os.path.exists(tmp_name):
-                os.unlink(tmp_name)
         return target
 
     @classmethod

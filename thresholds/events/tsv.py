@@ -153,7 +153,8 @@ def write_events_tsv(
     if not folder.is_dir():
         raise OutputError(f"cannot write {out}: folder {folder} does not exist")
     try:
-        write_atomic(out, "\n".join(lines) + "\n")
+        # File names that are not valid UTF-8 are written as their original bytes.
+        write_atomic(out, ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape"))
     except OSError as e:
-        raise OutputError(f"cannot write {out}: {e}") from e
+        raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
     return out
