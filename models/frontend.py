@@ -169,7 +169,11 @@ class NumpyLogMel:
         window[start : start + win_length] = analysis_window(config)
         self.frame_length = config.n_fft if not config.window_at_frame_start else win_length
         self.window = window[start : start + self.frame_length] if config.window_at_frame_start else window
-        self.mel_basis_t = np.ascontiguousarray(mel_filters(config).T)  # (n_freqs, n_mels), float64
+        mel_basis_t = mel_filters(config).T.astype(np.float64)  # (n_freqs, n_mels)
+        # Only the FFT bins some band weighs (125-7500 Hz for YAMNet: 235 of 257) enter the product.
+        used = np.flatnonzero(mel_basis_t.any(axis=1))
+        self.bins = slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0)
+        self.mel_basis_t = np.ascontiguousarray(mel_basis_t[self.bins])
 
     def n_frames(self, n_samples: int) -> int:
         """How many frames ``n_samples`` samples give (0 when shorter than one frame)."""
@@ -192,8 +196,12 @@ class NumpyLogMel:
                 f"{waves.shape[1]} samples are shorter than one frame of {self.frame_length}; pad them first"
             )
         frames = np.lib.stride_tricks.sliding_window_view(waves, self.frame_length, axis=1)[:, :: cfg.hop_length]
-        spectrum = np.abs(np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=-1))  # (batch, T, n_freqs)
+        batch, n_frames = frames.shape[:2]
+        spectrum = np.abs(np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=-1)[..., self.bins])  # (batch, T, bins)
         if cfg.power != 1.0:
             spectrum = spectrum**cfg.power
-        mel = spectrum @ self.mel_basis_t  # (batch, T, n_mels)
-        return np.log(mel + cfg.offset).astype(np.float32).transpose(0, 2, 1)
+        # One 2-D product (batch * T, bins) @ (bins, n_mels): a single BLAS call, about 3x faster
+        # than numpy's stacked 3-D matmul here.
+        mel = spectrum.reshape(batch * n_frames, -1) @ self.mel_basis_t
+        mel += cfg.offset
+        return np.log(mel).astype(np.float32).reshape(batch, n_frames, -1).transpose(0, 2, 1)

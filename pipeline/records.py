@@ -1,8 +1,10 @@
 """Result files written record by record: JSON lines or CSV, appended, flushed, resumable.
 
-Each record is written with one ``write`` of a whole line and flushed to disk before the next
-one, so a run killed half-way leaves at most one partial last line; :func:`open_writer` with
-``resume=True`` cuts such a line off and returns the sources already done.
+Each record is written with one unbuffered ``write`` of a whole line, so a run killed half-way
+leaves at most one partial last line; :func:`open_writer` with ``resume=True`` cuts such a line
+off and returns the sources already done. The file is also synced to the disk (``fsync``, which
+costs milliseconds per call) at most once a second and on close, so that a crash of the machine
+itself loses at most the last second of records.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from calitag.errors import OutputError
+
+#: Seconds between syncs of the results file to the disk (every record is written at once regardless).
+SYNC_INTERVAL_S = 1.0
 
 CSV_COLUMNS = ("path", "duration_s", "tags", "scores", "model", "thresholds", "error")
 
@@ -60,7 +66,7 @@ def _done_sources(path: Path, fmt: str) -> tuple[set[str], int]:
 
 
 class RecordWriter:
-    """Appends one record per call and makes it durable before returning."""
+    """Appends one record per call, written before returning and synced to the disk at least once a second."""
 
     def __init__(self, path: Path, fmt: str, *, resume: bool = False) -> None:
         if fmt not in FORMATTERS:
@@ -80,21 +86,28 @@ class RecordWriter:
                     f.truncate(end)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._synced = time.monotonic()
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         if fmt == "csv" and not exists:
             self._write(",".join(CSV_COLUMNS) + "\n")
 
     def _write(self, line: str) -> None:
-        os.write(self._fd, line.encode("utf-8"))
-        os.fsync(self._fd)
+        os.write(self._fd, line.encode("utf-8"))  # in the OS's hands: survives a kill of this process
+        now = time.monotonic()
+        if now - self._synced >= SYNC_INTERVAL_S:
+            os.fsync(self._fd)
+            self._synced = now
 
     def write(self, record: dict[str, Any]) -> None:
         self._write(FORMATTERS[self.format](record))
         self.done.add(record["path"])
 
     def close(self) -> None:
-        os.close(self._fd)
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
 
     def __enter__(self) -> "RecordWriter":
         return self
