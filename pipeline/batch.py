@@ -100,9 +100,10 @@ def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str 
 
 
 def _file_messages(
-    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None
+    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None,
+    frontend: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple]:
-    """The messages of one file: start, its windows, then end (with its length) or error."""
+    """The messages of one file: start, its windows (or their features), then end (with its length) or error."""
     yield ("start", index, None)
     n_samples = 0
     try:
@@ -110,7 +111,7 @@ def _file_messages(
             path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
         ):
             n_samples = max(n_samples, window.start + window.n_valid)
-            yield ("window", index, window.samples)
+            yield ("window", index, window.samples if frontend is None else frontend(window.samples[None])[0])
     except TaggingError as err:
         yield ("error", index, str(err))
         return
@@ -133,7 +134,7 @@ def _decode(tasks: "mp.Queue[tuple[int, str] | None]", out: "mp.Queue[tuple]", w
 def _windowing(tagger: Tagger) -> dict:
     spec = tagger.spec
     return {"sample_rate": spec.frontend.sample_rate, "window_s": spec.window_s, "hop_s": spec.hop_s,
-            "min_window_s": spec.min_window_s}
+            "min_window_s": spec.min_window_s, "frontend": getattr(tagger, "window_frontend", None)}
 
 
 class _InProcess:
@@ -240,7 +241,9 @@ def run_batch(
     paths = [str(p) for p in paths]
     rate = tagger.spec.frontend.sample_rate
     pending: dict[int, _Pending] = {}
-    batches: dict[int, list[tuple[int, np.ndarray]]] = {}  # window length -> (file index, samples)
+    batches: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # window (or features) shape -> (file index, payload)
+    # With a window frontend the decoders send features, and the main process only runs the network.
+    score = tagger.score_features if getattr(tagger, "window_frontend", None) is not None else tagger.score_windows
     results: list[FileResult] = []
     failed = 0
     start = time.perf_counter()
@@ -266,9 +269,9 @@ def run_batch(
             on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
                                       elapsed_s=time.perf_counter() - start))
 
-    def run(length: int) -> None:
-        members = batches.pop(length)
-        probs = tagger.score_windows(np.stack([samples for _, samples in members]))
+    def run(shape: tuple) -> None:
+        members = batches.pop(shape)
+        probs = score(np.stack([samples for _, samples in members]))
         for (index, _), row in zip(members, probs):
             state = pending[index]
             row = row.astype(np.float64)
@@ -290,10 +293,10 @@ def run_batch(
             state = pending.setdefault(index, _Pending())
             if kind == "window":
                 state.windows_in += 1
-                batch = batches.setdefault(len(payload), [])
+                batch = batches.setdefault(payload.shape, [])
                 batch.append((index, payload))
                 if len(batch) == tagger.batch_size:
-                    run(len(payload))
+                    run(payload.shape)
             elif kind == "error":
                 # Drop its windows still waiting in a batch; the file is reported failed.
                 for length in list(batches):

@@ -112,6 +112,9 @@ class Tagger:
         # Models that score waveforms themselves (YAMNet: numpy frontend + onnxruntime) need no torch frontend.
         self._scores_waveforms = getattr(model, "waveform_scores", None)
         self.frontend = None if self._scores_waveforms else LogMel(spec.frontend).to(device)
+        # A picklable numpy frontend (YAMNet's) that batch decoders run on each window, so that the
+        # main process only runs the network (:meth:`score_features`); None for the torch models.
+        self.window_frontend = model.numpy_frontend() if hasattr(model, "numpy_frontend") else None
         self._prepare = getattr(model, "prepare_features", None) or getattr(
             importlib.import_module(spec.builder.split(":")[0]), "prepare_features", None
         )
@@ -270,6 +273,12 @@ class Tagger:
     def score_windows(self, batch: np.ndarray) -> np.ndarray:
         """Clip probabilities (B, n_classes) of equally long windows (B, n_samples) at the model's rate."""
         return self._forward(batch)[0]
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Clip probabilities (B, n_classes) of ``window_frontend`` features of equally long windows."""
+        if self.window_frontend is None:
+            raise AudioError(f"{self.name} computes its features itself: use score_windows")
+        return self.model.feature_scores(features)
 
     def scores(self, items: AudioInput | Sequence[AudioInput], *, aggregate: Aggregate = "max") -> Scores:
         """Clip-level scores of one or more recordings.
