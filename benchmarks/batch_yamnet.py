@@ -6,14 +6,16 @@ resampling; 44.1 kHz: soxr resamples every file), then runs
 
     python -m calitag.cli batch CLIPS --out OUT.jsonl --model MODEL [--workers W] [--batch-size B]
 
-in a subprocess, once per model, and prints audio seconds / wall seconds with the process start
-(imports, model load) included, then the same figure per model without the start (the time from
-the command's start to its first record is taken as start-up). Runs alternate between the
-models (``--repeats`` rounds) so that the load of a shared machine falls on all of them alike;
-the best round of each is reported, with the load average before and after.
+in a subprocess per model, and prints audio seconds / wall seconds with the process start
+(imports, model load) included, the CPU seconds of the command and its decoder processes
+(audio s per CPU s: steadier than wall time on a shared machine), and the time to its first
+record with the figure after it. ``--baseline DIR`` runs a second calitag source tree alike
+(e.g. ``git archive OLD | tar -x -C DIR``) for a side-by-side comparison. Runs alternate
+between trees and models (``--repeats`` rounds) so that the load of a shared machine falls on
+all of them alike; the best round of each is reported, with the load average before and after.
 
     python benchmarks/batch_yamnet.py [--files 200] [--rate 16000] [--models yamnet yamnet-int8]
-                                      [--repeats 3] [--workers 1] [--batch-size 8]
+                                      [--repeats 3] [--workers 1] [--batch-size 8] [--baseline DIR]
 
 A script, never part of the test run. It prints one table.
 """

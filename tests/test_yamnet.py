@@ -419,3 +419,17 @@ def test_int8_thresholds_are_refused_for_yamnet(yamnet_cached, tmp_path):
     fitted.save(tmp_path / "int8.json")
     with pytest.raises(ThresholdsMismatchError, match="yamnet-int8"):
         Tagger.load("yamnet", device="cpu", thresholds=tmp_path / "int8.json")
+
+
+def test_batch_decoders_send_features_with_the_same_scores(yamnet_cached, audio_samples_dir):
+    """In `calitag batch` the decoder processes compute YAMNet's log-Mel; the clip scores equal Tagger.scores exactly."""
+    from calitag.pipeline.batch import run_batch
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("yamnet", device="cpu", batch_size=4)
+    assert tagger.window_frontend is not None
+    paths = sorted(audio_samples_dir.glob("*.wav"))[:6] + sorted((audio_samples_dir / "soundscapes").glob("*.flac"))[:2]
+    expected = tagger.scores(paths).probs
+    for workers in (0, 1):
+        results = {r.path: r.scores for r in run_batch(tagger, paths, workers=workers, with_tags=False)}
+        assert np.array_equal(np.stack([results[str(p)] for p in paths]), expected)
