@@ -9,6 +9,8 @@ the PANNs and DCASE models come from librosa (imported when asked for).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from calitag.errors import AudioError
@@ -136,6 +138,19 @@ def _hz_to_mel_htk(freq_hz: float) -> float:
     return 2595.0 * float(np.log10(1.0 + freq_hz / 700.0))
 
 
+_BLAS_CONTROLLER: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A context in which numpy's BLAS runs on one thread (threadpoolctl; inspected once per process)."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
 class NumpyLogMel:
     """Waveforms (batch, n_samples) -> log-Mel features (batch, n_mels, n_frames), in numpy.
 
@@ -169,7 +184,11 @@ class NumpyLogMel:
         window[start : start + win_length] = analysis_window(config)
         self.frame_length = config.n_fft if not config.window_at_frame_start else win_length
         self.window = window[start : start + self.frame_length] if config.window_at_frame_start else window
-        self.mel_basis_t = np.ascontiguousarray(mel_filters(config).T)  # (n_freqs, n_mels), float64
+        mel_basis_t = mel_filters(config).T.astype(np.float64)  # (n_freqs, n_mels)
+        # Only the FFT bins some band weighs (125-7500 Hz for YAMNet: 235 of 257) enter the product.
+        used = np.flatnonzero(mel_basis_t.any(axis=1))
+        self.bins = slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0)
+        self.mel_basis_t = np.ascontiguousarray(mel_basis_t[self.bins])
 
     def n_frames(self, n_samples: int) -> int:
         """How many frames ``n_samples`` samples give (0 when shorter than one frame)."""
@@ -192,8 +211,15 @@ class NumpyLogMel:
                 f"{waves.shape[1]} samples are shorter than one frame of {self.frame_length}; pad them first"
             )
         frames = np.lib.stride_tricks.sliding_window_view(waves, self.frame_length, axis=1)[:, :: cfg.hop_length]
-        spectrum = np.abs(np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=-1))  # (batch, T, n_freqs)
+        batch, n_frames = frames.shape[:2]
+        spectrum = np.abs(np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=-1)[..., self.bins])  # (batch, T, bins)
         if cfg.power != 1.0:
             spectrum = spectrum**cfg.power
-        mel = spectrum @ self.mel_basis_t  # (batch, T, n_mels)
-        return np.log(mel + cfg.offset).astype(np.float32).transpose(0, 2, 1)
+        # One 2-D product (batch * T, bins) @ (bins, n_mels): a single BLAS call, about 3x faster
+        # than numpy's stacked 3-D matmul here. On one BLAS thread: OpenBLAS's own threads (which
+        # spin after each call) would compete with the model's onnxruntime threads and with the
+        # decoder processes, and cost more CPU than they save on a product this small.
+        with _one_blas_thread():
+            mel = spectrum.reshape(batch * n_frames, -1) @ self.mel_basis_t
+        mel += cfg.offset
+        return np.log(mel).astype(np.float32).reshape(batch, n_frames, -1).transpose(0, 2, 1)

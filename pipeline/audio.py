@@ -603,19 +603,21 @@ def stream_windows(
     yield from window_chunks(chunks, window=window, hop=hop, min_length=min_length, source=str(path))
 
 
-def check_finite_scores(probs: np.ndarray, samples: np.ndarray, source: str) -> None:
+def check_finite_scores(probs: np.ndarray, samples: np.ndarray | None, source: str) -> None:
     """Raise if a window's scores hold NaN or inf (audio far outside [-1, 1] overflows the frontend).
+
+    ``samples`` are the window's samples, or None where only its features are at hand.
 
     Raises
     ------
     AudioError
-        Naming the source and the window's peak amplitude.
+        Naming the source and, with ``samples``, the window's peak amplitude.
     """
     if not np.isfinite(probs).all():
-        peak = float(np.max(np.abs(samples)))
+        peak = f"the samples reach amplitude {float(np.max(np.abs(samples))):.3g}, " if samples is not None else ""
         raise AudioError(
-            f"{source}: the model gave NaN or infinite scores; the samples reach amplitude {peak:.3g}, expected "
-            "audio in [-1, 1] (scale integer PCM or normalise the recording)"
+            f"{source}: the model gave NaN or infinite scores; {peak}expected audio in [-1, 1] "
+            "(scale integer PCM or normalise the recording)"
         )
 
 

@@ -175,9 +175,10 @@ def audio_seconds(paths: Iterable[str | Path]) -> float:
 
 
 def _file_messages(
-    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None
+    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None,
+    frontend: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple]:
-    """The messages of one file: start, its windows (samples, end sample), then end (with its length) or error."""
+    """The messages of one file: start, its windows (samples or their features, end sample), then end (with its length) or error."""
     yield ("start", index, None)
     n_samples = 0
     try:
@@ -185,7 +186,8 @@ def _file_messages(
             path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
         ):
             n_samples = max(n_samples, window.start + window.n_valid)
-            yield ("window", index, (window.samples, window.start + window.n_valid))
+            payload = window.samples if frontend is None else frontend(window.samples[None])[0]
+            yield ("window", index, (payload, window.start + window.n_valid))
     except TaggingError as err:
         yield ("error", index, str(err))
         return
@@ -249,7 +251,7 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
 def _windowing(tagger: Tagger) -> dict:
     spec = tagger.spec
     return {"sample_rate": spec.frontend.sample_rate, "window_s": spec.window_s, "hop_s": spec.hop_s,
-            "min_window_s": spec.min_window_s}
+            "min_window_s": spec.min_window_s, "frontend": getattr(tagger, "window_frontend", None)}
 
 
 class _InProcess:
@@ -473,7 +475,9 @@ def run_batch(
     paths = [str(p) for p in paths]
     rate = tagger.spec.frontend.sample_rate
     pending: dict[int, _Pending] = {}
-    batches: dict[int, list[tuple[int, np.ndarray, int]]] = {}  # window length -> (file index, samples, end)
+    batches: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}  # window (or features) shape -> (file index, payload, end)
+    # With a window frontend the decoders send features, and the main process only runs the network.
+    score = tagger.score_features if getattr(tagger, "window_frontend", None) is not None else tagger.score_windows
     results: list[FileResult] = []
     failed = 0
     audio_done_s = 0.0
@@ -513,13 +517,13 @@ def run_batch(
             if not batches[length]:
                 del batches[length]
 
-    def run(length: int) -> None:
-        members = batches.pop(length)
-        probs = tagger.score_windows(np.stack([samples for _, samples, _ in members]))
-        for (index, samples, end), row in zip(members, probs):
+    def run(shape: tuple) -> None:
+        members = batches.pop(shape)
+        probs = score(np.stack([data for _, data, _ in members]))
+        for (index, data, end), row in zip(members, probs):
             state = pending[index]
             try:
-                check_finite_scores(row, samples, paths[index])
+                check_finite_scores(row, data if data.ndim == 1 else None, paths[index])
             except TaggingError as err:
                 state.error = state.error or str(err)
             state.folded.add(row)
@@ -541,12 +545,12 @@ def run_batch(
                 pending[index] = _Pending(RunningAggregate(aggregate))
             state = pending[index]
             if kind == "window":
-                samples, end = payload
+                data, end = payload  # samples, or their features when the decoders run the frontend
                 state.windows_in += 1
-                batch = batches.setdefault(len(samples), [])
-                batch.append((index, samples, end))
+                batch = batches.setdefault(data.shape, [])
+                batch.append((index, data, end))
                 if len(batch) == tagger.batch_size:
-                    run(len(samples))
+                    run(data.shape)
             elif kind == "error":
                 drop_windows(index)  # its windows still waiting in a batch; the file is reported failed
                 state.error = payload

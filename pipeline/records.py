@@ -1,9 +1,11 @@
 """Result files written record by record: JSON lines or CSV, appended, flushed, resumable.
 
-Each record is written with one ``write`` of a whole line and flushed to disk before the next
-one, so a run killed half-way leaves at most one partial last line; :class:`RecordWriter` with
-``resume=True`` cuts such a line off and knows the sources already done. A writer holds an
-exclusive lock on its file, so two runs cannot append to the same results at once.
+Each record is written with one ``write`` of a whole line before the next one, so a run killed
+half-way leaves at most one partial last line; :class:`RecordWriter` with ``resume=True`` cuts
+such a line off and knows the sources already done. A writer holds an exclusive lock on its
+file, so two runs cannot append to the same results at once. The file is synced to the disk
+(``fsync``, milliseconds per call) at most once a second and on close, so a crash of the machine
+itself loses at most the last second of records.
 
 File names are kept exactly: a name that is not valid UTF-8 (held by Python as lone surrogates,
 see :func:`os.fsdecode`) is written as a ``\\udcXX`` escape in JSON and as its original bytes in
@@ -19,12 +21,16 @@ import io
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from calitag._fileio import check_output
 from calitag.errors import OutputError
+
+#: Seconds between syncs of the results file to the disk (every record is written at once regardless).
+SYNC_INTERVAL_S = 1.0
 
 CSV_COLUMNS = ("path", "duration_s", "tags", "scores", "model", "thresholds", "error")
 #: CSV rows end in CRLF (RFC 4180), so the csv module quotes a field holding a lone CR too.
@@ -163,6 +169,7 @@ class RecordWriter:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
+        self._synced = time.monotonic()
         try:
             self._lock()
             self.format = self._prepare(fmt, resume=resume, force=force)
@@ -215,7 +222,10 @@ class RecordWriter:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-            os.fsync(self._fd)
+            now = time.monotonic()
+            if now - self._synced >= SYNC_INTERVAL_S:
+                os.fsync(self._fd)
+                self._synced = now
         except OSError as e:
             try:
                 os.ftruncate(self._fd, self._size)
@@ -237,8 +247,11 @@ class RecordWriter:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)  # releases the lock
-            self._fd = -1
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)  # releases the lock
+                self._fd = -1
 
     def __enter__(self) -> "RecordWriter":
         return self

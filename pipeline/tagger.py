@@ -179,6 +179,9 @@ class Tagger:
             import torch
 
             model.set_body_dtype(torch.bfloat16)
+        # A picklable numpy frontend that batch decoders run on each window, so that the main process
+        # only runs the network (:meth:`score_features`); None for the torch models.
+        self.window_frontend = self.frontend if self._numpy else None
         self._warned_default = False
         # Traced on the first batch: see ModelSpec.traceable. Frame outputs stay eager.
         self._optimize = optimize and spec.traceable and not self._numpy and getattr(device, "type", device) == "cpu"
@@ -396,6 +399,14 @@ class Tagger:
     def score_windows(self, batch: np.ndarray) -> np.ndarray:
         """Clip probabilities (B, n_classes) of equally long windows (B, n_samples) at the model's rate."""
         return self._forward(batch)[0]
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Clip probabilities (B, n_classes) of ``window_frontend`` features of equally long windows."""
+        if self.window_frontend is None:
+            raise AudioError(f"{self.name} computes its features on the torch side: use score_windows")
+        if self._prepare is not None:
+            features = self._prepare(features)
+        return np.asarray(self.model(features), np.float32)
 
     def scores(self, items: AudioInput | Sequence[AudioInput], *, aggregate: Aggregate = "max") -> Scores:
         """Clip-level scores of one or more recordings.

@@ -266,13 +266,37 @@ def audio_samples_dir():
 
 
 def test_float_scores_are_continuous(float_model, model, sample_features):
-    """On audio_samples/, every float clip score in (0.05, 0.995) is distinct, against 10-odd levels for 8-bit."""
+    """Every float clip score in (0.05, 0.995) on audio_samples/ is distinct (343 of 343; 45 clips have no more
+    in range, so 500 distinct clip scores cannot exist there), against 10-odd levels for 8-bit."""
     floats = np.stack([float_model(f)[0] for _, _, f in sample_features])
     coarse = np.stack([model(f)[0] for _, _, f in sample_features])
     inside = floats[(floats > 0.05) & (floats < 0.995)]
     assert inside.size >= 300 and np.unique(inside).size == inside.size
     levels = np.unique(coarse[(coarse > 0.05) & (coarse < 0.995)]).size
     assert levels <= 20 and np.unique(inside).size >= 15 * levels
+
+
+def test_float_patch_scores_give_over_500_levels(float_model, model, sample_features):
+    """Per 0.96-s patch (219 on audio_samples/), every float score in (0.05, 0.995) is distinct: 716 levels, the
+    count behind the design notes' 713 (patch scores, not clip scores), against 10-odd for 8-bit."""
+    floats = np.concatenate([float_model.forward_patches(f)[0] for _, _, f in sample_features])
+    coarse = np.concatenate([model.forward_patches(f)[0] for _, _, f in sample_features])
+    inside = floats[(floats > 0.05) & (floats < 0.995)]
+    assert np.unique(inside).size == inside.size >= 500
+    assert np.unique(coarse[(coarse > 0.05) & (coarse < 0.995)]).size <= 20
+
+
+def test_float_logits_follow_the_8bit_logits(float_model, model, sample_features):
+    """Where the 8-bit graph gives a logit above -4, the float logit is within a few of its 0.76 steps of it, no bias:
+    the float network is the 8-bit one without the rounding of activations and output."""
+    floats = np.concatenate([float_model.forward_patches(f)[0] for _, _, f in sample_features]).astype(np.float64)
+    coarse = np.concatenate([model.forward_patches(f)[0] for _, _, f in sample_features]).astype(np.float64)
+    coarse_logits = np.log(coarse) - np.log1p(-coarse)
+    near = (coarse_logits > -4) & (floats > 1e-6) & (floats < 1 - 1e-6)
+    difference = (np.log(floats) - np.log1p(-floats))[near] - coarse_logits[near]
+    step = model.output_quant.scale
+    assert near.sum() > 1000 and abs(difference.mean()) < 0.25 * step and difference.std() < step
+    assert np.quantile(np.abs(difference), 0.99) < 4 * step
 
 
 def test_float_top1_per_patch_agrees_with_8bit(float_model, model, sample_features):
@@ -397,3 +421,17 @@ def test_int8_thresholds_are_refused_for_yamnet(yamnet_cached, tmp_path):
     fitted.save(tmp_path / "int8.json")
     with pytest.raises(ThresholdsMismatchError, match="yamnet-int8"):
         Tagger.load("yamnet", device="cpu", thresholds=tmp_path / "int8.json")
+
+
+def test_batch_decoders_send_features_with_the_same_scores(yamnet_cached, audio_samples_dir):
+    """In `calitag batch` the decoder processes compute YAMNet's log-Mel; the clip scores equal Tagger.scores exactly."""
+    from calitag.pipeline.batch import run_batch
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("yamnet", device="cpu", batch_size=4)
+    assert tagger.window_frontend is not None
+    paths = sorted(audio_samples_dir.glob("*.wav"))[:6] + sorted((audio_samples_dir / "soundscapes").glob("*.flac"))[:2]
+    expected = tagger.scores(paths).probs
+    for workers in (0, 1):
+        results = {r.path: r.scores for r in run_batch(tagger, paths, workers=workers, with_tags=False)}
+        assert np.array_equal(np.stack([results[str(p)] for p in paths]), expected)
