@@ -202,7 +202,7 @@ def test_scores_of_another_model_or_top_k_are_refused(local_jsonl, ray_parquet, 
         with pytest.raises(OutputError, match="not 'yamnet'"):
             read_all_scores(source, model="yamnet", class_names=yamnet)
     top = tmp_path / "top.jsonl"
-    CliRunner().invoke(main, ["batch", str(folder), "--model", "debug", "--out", str(top), "--top-k", "2",
+    CliRunner().invoke(main, ["batch", str(folder), "--model", "debug", "--out", str(top), "--top-k", "1", "--top-scores", "0",
                               "--workers", "0"])
     with pytest.raises(OutputError, match="--all-scores"):
         read_all_scores(top, model="debug", class_names=get_spec("debug").class_names)
