@@ -16,6 +16,9 @@ from calitag.cli import main
 from calitag.pipeline.batch import find_audio_files, run_batch
 from calitag.pipeline.tagger import Tagger
 
+# Runs the debug model (torch): skipped in a core install (see conftest.py).
+pytestmark = pytest.mark.torch
+
 GOOD = ("speech_01.wav", "music_01.wav", "alarm_clock_01.wav", "speech_music_01.wav")
 
 

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the cache tests use real debug state_dicts
 
 from calitag.errors import CheckpointError, ChecksumError, ModelNotFoundError
 from calitag.models import checkpoints, debug

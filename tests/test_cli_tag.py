@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 from click.testing import CliRunner
 
 from calitag.cli import main
 from calitag.errors import ModelNotFoundError
 from calitag.models.checkpoints import fetch
 from calitag.models.registry import available_models, get_spec
+
+# Runs the debug model (torch): skipped in a core install (see conftest.py).
+pytestmark = pytest.mark.torch
 
 CRNN_FILE = "crnn_dcase2019_pellegrini_irit_task4_1.h5"
 
@@ -99,6 +101,7 @@ def test_csv_output_matches_json(speech_clip: Path) -> None:
 
 def test_unavailable_device_is_a_clear_error(speech_clip: Path) -> None:
     """--device cuda on a machine without CUDA fails with a message, not a traceback."""
+    torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result = CliRunner().invoke(main, ["tag", str(speech_clip), "--model", "debug", "--device", "cuda"])

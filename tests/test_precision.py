@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # bf16 is for the torch taggers: the torch extra
 from click.testing import CliRunner
 
 from calitag.cli import main

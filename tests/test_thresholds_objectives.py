@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the autograd objectives: the torch extra
 from sklearn.metrics import f1_score, fbeta_score
 
 from calitag.errors import CalibrationError
