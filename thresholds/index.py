@@ -12,7 +12,12 @@ logistic-kernel density of the scores, a smooth function of ``t`` with a length 
 ``1/a``: it is computed once for every class on a grid of step ``grid_step / a`` (linear binning
 of the scores, then an FFT convolution with the kernel) and read off by linear interpolation.
 Both errors are of order ``grid_step**2``, far below what moves an Adam step, so one SGL epoch
-costs two binary searches and two gathers per class instead of four passes over ``N x C`` scores.
+costs a few binary searches and gathers per class instead of four passes over ``N x C`` scores.
+
+Building the index costs one transposed copy and one sort of the scores (float32, one row per
+class) plus the grid; counting all scores below a threshold searches a table of every
+``BLOCK``-th score (``score + ROW_GAP * class``, float64, one search for all classes) and then
+the one block of ``BLOCK`` scores that holds the answer.
 """
 
 from __future__ import annotations
@@ -30,30 +35,52 @@ MAX_GRID = 1 << 16
 # Class c's scores (all in [0, 1]) are stored as score + ROW_GAP * c in one sorted float64 array,
 # so a single binary search answers one query per class. float64 holds these sums exactly.
 ROW_GAP = 2.0
+#: Scores per block of the two-level count search (the block table holds every BLOCK-th score).
+BLOCK = 32
+# Rows are padded to whole blocks with this value: above every score and threshold, below ROW_GAP - 0.25.
+_PAD = np.float32(1.5)
 
 
-def _linear_binning(keys: np.ndarray, local: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
-    """Linear-binning weights of each class's scores on nodes ``0, step, 2 step, ...``.
+def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
+    """Linear-binning weights of each row of ascending scores on nodes ``0, step, 2 step, ...``.
 
-    ``keys`` is the flat sorted array of ``score + ROW_GAP * class`` and ``local`` the same
-    scores without the class offset. Returns (n_classes, n_nodes) float64: each score at position
-    ``p = score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)`` to the next,
-    so the kernel sums built from it are second-order accurate in the step.
+    ``rows`` is (n_classes, n_clips) float32, each row sorted. Returns (n_classes, n_nodes)
+    float64: each score at position ``p = score / step`` gives ``1 - frac(p)`` to node
+    ``floor(p)`` and ``frac(p)`` to the next, so the kernel sums built from it are second-order
+    accurate in the step. One row at a time: its bin edges by binary search and the sums of its
+    non-empty bins by one ``reduceat`` stay in cache, which beats an ``O(n)`` scatter
+    (``np.bincount``) over the whole matrix.
     """
-    offsets = (ROW_GAP * np.arange(n_classes))[:, None]
-    edges = np.arange(n_nodes + 1)[None, :] * step + offsets
-    bounds = np.searchsorted(keys, edges.ravel()).reshape(n_classes, n_nodes + 1)
-    count = np.diff(bounds, axis=1).astype(np.float64)
-    # Every score lies below the last edge, so bin j of class c ends where bin j + 1 (or class
-    # c + 1) starts: one reduceat sums every bin. It returns a[start] for an empty bin: masked.
-    starts = np.minimum(bounds[:, :-1].ravel(), max(keys.size - 1, 0))
-    sums = np.add.reduceat(local.ravel(), starts, dtype=np.float64).reshape(n_classes, n_nodes) if keys.size else count
-    sums = np.where(count > 0, sums, 0.0)
-    # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
-    upper = sums / step - np.arange(n_nodes)[None, :] * count
-    grid = count - upper
-    grid[:, 1:] += upper[:, :-1]
+    n_classes = rows.shape[0]
+    edges = (np.arange(n_nodes + 1) * step).astype(rows.dtype)
+    nodes = np.arange(n_nodes, dtype=np.float64)
+    grid = np.zeros((n_classes, n_nodes))
+    for c in range(n_classes):
+        row = rows[c]
+        bounds = np.searchsorted(row, edges)
+        count = np.diff(bounds)
+        filled = np.flatnonzero(count)
+        if filled.size == 0:
+            continue
+        # Bins that hold scores, in ascending order: each one's sum runs up to the next one's start.
+        sums = np.add.reduceat(row, bounds[filled], dtype=np.float64)
+        # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
+        upper = sums / step - nodes[filled] * count[filled]
+        weights = grid[c]
+        weights[filled] = count[filled] - upper
+        weights[filled + 1] += upper
     return grid
+
+
+def _bin_scores(local: np.ndarray, column: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
+    """The same linear binning for scattered scores (``local[i]`` belongs to class ``column[i]``)."""
+    position = local.astype(np.float64) / step
+    node = np.minimum(np.floor(position), n_nodes - 2)
+    upper = position - node
+    flat = column * n_nodes + node.astype(np.int64)
+    size = n_classes * n_nodes
+    grid = np.bincount(flat, weights=1.0 - upper, minlength=size) + np.bincount(flat + 1, weights=upper, minlength=size + 1)[:size]
+    return grid.reshape(n_classes, n_nodes)
 
 
 def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.ndarray:
@@ -62,11 +89,14 @@ def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.nda
     half = min(n_nodes - 1, int(np.ceil(KERNEL_HALF_WIDTH_Z / step_z)))
     z = np.arange(-half, half + 1) * step_z
     kernel = slope * np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))) ** 2
+    # A circular convolution of length >= n_nodes + half - 1 leaves the outputs at nodes
+    # 0..n_nodes-1 (full-convolution indices half..half+n_nodes-1) free of wrap-around.
     # numpy's FFT (scipy.fft costs ~1 s to import, more than the whole fit).
-    size = 1 << int(np.ceil(np.log2(n_nodes + 2 * half)))
-    spectrum = np.fft.rfft(grid, n=size, axis=1) * np.fft.rfft(kernel, n=size)
+    size = 1 << int(np.ceil(np.log2(n_nodes + half)))
+    spectrum = np.fft.rfft(grid, n=size, axis=1)
+    spectrum *= np.fft.rfft(kernel, n=size)
     full = np.fft.irfft(spectrum, n=size, axis=1)
-    # Full linear convolution: output index j + half is centred on node j.
+    # Output index j + half is centred on node j.
     return np.maximum(full[:, half : half + n_nodes], 0.0)
 
 
@@ -76,10 +106,14 @@ class ScoreIndex:
 
     Attributes
     ----------
-    keys_all : numpy.ndarray
-        (C * N,) float64, ``score + ROW_GAP * class`` sorted: class-major, ascending scores.
+    rows : numpy.ndarray
+        (C, n_padded) float32: each class's scores, ascending, then padding (1.5) up to a whole
+        number of blocks (at least one padding value per row).
+    block_keys : numpy.ndarray
+        (C * n_padded / BLOCK,) float64: the last score of every block plus ``ROW_GAP * class``,
+        ascending over the whole array.
     keys_pos : numpy.ndarray
-        (total positives,) float64, the same for positive examples only.
+        (total positives,) float64, ``score + ROW_GAP * class`` of the positive examples, sorted.
     pos_starts : numpy.ndarray
         (C,) int64 index in ``keys_pos`` where each class starts.
     n_pos : numpy.ndarray
@@ -92,7 +126,8 @@ class ScoreIndex:
     slope : float
     """
 
-    keys_all: np.ndarray
+    rows: np.ndarray
+    block_keys: np.ndarray
     keys_pos: np.ndarray
     pos_starts: np.ndarray
     n_pos: np.ndarray
@@ -122,14 +157,19 @@ class ScoreIndex:
         """
         n_clips, n_classes = scores.shape
         offsets = ROW_GAP * np.arange(n_classes)
-        # A copy, always: with one class (or one clip) scores.T is already contiguous, and an
-        # in-place sort of a view would reorder the caller's scores.
-        sorted_all = np.array(scores.T, dtype=np.float32, order="C", copy=True)
-        sorted_all.sort(axis=1)
-        keys_all = (sorted_all + offsets[:, None]).ravel()  # float64: exact sums
+        # One row per class, always a new array (the caller's scores are never reordered).
+        n_padded = (n_clips // BLOCK + 1) * BLOCK
+        rows = np.empty((n_classes, n_padded), dtype=np.float32)
+        rows[:, :n_clips] = scores.T
+        rows[:, n_clips:] = _PAD
+        rows.sort(axis=1)
+        block_keys = (rows[:, BLOCK - 1 :: BLOCK] + offsets[:, None]).ravel()  # float64: exact sums
         # Positives read in the scores' own layout (a few per clip), then sorted class-major.
-        clip, column = np.nonzero(labels)
-        keys_pos = np.sort(np.asarray(scores[clip, column], dtype=np.float32) + offsets[column])
+        flat = np.flatnonzero(np.asarray(labels, dtype=bool))
+        column = flat % n_classes
+        values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
+        local_pos = np.asarray(values, dtype=np.float32)
+        keys_pos = np.sort(local_pos + offsets[column])
         n_pos = np.bincount(column, minlength=n_classes)
         pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
         kernel = None
@@ -145,25 +185,54 @@ class ScoreIndex:
                     "use a smaller slope, a larger grid_step_z, or engine='autograd'"
                 )
             grids = np.empty((2 * n_classes, n_nodes))
-            local_pos = keys_pos - ROW_GAP * np.repeat(np.arange(n_classes), n_pos)
-            grids[:n_classes] = _linear_binning(keys_pos, local_pos, n_classes=n_classes, step=step, n_nodes=n_nodes)
-            grids[n_classes:] = _linear_binning(keys_all, sorted_all, n_classes=n_classes, step=step, n_nodes=n_nodes)
+            grids[:n_classes] = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+            grids[n_classes:] = _bin_sorted_rows(rows[:, :n_clips], step=step, n_nodes=n_nodes)
             kernel = _convolve_kernel(grids, step_z=grid_step_z, slope=slope).reshape(2, n_classes, n_nodes)
-        return cls(keys_all, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step, float(slope or 0.0))
+        return cls(rows, block_keys, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step,
+                   float(slope or 0.0))
 
     @property
     def n_classes(self) -> int:
         return self.n_pos.size
 
-    def counts(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _query(self, thresholds: np.ndarray, *, exact: bool) -> np.ndarray:
+        """float32 values (as float64) to compare the float32 scores with, one per class.
+
+        ``exact=False`` rounds each threshold to the nearest float32 (the SGL parameter's own
+        precision); ``exact=True`` takes the largest float32 at or below it, so that ``score >
+        query`` holds exactly when ``score > threshold`` does. Clipped into [-0.25, 1], where the
+        counts no longer change.
+        """
+        values = np.asarray(thresholds, dtype=np.float64)
+        query = values.astype(np.float32)
+        if exact:
+            query = np.where(query > values, np.nextafter(query, np.float32(-np.inf)), query)
+        return np.clip(query, -0.25, 1.0).astype(np.float64)
+
+    def _ranks(self, query: np.ndarray) -> np.ndarray:
+        """Per class, how many of its scores are <= ``query`` (float64 holding float32 values)."""
+        rows = np.arange(self.n_classes)
+        n_padded = self.rows.shape[1]
+        n_blocks = n_padded // BLOCK
+        # Whole blocks at or below the query; the next block (never past the padding) holds the rest.
+        blocks = np.searchsorted(self.block_keys, query + ROW_GAP * rows, side="right") - rows * n_blocks
+        first = rows * n_padded + blocks * BLOCK
+        block = self.rows.reshape(-1)[first[:, None] + np.arange(BLOCK)]
+        return blocks * BLOCK + np.count_nonzero(block <= query[:, None].astype(np.float32), axis=1)
+
+    def _pos_at_or_below(self, query: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.keys_pos, query + ROW_GAP * np.arange(self.n_classes), side="right") - self.pos_starts
+
+    def counts(self, thresholds: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``(tp, pp)`` per class (float64, shape (C,)) of the decisions ``score > threshold``.
 
-        Thresholds are rounded to float32 first, as the scores were.
+        Thresholds are rounded to float32 first, as the scores were; with ``exact=True`` each
+        float32 score is compared with the threshold itself (as ``scores > thresholds`` does in
+        numpy).
         """
-        query = np.asarray(thresholds, dtype=np.float32).astype(np.float64) + ROW_GAP * np.arange(self.n_classes)
-        at_or_below = np.searchsorted(self.keys_all, query, side="right") - np.arange(self.n_classes) * self.n_clips
-        pos_at_or_below = np.searchsorted(self.keys_pos, query, side="right") - self.pos_starts
-        return self.n_pos - pos_at_or_below, (self.n_clips - at_or_below).astype(np.float64)
+        query = self._query(thresholds, exact=exact)
+        at_or_below = self._ranks(query)
+        return self.n_pos - self._pos_at_or_below(query), (self.n_clips - at_or_below).astype(np.float64)
 
     def kernel_sums(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(Kpos, Kall)`` per class (float64, shape (C,)) at thresholds in [0, 1], interpolated."""
@@ -182,15 +251,13 @@ class ScoreIndex:
     def _neighbours(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the number of scores at or below ``thresholds`` (compared in float32), the
         largest such score (or -inf) and the smallest score above (or +inf)."""
-        rows = np.arange(self.n_classes)
-        query = np.asarray(thresholds, dtype=np.float32).astype(np.float64) + ROW_GAP * rows
-        position = np.searchsorted(self.keys_all, query, side="right")
-        start = rows * self.n_clips
-        below = position - start
-        last = self.keys_all.size - 1
-        low = np.where(below > 0, self.keys_all[np.clip(position - 1, 0, last)] - ROW_GAP * rows, -np.inf)
-        high = np.where(below < self.n_clips, self.keys_all[np.clip(position, 0, last)] - ROW_GAP * rows, np.inf)
-        return below, low, high
+        below = self._ranks(self._query(thresholds, exact=False))
+        flat = self.rows.reshape(-1)
+        start = np.arange(self.n_classes) * self.rows.shape[1]
+        # rows[c, below] is the padding when every score is at or below: masked to +inf.
+        low = np.where(below > 0, flat[start + np.maximum(below - 1, 0)], -np.inf)
+        high = np.where(below < self.n_clips, flat[start + below], np.inf)
+        return below, low.astype(np.float64), high.astype(np.float64)
 
     def snap(self, thresholds: np.ndarray) -> np.ndarray:
         """Move each threshold to the middle of the gap between the fitting scores around it.
@@ -231,11 +298,11 @@ class ScoreIndex:
         numpy.ndarray
             (C,) float64.
         """
-        rows = np.arange(self.n_classes)
         k = self.n_pos.astype(np.int64)
-        start = rows * self.n_clips
-        above = np.where(k > 0, self.keys_all[start + np.clip(self.n_clips - k, 0, self.n_clips - 1)], np.inf)
-        below = np.where(k < self.n_clips, self.keys_all[start + np.clip(self.n_clips - k - 1, 0, self.n_clips - 1)], -np.inf)
-        middle = (above + below) / 2.0 - ROW_GAP * rows
+        flat = self.rows.reshape(-1)
+        start = np.arange(self.n_classes) * self.rows.shape[1]
+        above = np.where(k > 0, flat[start + np.clip(self.n_clips - k, 0, self.n_clips - 1)], np.inf)
+        below = np.where(k < self.n_clips, flat[start + np.clip(self.n_clips - k - 1, 0, self.n_clips - 1)], -np.inf)
+        middle = (above.astype(np.float64) + below) / 2.0
         middle = np.where(k == 0, high, np.where(k >= self.n_clips, low, middle))
         return np.clip(middle, low, high)
