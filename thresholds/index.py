@@ -22,6 +22,8 @@ the one block of ``BLOCK`` scores that holds the answer.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,8 @@ MAX_GRID = 1 << 16
 # Class c's scores (all in [0, 1]) are stored as score + ROW_GAP * c in one sorted float64 array,
 # so a single binary search answers one query per class. float64 holds these sums exactly.
 ROW_GAP = 2.0
+#: Classes sorted and tabulated together (a block of rows that stays in cache).
+CHUNK_CLASSES = 32
 #: Scores per block of the two-level count search (the block table holds every BLOCK-th score).
 BLOCK = 32
 # Rows are padded to whole blocks with this value: above every score and threshold, below ROW_GAP - 0.25.
@@ -44,32 +48,41 @@ _PAD = np.float32(1.5)
 def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
     """Linear-binning weights of each row of ascending scores on nodes ``0, step, 2 step, ...``.
 
-    ``rows`` is (n_classes, n_clips) float32, each row sorted. Returns (n_classes, n_nodes)
-    float64: each score at position ``p = score / step`` gives ``1 - frac(p)`` to node
-    ``floor(p)`` and ``frac(p)`` to the next, so the kernel sums built from it are second-order
-    accurate in the step. One row at a time: its bin edges by binary search and the sums of its
-    non-empty bins by one ``reduceat`` stay in cache, which beats an ``O(n)`` scatter
-    (``np.bincount``) over the whole matrix.
+    ``rows`` is (n_classes, n_clips) float32, each row sorted, all values below
+    ``(n_nodes - 1) * step``. Returns (n_classes, n_nodes) float64: each score at position ``p =
+    score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)`` to the next, so the
+    kernel sums built from it are second-order accurate in the step. One row at a time: its bin
+    edges by binary search and the sums of its non-empty bins by one ``reduceat`` stay in cache,
+    which beats an ``O(n)`` scatter (``np.bincount``) over the whole matrix.
     """
     n_classes = rows.shape[0]
     edges = (np.arange(n_nodes + 1) * step).astype(rows.dtype)
     nodes = np.arange(n_nodes, dtype=np.float64)
-    grid = np.zeros((n_classes, n_nodes))
+    grid = np.zeros((n_classes, n_nodes + 1))
     for c in range(n_classes):
         row = rows[c]
-        bounds = np.searchsorted(row, edges)
-        count = np.diff(bounds)
-        filled = np.flatnonzero(count)
+        bounds = row.searchsorted(edges)
+        count = bounds[1:] - bounds[:-1]
+        filled = count.nonzero()[0]
         if filled.size == 0:
             continue
         # Bins that hold scores, in ascending order: each one's sum runs up to the next one's start.
-        sums = np.add.reduceat(row, bounds[filled], dtype=np.float64)
+        # (float64 copy first: reduceat casting on the fly is slower than the copy.)
+        sums = np.add.reduceat(row.astype(np.float64), bounds[filled])
         # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
-        upper = sums / step - nodes[filled] * count[filled]
+        in_bin = count[filled]
+        upper = sums / step - nodes[filled] * in_bin
         weights = grid[c]
-        weights[filled] = count[filled] - upper
+        weights[filled] = in_bin - upper
         weights[filled + 1] += upper
-    return grid
+    return grid[:, :n_nodes]
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _bin_scores(local: np.ndarray, column: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
@@ -137,7 +150,8 @@ class ScoreIndex:
     slope: float
 
     @classmethod
-    def build(cls, scores: np.ndarray, labels: np.ndarray, *, slope: float | None = 50.0, grid_step_z: float = 0.02) -> ScoreIndex:
+    def build(cls, scores: np.ndarray, labels: np.ndarray, *, slope: float | None = 50.0, grid_step_z: float = 0.02,
+              workers: int | None = None) -> ScoreIndex:
         """Sort the scores per class and, when ``slope`` is given, tabulate the kernel sums.
 
         Parameters
@@ -150,6 +164,10 @@ class ScoreIndex:
             Surrogate slope ``a``; None builds the counting part only.
         grid_step_z : float
             Grid step in units of ``1/slope`` (0.02 gives relative errors near 1e-5).
+        workers : int, optional
+            Threads that sort and tabulate blocks of classes at once (numpy releases the GIL in
+            that work). Default: the usable CPUs (at most 4) for a matrix of a million scores or
+            more, else 1. The result does not depend on it.
 
         Returns
         -------
@@ -157,23 +175,8 @@ class ScoreIndex:
         """
         n_clips, n_classes = scores.shape
         offsets = ROW_GAP * np.arange(n_classes)
-        # One row per class, always a new array (the caller's scores are never reordered).
-        n_padded = (n_clips // BLOCK + 1) * BLOCK
-        rows = np.empty((n_classes, n_padded), dtype=np.float32)
-        rows[:, :n_clips] = scores.T
-        rows[:, n_clips:] = _PAD
-        rows.sort(axis=1)
-        block_keys = (rows[:, BLOCK - 1 :: BLOCK] + offsets[:, None]).ravel()  # float64: exact sums
-        # Positives read in the scores' own layout (a few per clip), then sorted class-major.
-        flat = np.flatnonzero(np.asarray(labels, dtype=bool))
-        column = flat % n_classes
-        values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
-        local_pos = np.asarray(values, dtype=np.float32)
-        keys_pos = np.sort(local_pos + offsets[column])
-        n_pos = np.bincount(column, minlength=n_classes)
-        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
-        kernel = None
         step = float("nan")
+        n_nodes = 0
         if slope is not None:
             if not slope > 0 or not grid_step_z > 0:
                 raise CalibrationError(f"slope and grid step must be > 0, got slope={slope}, grid_step_z={grid_step_z}")
@@ -184,10 +187,46 @@ class ScoreIndex:
                     f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
                     "use a smaller slope, a larger grid_step_z, or engine='autograd'"
                 )
-            grids = np.empty((2 * n_classes, n_nodes))
-            grids[:n_classes] = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
-            grids[n_classes:] = _bin_sorted_rows(rows[:, :n_clips], step=step, n_nodes=n_nodes)
-            kernel = _convolve_kernel(grids, step_z=grid_step_z, slope=slope).reshape(2, n_classes, n_nodes)
+        # Positives read in the scores' own layout (a few per clip), then sorted class-major.
+        flat = np.flatnonzero(np.asarray(labels, dtype=bool))
+        column = flat % n_classes
+        values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
+        local_pos = np.asarray(values, dtype=np.float32)
+        keys_pos = np.sort(local_pos + offsets[column])
+        n_pos = np.bincount(column, minlength=n_classes)
+        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
+        # One row per class, always a new array (the caller's scores are never reordered),
+        # padded to whole blocks.
+        n_padded = (n_clips // BLOCK + 1) * BLOCK
+        rows = np.empty((n_classes, n_padded), dtype=np.float32)
+        kernel = np.empty((2, n_classes, n_nodes)) if slope is not None else None
+        if kernel is not None:
+            kernel[0] = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+
+        def tabulate(first: int, stop: int) -> None:
+            # One block of classes from the transposed copy to its kernel sums, in place.
+            part = rows[first:stop]
+            part[:, :n_clips] = scores[:, first:stop].T
+            part[:, n_clips:] = _PAD
+            part.sort(axis=1)
+            if kernel is not None:
+                kernel[1, first:stop] = _bin_sorted_rows(part[:, :n_clips], step=step, n_nodes=n_nodes)
+                kernel[:, first:stop] = _convolve_kernel(kernel[:, first:stop].reshape(-1, n_nodes), step_z=grid_step_z,
+                                                         slope=slope).reshape(2, stop - first, n_nodes)
+
+        if workers is None:
+            workers = min(_usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
+        chunk = max(1, min(CHUNK_CLASSES, -(-n_classes // max(1, workers))))
+        starts = range(0, n_classes, chunk)
+        if workers > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(lambda first: tabulate(first, min(first + chunk, n_classes)), starts))
+        else:
+            for first in starts:
+                tabulate(first, min(first + chunk, n_classes))
+        block_keys = (rows[:, BLOCK - 1 :: BLOCK] + offsets[:, None]).ravel()  # float64: exact sums
         return cls(rows, block_keys, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step,
                    float(slope or 0.0))
 
@@ -247,6 +286,43 @@ class ScoreIndex:
         left, right = flat[:, index], flat[:, index + 1]
         value = left + weight * (right - left)
         return value[0], value[1]
+
+    def epoch_reader(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """A function of float32 thresholds in [0, 1] giving ``(tp, pp, Kpos, Kall)`` per class.
+
+        The same values as :meth:`counts` and :meth:`kernel_sums`, with everything that does not
+        depend on the thresholds computed once: an SGL epoch is a few dozen small array
+        operations.
+        """
+        if self.kernel is None:
+            raise CalibrationError("this ScoreIndex was built without a slope: it has no kernel grid")
+        n_classes, n_padded = self.rows.shape
+        n_nodes = self.kernel.shape[2]
+        offsets = ROW_GAP * np.arange(n_classes)
+        block_base = np.arange(n_classes) * (n_padded // BLOCK)
+        block_cells = (np.arange(n_classes) * n_padded)[:, None] + np.arange(BLOCK)
+        flat_rows = self.rows.reshape(-1)
+        node_base = np.arange(n_classes) * n_nodes
+        kernel = self.kernel.reshape(2, -1)
+        step = self.grid_step
+        n_clips, n_pos, pos_starts, keys_pos, block_keys = float(self.n_clips), self.n_pos, self.pos_starts, self.keys_pos, self.block_keys
+
+        def read(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            query = thresholds.astype(np.float64)
+            keys = query + offsets
+            blocks = np.searchsorted(block_keys, keys, side="right") - block_base
+            block = flat_rows[block_cells + (blocks * BLOCK)[:, None]]
+            pp = n_clips - (blocks * BLOCK + (block <= thresholds[:, None]).sum(axis=1))
+            tp = n_pos - (np.searchsorted(keys_pos, keys, side="right") - pos_starts)
+            position = query / step
+            node = np.minimum(position.astype(np.int64), n_nodes - 2)
+            weight = position - node
+            index = node_base + node
+            left = kernel[:, index]
+            value = left + weight * (kernel[:, index + 1] - left)
+            return tp, pp, value[0], value[1]
+
+        return read
 
     def _neighbours(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the number of scores at or below ``thresholds`` (compared in float32), the
