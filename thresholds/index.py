@@ -16,8 +16,8 @@ costs a few binary searches and gathers per class instead of four passes over ``
 
 Building the index costs one transposed copy and one sort of the scores (float32, one row per
 class) plus the grid; counting all scores below a threshold searches a table of every
-``BLOCK``-th score (``score + ROW_GAP * class``, float64, one search for all classes) and then
-the one block of ``BLOCK`` scores that holds the answer.
+``BLOCK``-th score (one search for all classes, see :func:`_keys`) and then the one block of
+``BLOCK`` scores that holds the answer.
 """
 
 from __future__ import annotations
@@ -34,15 +34,32 @@ from calitag.errors import CalibrationError
 KERNEL_HALF_WIDTH_Z = 40.0
 #: Largest grid allowed, to bound memory (2 * n_classes * MAX_GRID float64 values).
 MAX_GRID = 1 << 16
-# Class c's scores (all in [0, 1]) are stored as score + ROW_GAP * c in one sorted float64 array,
-# so a single binary search answers one query per class. float64 holds these sums exactly.
-ROW_GAP = 2.0
 #: Classes sorted and tabulated together (a block of rows that stays in cache).
 CHUNK_CLASSES = 32
 #: Scores per block of the two-level count search (the block table holds every BLOCK-th score).
-BLOCK = 32
-# Rows are padded to whole blocks with this value: above every score and threshold, below ROW_GAP - 0.25.
+#: Eight, so that one block's comparisons (eight bytes of 0/1) are summed as one uint64.
+BLOCK = 8
+# x * _BYTE_SUM has the sum of x's eight bytes in its top byte (no carries: each byte is 0 or 1).
+_BYTE_SUM = np.uint64(0x0101010101010101)
+# Rows are padded to whole blocks with this value, above every score and threshold.
 _PAD = np.float32(1.5)
+
+
+def _keys(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Sort keys ``class * 2**32 + bits(value)`` (int64) of float32 values in [0, 1.5].
+
+    The bit pattern of a non-negative float32 orders like its value, so keys of one class
+    order like its scores and all keys order class-major: one binary search over the keys of
+    every class answers one query per class, exactly (a float64 ``score + 2 * class`` would
+    round scores below ~1e-13 to 0). -0.0 counts as 0.0; a negative query gets a key below
+    every key of its class.
+    """
+    values = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 == +0.0
+    shifted = np.asarray(classes, dtype=np.int64) << 32
+    keys = values.view(np.int32).astype(np.int64) + shifted
+    if (values < 0).any():
+        keys = np.where(values < 0, shifted - 1, keys)
+    return keys
 
 
 def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
@@ -123,10 +140,10 @@ class ScoreIndex:
         (C, n_padded) float32: each class's scores, ascending, then padding (1.5) up to a whole
         number of blocks (at least one padding value per row).
     block_keys : numpy.ndarray
-        (C * n_padded / BLOCK,) float64: the last score of every block plus ``ROW_GAP * class``,
+        (C * n_padded / BLOCK,) int64 keys (:func:`_keys`) of the last score of every block,
         ascending over the whole array.
     keys_pos : numpy.ndarray
-        (total positives,) float64, ``score + ROW_GAP * class`` of the positive examples, sorted.
+        (total positives,) int64 keys of the positive examples' scores, sorted.
     pos_starts : numpy.ndarray
         (C,) int64 index in ``keys_pos`` where each class starts.
     n_pos : numpy.ndarray
@@ -174,7 +191,7 @@ class ScoreIndex:
         ScoreIndex
         """
         n_clips, n_classes = scores.shape
-        offsets = ROW_GAP * np.arange(n_classes)
+        classes = np.arange(n_classes)
         step = float("nan")
         n_nodes = 0
         if slope is not None:
@@ -192,7 +209,7 @@ class ScoreIndex:
         column = flat % n_classes
         values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
         local_pos = np.asarray(values, dtype=np.float32)
-        keys_pos = np.sort(local_pos + offsets[column])
+        keys_pos = np.sort(_keys(local_pos, column))
         n_pos = np.bincount(column, minlength=n_classes)
         pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
         # One row per class, always a new array (the caller's scores are never reordered),
@@ -226,7 +243,7 @@ class ScoreIndex:
         else:
             for first in starts:
                 tabulate(first, min(first + chunk, n_classes))
-        block_keys = (rows[:, BLOCK - 1 :: BLOCK] + offsets[:, None]).ravel()  # float64: exact sums
+        block_keys = _keys(rows[:, BLOCK - 1 :: BLOCK], classes[:, None]).ravel()
         return cls(rows, block_keys, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step,
                    float(slope or 0.0))
 
@@ -235,7 +252,7 @@ class ScoreIndex:
         return self.n_pos.size
 
     def _query(self, thresholds: np.ndarray, *, exact: bool) -> np.ndarray:
-        """float32 values (as float64) to compare the float32 scores with, one per class.
+        """float32 values to compare the float32 scores with, one per class.
 
         ``exact=False`` rounds each threshold to the nearest float32 (the SGL parameter's own
         precision); ``exact=True`` takes the largest float32 at or below it, so that ``score >
@@ -246,21 +263,20 @@ class ScoreIndex:
         query = values.astype(np.float32)
         if exact:
             query = np.where(query > values, np.nextafter(query, np.float32(-np.inf)), query)
-        return np.clip(query, -0.25, 1.0).astype(np.float64)
+        return np.clip(query, np.float32(-0.25), np.float32(1.0)).astype(np.float32)
 
     def _ranks(self, query: np.ndarray) -> np.ndarray:
-        """Per class, how many of its scores are <= ``query`` (float64 holding float32 values)."""
-        rows = np.arange(self.n_classes)
-        n_padded = self.rows.shape[1]
-        n_blocks = n_padded // BLOCK
+        """Per class, how many of its scores are <= ``query`` (float32)."""
+        classes = np.arange(self.n_classes)
+        n_blocks = self.rows.shape[1] // BLOCK
         # Whole blocks at or below the query; the next block (never past the padding) holds the rest.
-        blocks = np.searchsorted(self.block_keys, query + ROW_GAP * rows, side="right") - rows * n_blocks
-        first = rows * n_padded + blocks * BLOCK
-        block = self.rows.reshape(-1)[first[:, None] + np.arange(BLOCK)]
-        return blocks * BLOCK + np.count_nonzero(block <= query[:, None].astype(np.float32), axis=1)
+        blocks = np.searchsorted(self.block_keys, _keys(query, classes), side="right") - classes * n_blocks
+        block = self.rows.reshape(self.n_classes, n_blocks, BLOCK)[classes, blocks]
+        return blocks * BLOCK + np.count_nonzero(block <= query[:, None], axis=1)
 
     def _pos_at_or_below(self, query: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.keys_pos, query + ROW_GAP * np.arange(self.n_classes), side="right") - self.pos_starts
+        keys = _keys(query, np.arange(self.n_classes))
+        return np.searchsorted(self.keys_pos, keys, side="right") - self.pos_starts
 
     def counts(self, thresholds: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``(tp, pp)`` per class (float64, shape (C,)) of the decisions ``score > threshold``.
@@ -298,23 +314,22 @@ class ScoreIndex:
             raise CalibrationError("this ScoreIndex was built without a slope: it has no kernel grid")
         n_classes, n_padded = self.rows.shape
         n_nodes = self.kernel.shape[2]
-        offsets = ROW_GAP * np.arange(n_classes)
-        block_base = np.arange(n_classes) * (n_padded // BLOCK)
-        block_cells = (np.arange(n_classes) * n_padded)[:, None] + np.arange(BLOCK)
-        flat_rows = self.rows.reshape(-1)
+        classes = np.arange(n_classes)
+        shifted = classes.astype(np.int64) << 32
+        block_base = classes * (n_padded // BLOCK)
+        blocked_rows = self.rows.reshape(n_classes, -1, BLOCK)
         node_base = np.arange(n_classes) * n_nodes
         kernel = self.kernel.reshape(2, -1)
         step = self.grid_step
         n_clips, n_pos, pos_starts, keys_pos, block_keys = float(self.n_clips), self.n_pos, self.pos_starts, self.keys_pos, self.block_keys
 
         def read(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            query = thresholds.astype(np.float64)
-            keys = query + offsets
+            keys = (thresholds + np.float32(0.0)).view(np.int32) + shifted  # _keys, for values in [0, 1]
             blocks = np.searchsorted(block_keys, keys, side="right") - block_base
-            block = flat_rows[block_cells + (blocks * BLOCK)[:, None]]
-            pp = n_clips - (blocks * BLOCK + (block <= thresholds[:, None]).sum(axis=1))
+            within = (blocked_rows[classes, blocks] <= thresholds[:, None]).view(np.uint64)[:, 0] * _BYTE_SUM
+            pp = n_clips - (blocks * BLOCK + (within >> np.uint64(56)).astype(np.int64))
             tp = n_pos - (np.searchsorted(keys_pos, keys, side="right") - pos_starts)
-            position = query / step
+            position = thresholds.astype(np.float64) / step
             node = np.minimum(position.astype(np.int64), n_nodes - 2)
             weight = position - node
             index = node_base + node
