@@ -304,7 +304,7 @@ class ScoreIndex:
         return value[0], value[1]
 
     def epoch_reader(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """A function of float32 thresholds in [0, 1] giving ``(tp, pp, Kpos, Kall)`` per class.
+        """A function of (C,) float32 thresholds in [0, 1] giving ``(tp, pp, Kpos, Kall)`` per class.
 
         The same values as :meth:`counts` and :meth:`kernel_sums`, with everything that does not
         depend on the thresholds computed once: an SGL epoch is a few dozen small array
@@ -317,24 +317,25 @@ class ScoreIndex:
         classes = np.arange(n_classes)
         shifted = classes.astype(np.int64) << 32
         block_base = classes * (n_padded // BLOCK)
-        blocked_rows = self.rows.reshape(n_classes, -1, BLOCK)
-        node_base = np.arange(n_classes) * n_nodes
+        blocks_flat = self.rows.reshape(-1, BLOCK)  # block k of the whole table is blocks_flat[k]
+        node_base = classes * n_nodes
         kernel = self.kernel.reshape(2, -1)
         step = self.grid_step
         n_clips, n_pos, pos_starts, keys_pos, block_keys = float(self.n_clips), self.n_pos, self.pos_starts, self.keys_pos, self.block_keys
+        top_byte = np.uint64(56)
 
+        # np.take rather than fancy indexing: the same gathers, several times faster on small index arrays.
         def read(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             keys = (thresholds + np.float32(0.0)).view(np.int32) + shifted  # _keys, for values in [0, 1]
-            blocks = np.searchsorted(block_keys, keys, side="right") - block_base
-            within = (blocked_rows[classes, blocks] <= thresholds[:, None]).view(np.uint64)[:, 0] * _BYTE_SUM
-            pp = n_clips - (blocks * BLOCK + (within >> np.uint64(56)).astype(np.int64))
+            blocks = np.searchsorted(block_keys, keys, side="right")
+            within = (np.take(blocks_flat, blocks, axis=0) <= thresholds[:, None]).view(np.uint64)[:, 0]
+            pp = n_clips - ((blocks - block_base) * BLOCK + ((within * _BYTE_SUM) >> top_byte).astype(np.int64))
             tp = n_pos - (np.searchsorted(keys_pos, keys, side="right") - pos_starts)
             position = thresholds.astype(np.float64) / step
             node = np.minimum(position.astype(np.int64), n_nodes - 2)
-            weight = position - node
             index = node_base + node
-            left = kernel[:, index]
-            value = left + weight * (kernel[:, index + 1] - left)
+            left = np.take(kernel, index, axis=1)
+            value = left + (position - node) * (np.take(kernel, index + 1, axis=1) - left)
             return tp, pp, value[0], value[1]
 
         return read
