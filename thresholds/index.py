@@ -84,8 +84,7 @@ def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarr
         if filled.size == 0:
             continue
         # Bins that hold scores, in ascending order: each one's sum runs up to the next one's start.
-        # (float64 copy first: reduceat casting on the fly is slower than the copy.)
-        sums = np.add.reduceat(row.astype(np.float64), bounds[filled])
+        sums = np.add.reduceat(row, bounds[filled], dtype=np.float64)
         # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
         in_bin = count[filled]
         upper = sums / step - nodes[filled] * in_bin
