@@ -182,8 +182,8 @@ class ScoreIndex:
             Grid step in units of ``1/slope`` (0.02 gives relative errors near 1e-5).
         workers : int, optional
             Threads that sort and tabulate blocks of classes at once (numpy releases the GIL in
-            that work). Default: the usable CPUs (at most 4) for a matrix of a million scores or
-            more, else 1. The result does not depend on it.
+            that work); 1 or less runs in the calling thread. Default: the usable CPUs (at most 4)
+            for a matrix of a million scores or more, else 1. The result does not depend on it.
 
         Returns
         -------
