@@ -171,3 +171,28 @@ def test_fit_command_never_imports_torch_or_sklearn(dcase2017, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert Thresholds.load(tmp_path / "th.json").options["init_source"] == "label_rate"
+
+
+def test_fit_command_imports_no_heavy_library(tmp_path):
+    """`thresholds fit` runs in a fresh process without importing torch, scipy, sklearn, librosa, matplotlib or onnx."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from calitag.thresholds import synthetic_scores
+
+    scores, labels = synthetic_scores(300, 20, seed=1)
+    path = tmp_path / "scores.npz"
+    np.savez(path, val_scores=scores, val_labels=labels)
+    code = ("import sys\nfrom calitag.cli import main\n"
+            "try:\n    main(sys.argv[1:], standalone_mode=False)\n"
+            "finally:\n    print('HEAVY', sorted(m for m in ('torch', 'scipy', 'sklearn', 'librosa', 'matplotlib', 'onnx', "
+            "'onnxruntime', 'numba') if m in sys.modules))\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, "thresholds", "fit", str(path), "--out", str(tmp_path / "th.json")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+    assert Thresholds.load(tmp_path / "th.json").n_classes == 20

@@ -72,3 +72,62 @@ def test_build_leaves_a_single_class_matrix_untouched():
     np.testing.assert_array_equal(scores, before)
     tp, pp = index.counts(np.array([0.5]))
     assert (tp[0], pp[0]) == (((scores > 0.5) & labels).sum(), (scores > 0.5).sum())
+
+
+def _direct_kernel(scores: np.ndarray, values: np.ndarray, slope: float) -> np.ndarray:
+    z = slope * (scores.astype(np.float64) - values)
+    return (slope * np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))) ** 2).sum(0)
+
+
+def test_exact_counts_compare_with_the_float64_threshold(data):
+    """counts(exact=True) equals numpy's float64 comparison, also for thresholds between two float32 neighbours."""
+    scores, labels = data
+    scores = scores.copy()
+    scores[60:70, 2] = np.float32(1e-30)  # tiny scores whose float32 gaps are far below 1e-13
+    index = ScoreIndex.build(scores, labels, slope=None)
+    column = scores[:, 2].astype(np.float64)
+    level = np.float64(np.float32(0.5))
+    above = np.float64(np.nextafter(np.float32(0.5), np.float32(1)))
+    for t in (level, (level + above) / 2, 1e-30, np.nextafter(1e-30, 1.0), 0.0, 1.0):
+        values = np.full(12, t)
+        values[3] = column[5]
+        tp, pp = index.counts(values, exact=True)
+        pred = scores > values
+        np.testing.assert_array_equal(pp, pred.sum(0))
+        np.testing.assert_array_equal(tp, (pred & labels).sum(0))
+
+
+def test_epoch_reader_equals_counts_and_kernel_sums(data):
+    """The SGL epoch reader gives the same counts and kernel sums as counts() and kernel_sums()."""
+    scores, labels = data
+    index = ScoreIndex.build(scores, labels, slope=50.0, grid_step_z=0.05)
+    read = index.epoch_reader()
+    rng = np.random.default_rng(1)
+    for values in (rng.uniform(0, 1, 12).astype(np.float32), np.zeros(12, np.float32), np.ones(12, np.float32),
+                   scores[11].copy()):
+        tp, pp, k_pos, k_all = read(values)
+        np.testing.assert_array_equal((tp, pp), index.counts(values))
+        np.testing.assert_array_equal((k_pos, k_all), index.kernel_sums(values))
+
+
+def test_build_does_not_depend_on_threads():
+    """Sorting and tabulating blocks of classes in threads gives the same index as one thread."""
+    scores, labels = synthetic_scores(300, 70, seed=5)
+    one = ScoreIndex.build(scores, labels.astype(bool), slope=50.0, grid_step_z=0.05, workers=1)
+    three = ScoreIndex.build(scores, labels.astype(bool), slope=50.0, grid_step_z=0.05, workers=3)
+    for name in ("rows", "block_keys", "keys_pos", "kernel"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(three, name))
+
+
+def test_kernel_of_the_last_class_counts_every_score_of_its_top_bin():
+    """The last class's highest grid bin holds several scores: its kernel sums still match the direct sum."""
+    rng = np.random.default_rng(2)
+    scores = rng.uniform(0.0, 0.5, (40, 3)).astype(np.float32)
+    scores[:4, 2] = np.float32([0.9001, 0.9002, 0.9003, 0.9004])  # one bin of width 1/1000 at slope 50
+    labels = np.zeros((40, 3), dtype=bool)
+    labels[:4] = True
+    index = ScoreIndex.build(scores, labels, slope=50.0, grid_step_z=0.05)
+    values = np.array([0.3, 0.3, 0.9])
+    k_pos, k_all = index.kernel_sums(values)
+    np.testing.assert_allclose(k_all, _direct_kernel(scores, values, 50.0), rtol=1e-3)
+    np.testing.assert_allclose(k_pos, _direct_kernel(np.where(labels, scores, 10.0), values, 50.0), rtol=1e-3)

@@ -194,12 +194,12 @@ class _Adam:
 def _sgl_fast(index: ScoreIndex, spec: Objective, opts: SGLOptions, init: np.ndarray,
               on_progress: ProgressFn | None) -> np.ndarray:
     # float32 like the autograd engine's parameter, so both engines take the same steps.
-    thresholds = init.astype(np.float32)
+    thresholds = np.clip(init, 0.0, 1.0).astype(np.float32)
     optimizer = _Adam(thresholds, lr=opts.lr)
+    read = index.epoch_reader()
     for epoch in range(opts.epochs):
-        tp, pp = index.counts(thresholds)
+        tp, pp, k_pos, k_all = read(thresholds)
         d_tp, d_pp = fbeta_count_gradient(tp, pp, index.n_pos, beta=spec.beta, average=spec.average)
-        k_pos, k_all = index.kernel_sums(thresholds)
         # loss = -F; d(pred)/dt = -kernel, so dloss/dt = dF/dtp * Kpos + dF/dpp * Kall.
         optimizer.step(d_tp * k_pos + d_pp * k_all)
         np.clip(thresholds, 0.0, 1.0, out=thresholds)
@@ -364,6 +364,15 @@ def _exact(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: ExactO
     return values, sweeps
 
 
+def _final_counts(index: ScoreIndex | None, scores: np.ndarray, labels: np.ndarray,
+                  values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``outcome_counts(scores, labels, values)``, read off the index when it holds the scores exactly."""
+    if index is None or scores.dtype != np.float32:
+        return outcome_counts(scores, labels, values)
+    tp, pp = index.counts(values, exact=True)
+    return tp.astype(np.int64), pp.astype(np.int64), index.n_pos.astype(np.int64)
+
+
 def fit(
     scores: Any,
     labels: Any,
@@ -471,7 +480,7 @@ def fit(
         values = index.snap(np.clip(values, 0.0, 1.0))
     seconds = time.perf_counter() - start
     values = np.clip(values, 0.0, 1.0)
-    tp, pp, n_pos = outcome_counts(checked, truth, values)
+    tp, pp, n_pos = _final_counts(index, checked, truth, values)
     report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
     per_class: dict[str, list[Any]] = {"positives": [int(n) for n in n_pos], "kept": ["fit"] * n_classes,
                                        "reason": [None] * n_classes}
@@ -482,7 +491,7 @@ def fit(
         values = index.snap(np.where(keep, values, default_threshold))
         per_class["kept"] = ["fit" if k else "default" for k in keep]
         per_class["reason"] = reasons
-        tp, pp, n_pos = outcome_counts(checked, truth, values)
+        tp, pp, n_pos = _final_counts(index, checked, truth, values)
         report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
         extra["guard"] = {"folds": guard_folds, "default_threshold": default_threshold, "n_default": int((~keep).sum())}
     recorded = dataclasses.asdict(opts)

@@ -12,11 +12,18 @@ logistic-kernel density of the scores, a smooth function of ``t`` with a length 
 ``1/a``: it is computed once for every class on a grid of step ``grid_step / a`` (linear binning
 of the scores, then an FFT convolution with the kernel) and read off by linear interpolation.
 Both errors are of order ``grid_step**2``, far below what moves an Adam step, so one SGL epoch
-costs two binary searches and two gathers per class instead of four passes over ``N x C`` scores.
+costs a few binary searches and gathers per class instead of four passes over ``N x C`` scores.
+
+Building the index costs one transposed copy and one sort of the scores (float32, one row per
+class) plus the grid; counting all scores below a threshold searches a table of every
+``BLOCK``-th score (one search for all classes, see :func:`_keys`) and then the one block of
+``BLOCK`` scores that holds the answer.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,33 +34,82 @@ from calitag.errors import CalibrationError
 KERNEL_HALF_WIDTH_Z = 40.0
 #: Largest grid allowed, to bound memory (2 * n_classes * MAX_GRID float64 values).
 MAX_GRID = 1 << 16
-# Class c's scores (all in [0, 1]) are stored as score + ROW_GAP * c in one sorted float64 array,
-# so a single binary search answers one query per class. float64 holds these sums exactly.
-ROW_GAP = 2.0
+#: Classes sorted and tabulated together (a block of rows that stays in cache).
+CHUNK_CLASSES = 32
+#: Scores per block of the two-level count search (the block table holds every BLOCK-th score).
+#: Eight, so that one block's comparisons (eight bytes of 0/1) are summed as one uint64.
+BLOCK = 8
+# x * _BYTE_SUM has the sum of x's eight bytes in its top byte (no carries: each byte is 0 or 1).
+_BYTE_SUM = np.uint64(0x0101010101010101)
+# Rows are padded to whole blocks with this value, above every score and threshold.
+_PAD = np.float32(1.5)
 
 
-def _linear_binning(keys: np.ndarray, local: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
-    """Linear-binning weights of each class's scores on nodes ``0, step, 2 step, ...``.
+def _keys(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Sort keys ``class * 2**32 + bits(value)`` (int64) of float32 values in [0, 1.5].
 
-    ``keys`` is the flat sorted array of ``score + ROW_GAP * class`` and ``local`` the same
-    scores without the class offset. Returns (n_classes, n_nodes) float64: each score at position
-    ``p = score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)`` to the next,
-    so the kernel sums built from it are second-order accurate in the step.
+    The bit pattern of a non-negative float32 orders like its value, so keys of one class
+    order like its scores and all keys order class-major: one binary search over the keys of
+    every class answers one query per class, exactly (a float64 ``score + 2 * class`` would
+    round scores below ~1e-13 to 0). -0.0 counts as 0.0; a negative query gets a key below
+    every key of its class.
     """
-    offsets = (ROW_GAP * np.arange(n_classes))[:, None]
-    edges = np.arange(n_nodes + 1)[None, :] * step + offsets
-    bounds = np.searchsorted(keys, edges.ravel()).reshape(n_classes, n_nodes + 1)
-    count = np.diff(bounds, axis=1).astype(np.float64)
-    # Every score lies below the last edge, so bin j of class c ends where bin j + 1 (or class
-    # c + 1) starts: one reduceat sums every bin. It returns a[start] for an empty bin: masked.
-    starts = np.minimum(bounds[:, :-1].ravel(), max(keys.size - 1, 0))
-    sums = np.add.reduceat(local.ravel(), starts, dtype=np.float64).reshape(n_classes, n_nodes) if keys.size else count
-    sums = np.where(count > 0, sums, 0.0)
-    # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
-    upper = sums / step - np.arange(n_nodes)[None, :] * count
-    grid = count - upper
-    grid[:, 1:] += upper[:, :-1]
-    return grid
+    values = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 == +0.0
+    shifted = np.asarray(classes, dtype=np.int64) << 32
+    keys = values.view(np.int32).astype(np.int64) + shifted
+    if (values < 0).any():
+        keys = np.where(values < 0, shifted - 1, keys)
+    return keys
+
+
+def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
+    """Linear-binning weights of each row of ascending scores on nodes ``0, step, 2 step, ...``.
+
+    ``rows`` is (n_classes, n_clips) float32, each row sorted, all values below
+    ``(n_nodes - 1) * step``. Returns (n_classes, n_nodes) float64: each score at position ``p =
+    score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)`` to the next, so the
+    kernel sums built from it are second-order accurate in the step. One row at a time: its bin
+    edges by binary search and the sums of its non-empty bins by one ``reduceat`` stay in cache,
+    which beats an ``O(n)`` scatter (``np.bincount``) over the whole matrix.
+    """
+    n_classes = rows.shape[0]
+    edges = (np.arange(n_nodes + 1) * step).astype(rows.dtype)
+    nodes = np.arange(n_nodes, dtype=np.float64)
+    grid = np.zeros((n_classes, n_nodes + 1))
+    for c in range(n_classes):
+        row = rows[c]
+        bounds = row.searchsorted(edges)
+        count = bounds[1:] - bounds[:-1]
+        filled = count.nonzero()[0]
+        if filled.size == 0:
+            continue
+        # Bins that hold scores, in ascending order: each one's sum runs up to the next one's start.
+        sums = np.add.reduceat(row, bounds[filled], dtype=np.float64)
+        # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
+        in_bin = count[filled]
+        upper = sums / step - nodes[filled] * in_bin
+        weights = grid[c]
+        weights[filled] = in_bin - upper
+        weights[filled + 1] += upper
+    return grid[:, :n_nodes]
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _bin_scores(local: np.ndarray, column: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
+    """The same linear binning for scattered scores (``local[i]`` belongs to class ``column[i]``)."""
+    position = local.astype(np.float64) / step
+    node = np.minimum(np.floor(position), n_nodes - 2)
+    upper = position - node
+    flat = column * n_nodes + node.astype(np.int64)
+    size = n_classes * n_nodes
+    grid = np.bincount(flat, weights=1.0 - upper, minlength=size) + np.bincount(flat + 1, weights=upper, minlength=size + 1)[:size]
+    return grid.reshape(n_classes, n_nodes)
 
 
 def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.ndarray:
@@ -62,11 +118,14 @@ def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.nda
     half = min(n_nodes - 1, int(np.ceil(KERNEL_HALF_WIDTH_Z / step_z)))
     z = np.arange(-half, half + 1) * step_z
     kernel = slope * np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))) ** 2
+    # A circular convolution of length >= n_nodes + half - 1 leaves the outputs at nodes
+    # 0..n_nodes-1 (full-convolution indices half..half+n_nodes-1) free of wrap-around.
     # numpy's FFT (scipy.fft costs ~1 s to import, more than the whole fit).
-    size = 1 << int(np.ceil(np.log2(n_nodes + 2 * half)))
-    spectrum = np.fft.rfft(grid, n=size, axis=1) * np.fft.rfft(kernel, n=size)
+    size = 1 << int(np.ceil(np.log2(n_nodes + half)))
+    spectrum = np.fft.rfft(grid, n=size, axis=1)
+    spectrum *= np.fft.rfft(kernel, n=size)
     full = np.fft.irfft(spectrum, n=size, axis=1)
-    # Full linear convolution: output index j + half is centred on node j.
+    # Output index j + half is centred on node j.
     return np.maximum(full[:, half : half + n_nodes], 0.0)
 
 
@@ -76,10 +135,14 @@ class ScoreIndex:
 
     Attributes
     ----------
-    keys_all : numpy.ndarray
-        (C * N,) float64, ``score + ROW_GAP * class`` sorted: class-major, ascending scores.
+    rows : numpy.ndarray
+        (C, n_padded) float32: each class's scores, ascending, then padding (1.5) up to a whole
+        number of blocks (at least one padding value per row).
+    block_keys : numpy.ndarray
+        (C * n_padded / BLOCK,) int64 keys (:func:`_keys`) of the last score of every block,
+        ascending over the whole array.
     keys_pos : numpy.ndarray
-        (total positives,) float64, the same for positive examples only.
+        (total positives,) int64 keys of the positive examples' scores, sorted.
     pos_starts : numpy.ndarray
         (C,) int64 index in ``keys_pos`` where each class starts.
     n_pos : numpy.ndarray
@@ -92,7 +155,8 @@ class ScoreIndex:
     slope : float
     """
 
-    keys_all: np.ndarray
+    rows: np.ndarray
+    block_keys: np.ndarray
     keys_pos: np.ndarray
     pos_starts: np.ndarray
     n_pos: np.ndarray
@@ -102,7 +166,8 @@ class ScoreIndex:
     slope: float
 
     @classmethod
-    def build(cls, scores: np.ndarray, labels: np.ndarray, *, slope: float | None = 50.0, grid_step_z: float = 0.02) -> ScoreIndex:
+    def build(cls, scores: np.ndarray, labels: np.ndarray, *, slope: float | None = 50.0, grid_step_z: float = 0.02,
+              workers: int | None = None) -> ScoreIndex:
         """Sort the scores per class and, when ``slope`` is given, tabulate the kernel sums.
 
         Parameters
@@ -115,25 +180,19 @@ class ScoreIndex:
             Surrogate slope ``a``; None builds the counting part only.
         grid_step_z : float
             Grid step in units of ``1/slope`` (0.02 gives relative errors near 1e-5).
+        workers : int, optional
+            Threads that sort and tabulate blocks of classes at once (numpy releases the GIL in
+            that work); 1 or less runs in the calling thread. Default: the usable CPUs (at most 4)
+            for a matrix of a million scores or more, else 1. The result does not depend on it.
 
         Returns
         -------
         ScoreIndex
         """
         n_clips, n_classes = scores.shape
-        offsets = ROW_GAP * np.arange(n_classes)
-        # A copy, always: with one class (or one clip) scores.T is already contiguous, and an
-        # in-place sort of a view would reorder the caller's scores.
-        sorted_all = np.array(scores.T, dtype=np.float32, order="C", copy=True)
-        sorted_all.sort(axis=1)
-        keys_all = (sorted_all + offsets[:, None]).ravel()  # float64: exact sums
-        # Positives read in the scores' own layout (a few per clip), then sorted class-major.
-        clip, column = np.nonzero(labels)
-        keys_pos = np.sort(np.asarray(scores[clip, column], dtype=np.float32) + offsets[column])
-        n_pos = np.bincount(column, minlength=n_classes)
-        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
-        kernel = None
+        classes = np.arange(n_classes)
         step = float("nan")
+        n_nodes = 0
         if slope is not None:
             if not slope > 0 or not grid_step_z > 0:
                 raise CalibrationError(f"slope and grid step must be > 0, got slope={slope}, grid_step_z={grid_step_z}")
@@ -144,26 +203,90 @@ class ScoreIndex:
                     f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
                     "use a smaller slope, a larger grid_step_z, or engine='autograd'"
                 )
-            grids = np.empty((2 * n_classes, n_nodes))
-            local_pos = keys_pos - ROW_GAP * np.repeat(np.arange(n_classes), n_pos)
-            grids[:n_classes] = _linear_binning(keys_pos, local_pos, n_classes=n_classes, step=step, n_nodes=n_nodes)
-            grids[n_classes:] = _linear_binning(keys_all, sorted_all, n_classes=n_classes, step=step, n_nodes=n_nodes)
-            kernel = _convolve_kernel(grids, step_z=grid_step_z, slope=slope).reshape(2, n_classes, n_nodes)
-        return cls(keys_all, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step, float(slope or 0.0))
+        # Positives read in the scores' own layout (a few per clip), then sorted class-major.
+        flat = np.flatnonzero(np.asarray(labels, dtype=bool))
+        column = flat % n_classes
+        values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
+        local_pos = np.asarray(values, dtype=np.float32)
+        keys_pos = np.sort(_keys(local_pos, column))
+        n_pos = np.bincount(column, minlength=n_classes)
+        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
+        # One row per class, always a new array (the caller's scores are never reordered),
+        # padded to whole blocks.
+        n_padded = (n_clips // BLOCK + 1) * BLOCK
+        rows = np.empty((n_classes, n_padded), dtype=np.float32)
+        kernel = np.empty((2, n_classes, n_nodes)) if slope is not None else None
+        if kernel is not None:
+            kernel[0] = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+
+        def tabulate(first: int, stop: int) -> None:
+            # One block of classes from the transposed copy to its kernel sums, in place.
+            part = rows[first:stop]
+            part[:, :n_clips] = scores[:, first:stop].T
+            part[:, n_clips:] = _PAD
+            part.sort(axis=1)
+            if kernel is not None:
+                kernel[1, first:stop] = _bin_sorted_rows(part[:, :n_clips], step=step, n_nodes=n_nodes)
+                kernel[:, first:stop] = _convolve_kernel(kernel[:, first:stop].reshape(-1, n_nodes), step_z=grid_step_z,
+                                                         slope=slope).reshape(2, stop - first, n_nodes)
+
+        if workers is None:
+            workers = min(_usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
+        chunk = max(1, min(CHUNK_CLASSES, -(-n_classes // max(1, workers))))
+        starts = range(0, n_classes, chunk)
+        if workers > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(lambda first: tabulate(first, min(first + chunk, n_classes)), starts))
+        else:
+            for first in starts:
+                tabulate(first, min(first + chunk, n_classes))
+        block_keys = _keys(rows[:, BLOCK - 1 :: BLOCK], classes[:, None]).ravel()
+        return cls(rows, block_keys, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step,
+                   float(slope or 0.0))
 
     @property
     def n_classes(self) -> int:
         return self.n_pos.size
 
-    def counts(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _query(self, thresholds: np.ndarray, *, exact: bool) -> np.ndarray:
+        """float32 values to compare the float32 scores with, one per class.
+
+        ``exact=False`` rounds each threshold to the nearest float32 (the SGL parameter's own
+        precision); ``exact=True`` takes the largest float32 at or below it, so that ``score >
+        query`` holds exactly when ``score > threshold`` does. Clipped into [-0.25, 1], where the
+        counts no longer change.
+        """
+        values = np.asarray(thresholds, dtype=np.float64)
+        query = values.astype(np.float32)
+        if exact:
+            query = np.where(query > values, np.nextafter(query, np.float32(-np.inf)), query)
+        return np.clip(query, np.float32(-0.25), np.float32(1.0)).astype(np.float32)
+
+    def _ranks(self, query: np.ndarray) -> np.ndarray:
+        """Per class, how many of its scores are <= ``query`` (float32)."""
+        classes = np.arange(self.n_classes)
+        n_blocks = self.rows.shape[1] // BLOCK
+        # Whole blocks at or below the query; the next block (never past the padding) holds the rest.
+        blocks = np.searchsorted(self.block_keys, _keys(query, classes), side="right") - classes * n_blocks
+        block = self.rows.reshape(self.n_classes, n_blocks, BLOCK)[classes, blocks]
+        return blocks * BLOCK + np.count_nonzero(block <= query[:, None], axis=1)
+
+    def _pos_at_or_below(self, query: np.ndarray) -> np.ndarray:
+        keys = _keys(query, np.arange(self.n_classes))
+        return np.searchsorted(self.keys_pos, keys, side="right") - self.pos_starts
+
+    def counts(self, thresholds: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``(tp, pp)`` per class (float64, shape (C,)) of the decisions ``score > threshold``.
 
-        Thresholds are rounded to float32 first, as the scores were.
+        Thresholds are rounded to float32 first, as the scores were; with ``exact=True`` each
+        float32 score is compared with the threshold itself (as ``scores > thresholds`` does in
+        numpy).
         """
-        query = np.asarray(thresholds, dtype=np.float32).astype(np.float64) + ROW_GAP * np.arange(self.n_classes)
-        at_or_below = np.searchsorted(self.keys_all, query, side="right") - np.arange(self.n_classes) * self.n_clips
-        pos_at_or_below = np.searchsorted(self.keys_pos, query, side="right") - self.pos_starts
-        return self.n_pos - pos_at_or_below, (self.n_clips - at_or_below).astype(np.float64)
+        query = self._query(thresholds, exact=exact)
+        at_or_below = self._ranks(query)
+        return self.n_pos - self._pos_at_or_below(query), (self.n_clips - at_or_below).astype(np.float64)
 
     def kernel_sums(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(Kpos, Kall)`` per class (float64, shape (C,)) at thresholds in [0, 1], interpolated."""
@@ -179,18 +302,53 @@ class ScoreIndex:
         value = left + weight * (right - left)
         return value[0], value[1]
 
+    def epoch_reader(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """A function of (C,) float32 thresholds in [0, 1] giving ``(tp, pp, Kpos, Kall)`` per class.
+
+        The same values as :meth:`counts` and :meth:`kernel_sums`, with everything that does not
+        depend on the thresholds computed once: an SGL epoch is a few dozen small array
+        operations.
+        """
+        if self.kernel is None:
+            raise CalibrationError("this ScoreIndex was built without a slope: it has no kernel grid")
+        n_classes, n_padded = self.rows.shape
+        n_nodes = self.kernel.shape[2]
+        classes = np.arange(n_classes)
+        shifted = classes.astype(np.int64) << 32
+        block_base = classes * (n_padded // BLOCK)
+        blocks_flat = self.rows.reshape(-1, BLOCK)  # block k of the whole table is blocks_flat[k]
+        node_base = classes * n_nodes
+        kernel = self.kernel.reshape(2, -1)
+        step = self.grid_step
+        n_clips, n_pos, pos_starts, keys_pos, block_keys = float(self.n_clips), self.n_pos, self.pos_starts, self.keys_pos, self.block_keys
+        top_byte = np.uint64(56)
+
+        # np.take rather than fancy indexing: the same gathers, several times faster on small index arrays.
+        def read(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            keys = (thresholds + np.float32(0.0)).view(np.int32) + shifted  # _keys, for values in [0, 1]
+            blocks = np.searchsorted(block_keys, keys, side="right")
+            within = (np.take(blocks_flat, blocks, axis=0) <= thresholds[:, None]).view(np.uint64)[:, 0]
+            pp = n_clips - ((blocks - block_base) * BLOCK + ((within * _BYTE_SUM) >> top_byte).astype(np.int64))
+            tp = n_pos - (np.searchsorted(keys_pos, keys, side="right") - pos_starts)
+            position = thresholds.astype(np.float64) / step
+            node = np.minimum(position.astype(np.int64), n_nodes - 2)
+            index = node_base + node
+            left = np.take(kernel, index, axis=1)
+            value = left + (position - node) * (np.take(kernel, index + 1, axis=1) - left)
+            return tp, pp, value[0], value[1]
+
+        return read
+
     def _neighbours(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the number of scores at or below ``thresholds`` (compared in float32), the
         largest such score (or -inf) and the smallest score above (or +inf)."""
-        rows = np.arange(self.n_classes)
-        query = np.asarray(thresholds, dtype=np.float32).astype(np.float64) + ROW_GAP * rows
-        position = np.searchsorted(self.keys_all, query, side="right")
-        start = rows * self.n_clips
-        below = position - start
-        last = self.keys_all.size - 1
-        low = np.where(below > 0, self.keys_all[np.clip(position - 1, 0, last)] - ROW_GAP * rows, -np.inf)
-        high = np.where(below < self.n_clips, self.keys_all[np.clip(position, 0, last)] - ROW_GAP * rows, np.inf)
-        return below, low, high
+        below = self._ranks(self._query(thresholds, exact=False))
+        flat = self.rows.reshape(-1)
+        start = np.arange(self.n_classes) * self.rows.shape[1]
+        # rows[c, below] is the padding when every score is at or below: masked to +inf.
+        low = np.where(below > 0, flat[start + np.maximum(below - 1, 0)], -np.inf)
+        high = np.where(below < self.n_clips, flat[start + below], np.inf)
+        return below, low.astype(np.float64), high.astype(np.float64)
 
     def snap(self, thresholds: np.ndarray) -> np.ndarray:
         """Move each threshold to the middle of the gap between the fitting scores around it.
@@ -231,11 +389,11 @@ class ScoreIndex:
         numpy.ndarray
             (C,) float64.
         """
-        rows = np.arange(self.n_classes)
         k = self.n_pos.astype(np.int64)
-        start = rows * self.n_clips
-        above = np.where(k > 0, self.keys_all[start + np.clip(self.n_clips - k, 0, self.n_clips - 1)], np.inf)
-        below = np.where(k < self.n_clips, self.keys_all[start + np.clip(self.n_clips - k - 1, 0, self.n_clips - 1)], -np.inf)
-        middle = (above + below) / 2.0 - ROW_GAP * rows
+        flat = self.rows.reshape(-1)
+        start = np.arange(self.n_classes) * self.rows.shape[1]
+        above = np.where(k > 0, flat[start + np.clip(self.n_clips - k, 0, self.n_clips - 1)], np.inf)
+        below = np.where(k < self.n_clips, flat[start + np.clip(self.n_clips - k - 1, 0, self.n_clips - 1)], -np.inf)
+        middle = (above.astype(np.float64) + below) / 2.0
         middle = np.where(k == 0, high, np.where(k >= self.n_clips, low, middle))
         return np.clip(middle, low, high)

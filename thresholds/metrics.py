@@ -55,14 +55,15 @@ def check_scores(scores: Any, *, source: str = "<array>", name: str = "scores") 
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ScoresError(f"{name} in {source} is empty (shape {array.shape}): expected at least one clip and class")
-    finite = np.isfinite(array)
-    if not finite.all():
+    # min and max see every NaN/inf (NaN propagates), so the finite mask is built only on failure.
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        finite = np.isfinite(array)
         row, col = np.argwhere(~finite)[0]
         raise ScoresError(
             f"{name} in {source} contain {int((~finite).sum())} NaN/inf values "
             f"(first at clip {row}, class {col}): expected finite scores; fix the model output"
         )
-    low, high = float(array.min()), float(array.max())
     if low < 0.0 or high > 1.0:
         raise ScoresError(
             f"{name} in {source} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]: "
@@ -91,6 +92,8 @@ def check_targets(labels: Any, shape: tuple[int, int], *, source: str = "<array>
         return array
     if array.dtype.kind not in "fiu":
         raise ScoresError(f"{name} in {source} must be 0/1 numbers, got dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.size and array.max() <= 1:
+        return array.astype(bool)  # unsigned 0/1: one pass to check, one to convert
     binary = (array == 0) | (array == 1)
     if not binary.all():
         bad = array[~binary].flat[0]
