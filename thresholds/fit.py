@@ -487,8 +487,11 @@ def fit(
     if guard_folds is not None and method != "default":
         keep, reasons = _guard(checked, truth, values, spec=spec, method=method, options=options, folds=guard_folds,
                                default=default_threshold, seed=int(getattr(opts, "seed", 0)))
-        # A kept default is placed mid-gap too: the default's decisions on these clips, off any level.
-        values = index.snap(np.where(keep, values, default_threshold))
+        # A kept default stays the default; only one within rounding of a score level (quantised
+        # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
+        default = np.full(n_classes, float(default_threshold))
+        default = np.where(index.near_a_score(default), index.snap(default), default)
+        values = np.where(keep, values, default)
         per_class["kept"] = ["fit" if k else "default" for k in keep]
         per_class["reason"] = reasons
         tp, pp, n_pos = _final_counts(index, checked, truth, values)

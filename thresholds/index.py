@@ -350,6 +350,12 @@ class ScoreIndex:
         high = np.where(below < self.n_clips, flat[start + below], np.inf)
         return below, low.astype(np.float64), high.astype(np.float64)
 
+    def near_a_score(self, thresholds: np.ndarray, *, tolerance: float = 1e-6) -> np.ndarray:
+        """(C,) bool: the threshold lies within ``tolerance`` of one of its class's fitting scores."""
+        _, low, high = self._neighbours(thresholds)
+        values = np.asarray(thresholds, dtype=np.float64)
+        return (values - low <= tolerance) | (high - values <= tolerance)
+
     def snap(self, thresholds: np.ndarray) -> np.ndarray:
         """Move each threshold to the middle of the gap between the fitting scores around it.
 
