@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 from calitag.errors import ModelNotFoundError
@@ -270,22 +270,13 @@ register(
     )
 )
 
+# The published 8-bit graph: the same entry but for the graph it runs.
 register(
-    ModelSpec(
+    replace(
+        MODELS["yamnet"],
         name="yamnet-int8",
         builder="calitag.models.yamnet:load_int8",
-        labels="yamnet_521.csv",
-        frontend=YAMNET_FRONTEND,
-        runtime="numpy",  # numpy frontend + onnxruntime: no torch
-        array_frontend="calitag.models.frontend:NumpyLogMel",
-        checkpoint=YAMNET_CHECKPOINT,
-        window_s=10.0,
-        hop_s=5.0,
-        min_window_s=0.975,  # one 96-frame patch: 25 ms + 95 hops of 10 ms
         description="YAMNet, the published 8-bit ONNX graph: faster, coarse scores (a few dozen levels)",
-        # Frame scores: the scores of its own patches (0.975 s windows, one every 0.48 s).
-        frame_level=True,
-        extra={"frame_window_s": 0.975, "frame_hop_s": 0.48},
     )
 )
 
