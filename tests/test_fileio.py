@@ -8,6 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -108,10 +109,11 @@ def test_calibrate_out_rules_and_permissions(clips, tmp_path):
     assert stat.S_IMODE((tmp_path / "th.debug.scores.npz").stat().st_mode) == 0o644
 
 
-def test_thresholds_fit_never_overwrites_its_scores(shared, tmp_path):
+def test_thresholds_fit_never_overwrites_its_scores(tagger_like_scores, tmp_path):
     """thresholds fit --out onto its own scores file is refused even with --force; a foreign file needs --force."""
     scores = tmp_path / "scores.npz"
-    shutil.copy(shared / "data" / "dcase2017_task4.npz", scores)
+    values, targets, _ = tagger_like_scores
+    np.savez(scores, val_scores=values, val_labels=targets)
     data = scores.read_bytes()
     for extra in ([], ["--force"]):
         result = CliRunner().invoke(main, ["thresholds", "fit", str(scores), "--out", str(scores), *extra])

@@ -74,10 +74,10 @@ def test_cli_batch_segments_jsonl(audio_samples, tmp_path):
         assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
 
 
-def test_yamnet_frame_scores_are_its_patch_scores(shared, yamnet_cached):
+def test_yamnet_frame_scores_are_its_patch_scores(audio_samples, yamnet_cached):
     """YAMNet's frame scores come every 0.48 s and equal its own per-patch scores of the whole clip."""
     tagger = Tagger.load("yamnet", device="cpu")
-    path = shared / "audio" / "R9_ZSCveAHg_7s.wav"
+    path = audio_samples / "speech_01.wav"
     frames = tagger.frame_scores(path)
     assert frames.frame_hop_s == pytest.approx(0.48)
     samples = load_audio(path, sample_rate=16_000).samples
@@ -86,10 +86,10 @@ def test_yamnet_frame_scores_are_its_patch_scores(shared, yamnet_cached):
     np.testing.assert_allclose(frames.probs[:n], patches[:n], atol=1e-6)
 
 
-def test_cli_detect_with_yamnet(shared, yamnet_cached, tmp_path):
+def test_cli_detect_with_yamnet(audio_samples, yamnet_cached, tmp_path):
     """`detect --model yamnet` writes events of the speech clip, Speech among them."""
     out = tmp_path / "events.tsv"
-    result = CliRunner().invoke(main, ["detect", str(shared / "audio" / "R9_ZSCveAHg_7s.wav"), "--model", "yamnet",
+    result = CliRunner().invoke(main, ["detect", str(audio_samples / "speech_01.wav"), "--model", "yamnet",
                                        "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "\tSpeech" in out.read_text()
