@@ -263,6 +263,8 @@ class Tagger:
             A thresholds file for another model or class list, or a malformed one.
         """
         spec = get_spec(name)
+        if spec.runtime != "numpy":
+            import_torch(f"model {spec.name!r} (a torch model)")  # say so before anything else is asked of torch
         resolved_device = resolve_numpy_device(device) if spec.runtime == "numpy" else resolve_device(device)
         path = resolve_checkpoint(spec.name, checkpoint, cache_dir, on_progress=on_progress)
         if path is None:
