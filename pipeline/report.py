@@ -9,6 +9,7 @@ content, so it needs the labelled folder), or `calitag batch` output with all sc
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,18 +124,21 @@ def _read_batch(path: Path) -> tuple[list[str], list[dict[str, float]]]:
     """(paths, all-score dicts) of the successful records of a `calitag batch` JSONL or CSV file."""
     paths, scores = [], []
     try:
-        text = path.read_text(encoding="utf-8")
+        # newline="": a CR inside a quoted CSV file name stays part of the name.
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ScoresError(f"cannot read batch output {path}: {err}") from err
     if path.suffix.lower() == ".csv":
-        for row in csv.DictReader(text.splitlines()):
+        for row in csv.DictReader(io.StringIO(text, newline="")):
             if row.get("error") or not row.get("scores"):
                 continue
             pairs = (item.rsplit("=", 1) for item in row["scores"].split(";") if item)
             paths.append(row["path"])
             scores.append({label: float(value) for label, value in pairs})
     else:
-        for number, line in enumerate(text.splitlines(), 1):
+        # Records end in "\n" only; splitlines() would also split at U+2028 or U+0085 in a name.
+        for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:

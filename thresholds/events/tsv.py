@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -63,12 +64,14 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
     """
     source = str(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        # newline="": only CR/LF end a row; splitlines() would also split at U+2028 in a file name.
+        with open(source, encoding="utf-8", newline="") as handle:
+            text = handle.read()
     except FileNotFoundError as e:
         raise LabelsError(f"events file not found: {source}") from e
     except (OSError, UnicodeDecodeError) as e:
         raise LabelsError(f"cannot read {source} as UTF-8 text: {e}") from e
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(text.splitlines(), delimiter="\t")) if any(c.strip() for c in r)]
+    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t")) if any(c.strip() for c in r)]
     if not rows:
         raise LabelsError(f"{source}: no events and no header; expected {'<TAB>'.join(TSV_HEADER)}")
     columns = {name: i for i, name in enumerate(TSV_HEADER)}
