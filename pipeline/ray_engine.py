@@ -105,8 +105,9 @@ def list_sources(source: str | os.PathLike, *, recursive: bool = False, pattern:
     if path.is_file() and path.suffix.lower() not in AUDIO_EXTENSIONS and (pattern is None or
                                                                         not fnmatch.fnmatch(path.name, pattern)):
         listed = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
+        # One path per "\n"-ended line: splitlines() would also cut a name at U+2028 or U+0085.
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            line = line.strip(" \t\r")
             if line and not line.startswith("#"):
                 listed.append(line if _is_uri(line) or Path(line).is_absolute() else str(path.parent / line))
         return listed

@@ -112,6 +112,22 @@ def _bin_scores(local: np.ndarray, column: np.ndarray, *, n_classes: int, step: 
     return grid.reshape(n_classes, n_nodes)
 
 
+def _fft_size(minimum: int) -> int:
+    """The smallest length ``m * 2**i`` (``m`` in 1, 3, 5, 15) at or above ``minimum``.
+
+    numpy's pocketfft is fastest on lengths with a large power of two; one factor 3 or 5 costs
+    little and avoids nearly doubling the length (1920 rather than 2048 for the default grid,
+    measured 25 % faster; 5120 rather than 8192 for a 0.02 grid).
+    """
+    sizes = []
+    for odd in (1, 3, 5, 15):
+        power = 1
+        while odd * power < minimum:
+            power *= 2
+        sizes.append(odd * power)
+    return min(sizes)
+
+
 def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.ndarray:
     """Kernel sums ``sum_b grid[b] * a * sig(z) * sig(-z)``, ``z = (b - j) * step_z``, at every node j."""
     n_nodes = grid.shape[1]
@@ -121,7 +137,7 @@ def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.nda
     # A circular convolution of length >= n_nodes + half - 1 leaves the outputs at nodes
     # 0..n_nodes-1 (full-convolution indices half..half+n_nodes-1) free of wrap-around.
     # numpy's FFT (scipy.fft costs ~1 s to import, more than the whole fit).
-    size = 1 << int(np.ceil(np.log2(n_nodes + half)))
+    size = _fft_size(n_nodes + half - 1)
     spectrum = np.fft.rfft(grid, n=size, axis=1)
     spectrum *= np.fft.rfft(kernel, n=size)
     full = np.fft.irfft(spectrum, n=size, axis=1)
