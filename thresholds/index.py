@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -219,46 +220,56 @@ class ScoreIndex:
                     f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
                     "use a smaller slope, a larger grid_step_z, or engine='autograd'"
                 )
-        # Positives read in the scores' own layout (a few per clip), then sorted class-major.
-        flat = np.flatnonzero(np.asarray(labels, dtype=bool))
-        column = flat % n_classes
-        values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
-        local_pos = np.asarray(values, dtype=np.float32)
-        keys_pos = np.sort(_keys(local_pos, column))
-        n_pos = np.bincount(column, minlength=n_classes)
-        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
         # One row per class, always a new array (the caller's scores are never reordered),
         # padded to whole blocks.
         n_padded = (n_clips // BLOCK + 1) * BLOCK
         rows = np.empty((n_classes, n_padded), dtype=np.float32)
+        block_keys = np.empty((n_classes, n_padded // BLOCK), dtype=np.int64)
         kernel = np.empty((2, n_classes, n_nodes)) if slope is not None else None
-        if kernel is not None:
-            kernel[0] = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+        positives: dict[str, np.ndarray] = {}
+
+        def read_positives() -> None:
+            # Positives read in the scores' own layout (a few per clip), then sorted class-major.
+            flat = np.flatnonzero(np.asarray(labels, dtype=bool))
+            column = flat % n_classes
+            values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
+            local_pos = np.asarray(values, dtype=np.float32)
+            positives["keys"] = np.sort(_keys(local_pos, column))
+            positives["n_pos"] = np.bincount(column, minlength=n_classes)
+            if kernel is not None:
+                grid = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+                kernel[0] = _convolve_kernel(grid, step_z=grid_step_z, slope=slope)
 
         def tabulate(first: int, stop: int) -> None:
-            # One block of classes from the transposed copy to its kernel sums, in place.
+            # One block of classes from the transposed copy to its block keys and kernel sums, in place.
             part = rows[first:stop]
             part[:, :n_clips] = scores[:, first:stop].T
             part[:, n_clips:] = _PAD
             part.sort(axis=1)
+            block_keys[first:stop] = _keys(part[:, BLOCK - 1 :: BLOCK], classes[first:stop, None])
             if kernel is not None:
-                kernel[1, first:stop] = _bin_sorted_rows(part[:, :n_clips], step=step, n_nodes=n_nodes)
-                kernel[:, first:stop] = _convolve_kernel(kernel[:, first:stop].reshape(-1, n_nodes), step_z=grid_step_z,
-                                                         slope=slope).reshape(2, stop - first, n_nodes)
+                grid = _bin_sorted_rows(part[:, :n_clips], step=step, n_nodes=n_nodes)
+                kernel[1, first:stop] = _convolve_kernel(grid, step_z=grid_step_z, slope=slope)
 
         if workers is None:
             workers = min(_usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
         chunk = max(1, min(CHUNK_CLASSES, -(-n_classes // max(1, workers))))
-        starts = range(0, n_classes, chunk)
-        if workers > 1 and len(starts) > 1:
+        # The positives (a few per clip) are one more task beside the blocks of classes.
+        tasks = [read_positives] + [partial(tabulate, first, min(first + chunk, n_classes))
+                                    for first in range(0, n_classes, chunk)]
+        if workers > 1 and len(tasks) > 2:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(lambda first: tabulate(first, min(first + chunk, n_classes)), starts))
+                for done in [pool.submit(task) for task in tasks]:
+                    done.result()
         else:
-            for first in starts:
-                tabulate(first, min(first + chunk, n_classes))
-        block_keys = _keys(rows[:, BLOCK - 1 :: BLOCK], classes[:, None]).ravel()
+            for task in tasks:
+                task()
+        n_pos = positives["n_pos"]
+        keys_pos = positives["keys"]
+        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
+        block_keys = block_keys.ravel()
         return cls(rows, block_keys, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step,
                    float(slope or 0.0))
 
