@@ -1,10 +1,11 @@
-"""Shared fixtures: the ../shared folder with data, weights and golden outputs."""
+"""Shared fixtures: audio_samples/, seeded scores, and the ../shared folder (data, weights, golden outputs)."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +50,37 @@ def tagger_like_scores() -> tuple:
 def audio_samples() -> Path:
     """The bundled real recordings with their labels."""
     return REPO / "audio_samples"
+
+
+#: 16-kHz clips of audio_samples/ with energy in every band up to 8 kHz (speech, music, alarm bells). In each of
+#: their frames the quietest mel band lies within 75 dB of the loudest, as in a recording with a noise floor; the
+#: clean speech or music clips reach 110 dB, where float32 STFTs differ by more than the frontend tests allow.
+WIDEBAND_CLIPS = ("speech_music_alarm_clock_01.wav", "music_alarm_clock_02.wav", "music_alarm_clock_03.wav")
+
+
+@pytest.fixture(scope="session")
+def wideband_16k(audio_samples: Path) -> np.ndarray:
+    """Three real 16-kHz clips of audio_samples/ chained (7.5 s, float32, mono), energy in every band up to 8 kHz."""
+    import soundfile as sf
+
+    parts = []
+    for name in WIDEBAND_CLIPS:
+        samples, rate = sf.read(audio_samples / name, dtype="float32")
+        if rate != 16_000 or samples.ndim != 1:
+            raise ValueError(f"{name}: expected 16-kHz mono, got {rate} Hz, shape {samples.shape}")
+        parts.append(samples)
+    return np.concatenate(parts)
+
+
+@pytest.fixture(scope="session")
+def wideband_32k(wideband_16k: np.ndarray) -> np.ndarray:
+    """The chained 16-kHz samples taken as 32-kHz audio (3.75 s): real sounds an octave up, with energy up to 16 kHz.
+
+    Resampling cannot add content above the source's 8 kHz; reading the samples at twice their
+    rate spreads the same real spectrum over the whole 32-kHz band, which the PANNs frontend
+    (50 Hz - 14 kHz) needs to be tested in its upper mel bands.
+    """
+    return wideband_16k
 
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -28,12 +28,6 @@ from calitag.models.registry import MODELS, CheckpointSpec, get_spec
 CRNN = "crnn-dcase2019"
 
 
-@pytest.fixture(scope="module")
-def crnn_h5(shared: Path) -> Path:
-    """The published Keras weights of the DCASE2019 CRNN."""
-    return shared / "models" / "crnn_dcase2019_pellegrini_irit_task4_1.h5"
-
-
 @pytest.fixture()
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
     """A registered model 'tiny' whose published file is a real debug state_dict behind a file:// URL."""
@@ -71,12 +65,13 @@ def test_digests_match_hashlib(audio_samples: Path) -> None:
     assert file_digests(path, chunk_bytes=4_096) == (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
 
 
-def test_checksum_mismatch_names_expected_and_actual(crnn_h5: Path, tmp_path: Path) -> None:
-    """A one-byte change to the published CRNN file raises ChecksumError with both digests."""
-    spec = get_spec(CRNN).checkpoint
-    assert verify_file(crnn_h5, sha256=spec.sha256, size_bytes=spec.size_bytes) == spec.sha256
-    damaged = tmp_path / "damaged.h5"
-    data = bytearray(crnn_h5.read_bytes())
+def test_checksum_mismatch_names_expected_and_actual(tiny: tuple[str, Path], tmp_path: Path) -> None:
+    """A one-byte change to a published checkpoint raises ChecksumError with both digests; a cut one, both sizes."""
+    name, published = tiny
+    spec = get_spec(name).checkpoint
+    assert verify_file(published, sha256=spec.sha256, size_bytes=spec.size_bytes) == spec.sha256
+    damaged = tmp_path / "damaged.pth"
+    data = bytearray(published.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
     actual = hashlib.sha256(bytes(data)).hexdigest()
@@ -87,16 +82,18 @@ def test_checksum_mismatch_names_expected_and_actual(crnn_h5: Path, tmp_path: Pa
         verify_file(damaged, sha256=spec.sha256, size_bytes=spec.size_bytes)
 
 
-def test_import_verifies_copies_and_leaves_the_source(crnn_h5: Path, tmp_path: Path) -> None:
-    """Importing the CRNN weights places an identical copy in the cache and marks the model cached."""
-    before = file_digests(crnn_h5)
-    assert status(CRNN, cache_dir=tmp_path) == "missing"
-    placed = import_checkpoint(CRNN, crnn_h5, cache_dir=tmp_path)
-    assert placed == tmp_path / CRNN / get_spec(CRNN).checkpoint.filename
-    assert file_digests(placed) == before == file_digests(crnn_h5)
-    assert status(CRNN, cache_dir=tmp_path) == "cached"
-    assert resolve_checkpoint(CRNN, cache_dir=tmp_path, download=False) == placed
-    assert import_checkpoint(CRNN, crnn_h5, cache_dir=tmp_path) == placed  # again: a no-op
+def test_import_verifies_copies_and_leaves_the_source(tiny: tuple[str, Path], tmp_path: Path) -> None:
+    """Importing a published checkpoint places an identical copy in the cache and marks the model cached."""
+    name, published = tiny
+    cache = tmp_path / "cache"
+    before = file_digests(published)
+    assert status(name, cache_dir=cache) == "missing"
+    placed = import_checkpoint(name, published, cache_dir=cache)
+    assert placed == cache / name / get_spec(name).checkpoint.filename
+    assert file_digests(placed) == before == file_digests(published)
+    assert status(name, cache_dir=cache) == "cached"
+    assert resolve_checkpoint(name, cache_dir=cache, download=False) == placed
+    assert import_checkpoint(name, published, cache_dir=cache) == placed  # again: a no-op
     assert not [p for p in placed.parent.iterdir() if p.name.endswith(".part")]
 
 
@@ -110,13 +107,15 @@ def test_import_refuses_a_wrong_file_and_writes_nothing(audio_samples: Path, tmp
     assert not (tmp_path / "cache" / CRNN / get_spec(CRNN).checkpoint.filename).exists()
 
 
-def test_a_users_file_in_the_cache_is_never_overwritten(crnn_h5: Path, tmp_path: Path) -> None:
+def test_a_users_file_in_the_cache_is_never_overwritten(tiny: tuple[str, Path], tmp_path: Path) -> None:
     """If another file sits where the checkpoint goes, import refuses and the file keeps its bytes."""
-    dest = tmp_path / CRNN / get_spec(CRNN).checkpoint.filename
+    name, published = tiny
+    cache = tmp_path / "cache"
+    dest = cache / name / get_spec(name).checkpoint.filename
     dest.parent.mkdir(parents=True)
     dest.write_bytes(b"my own notes")
     with pytest.raises(CheckpointError, match="never overwrites"):
-        import_checkpoint(CRNN, crnn_h5, cache_dir=tmp_path)
+        import_checkpoint(name, published, cache_dir=cache)
     assert dest.read_bytes() == b"my own notes"
 
 

@@ -121,6 +121,42 @@ def test_models_list_shows_every_model_and_its_cache_state(tmp_path: Path) -> No
     assert "missing" in lines["cnn14"] and "random weights" in lines["debug"]
 
 
+def test_models_import_then_tag_with_the_cached_weights(speech_clip: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`models import` verifies and places a published file; `models list` says cached; `tag` then runs those weights."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch", reason="the debug model needs the torch extra")
+    from calitag.models import debug
+    from calitag.models.checkpoints import file_digests
+    from calitag.models.registry import MODELS
+    from calitag.pipeline.tagger import Tagger
+
+    (seed0,) = Tagger.load("debug", cache_dir=tmp_path / "empty", device="cpu").tag([speech_clip])  # random weights
+    published = tmp_path / "debug.pth"  # the debug model with a published file: seed-3 weights and their digests
+    torch.save(debug.load(None, seed=3).state_dict(), published)
+    sha256, md5 = file_digests(published)
+    spec = get_spec("debug")
+    checkpoint = dataclasses.replace(spec.checkpoint, sha256=sha256, md5=md5, size_bytes=published.stat().st_size,
+                                     format="torch")
+    monkeypatch.setitem(MODELS, "debug", dataclasses.replace(spec, checkpoint=checkpoint))
+    cache = tmp_path / "cache"
+    runner = CliRunner()
+    imported = runner.invoke(main, ["models", "import", "debug", str(published), "--cache-dir", str(cache)])
+    assert imported.exit_code == 0, imported.output
+    assert (cache / "debug" / "debug.pth").read_bytes() == published.read_bytes()
+    listed = runner.invoke(main, ["models", "list", "--cache-dir", str(cache)]).stdout
+    assert any(line.startswith("debug ") and "cached" in line for line in listed.splitlines())
+    result = runner.invoke(main, ["tag", str(speech_clip), "--model", "debug", "--cache-dir", str(cache),
+                                  "--format", "json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "random weights" not in result.stderr
+    (expected,) = Tagger.load("debug", checkpoint=published, device="cpu").tag([speech_clip])
+    tags = [(tag["label"], tag["score"]) for tag in json.loads(result.stdout)[0]["tags"]]
+    assert tags == [(label, pytest.approx(score, abs=1e-6)) for label, score in expected.labels]
+    assert tags != [(label, pytest.approx(score, abs=1e-6)) for label, score in seed0.labels]
+
+
 def test_models_import_then_tag_with_the_cached_crnn(shared: Path, audioset_clip: Path, tmp_path: Path) -> None:
     """`models import` places the CRNN weights; `tag --model crnn-dcase2019` then uses them: Speech first."""
     runner = CliRunner()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 import calitag.models
@@ -19,7 +18,6 @@ from calitag.models import cnn14
 from calitag.models.registry import MODELS
 from calitag.pipeline.features import LogMel
 
-CLIP = "audio/R9_ZSCveAHg_7s.wav"
 SECONDS = 3.0
 PANNS_ARGS = dict(
     sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000
@@ -54,11 +52,11 @@ def panns(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def waveform(shared: Path) -> torch.Tensor:
-    """The first seconds of the real 32 kHz clip, shape (1, n_samples)."""
-    samples, rate = sf.read(shared / CLIP, dtype="float32")
-    assert rate == MODELS["cnn14"].frontend.sample_rate
-    return torch.from_numpy(samples[: int(SECONDS * rate)]).unsqueeze(0)
+def waveform(wideband_32k: np.ndarray) -> torch.Tensor:
+    """The first seconds of real audio_samples/ clips taken as 32-kHz wide-band audio, shape (1, n_samples)."""
+    rate = MODELS["cnn14"].frontend.sample_rate
+    assert rate == 32_000
+    return torch.from_numpy(wideband_32k[: int(SECONDS * rate)].copy()).unsqueeze(0)
 
 
 @pytest.fixture(scope="module")

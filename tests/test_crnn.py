@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="the torch models need the torch ext
 
 from calitag.errors import AudioError, CheckpointError, ChecksumError
 from calitag.models import crnn
-from calitag.models.checkpoints import file_digests
+from calitag.models.checkpoints import file_digests, verify_file
 from calitag.models.keras_h5 import read_keras_weights
 from calitag.models.registry import MODELS
 from calitag.pipeline.features import LogMel
@@ -58,12 +58,15 @@ def test_keras_file_layers(h5_path):
 
 
 def test_checkpoint_sha256_matches_registry(h5_path):
-    """The shared h5 is the published file the registry names."""
-    assert file_digests(h5_path)[0] == MODELS["crnn-dcase2019"].checkpoint.sha256
+    """The shared h5 is the published file the registry names: its sha256 and its size."""
+    spec = MODELS["crnn-dcase2019"].checkpoint
+    assert file_digests(h5_path)[0] == spec.sha256
+    assert verify_file(h5_path, sha256=spec.sha256, size_bytes=spec.size_bytes) == spec.sha256
 
 
-def test_parameter_count(model):
+def test_parameter_count():
     """Weights plus batch-norm statistics add up to the 165,460 of the Keras model."""
+    model = crnn.load(None, seed=0)
     n_params = sum(p.numel() for p in model.parameters())
     n_stats = sum(b.numel() for name, b in model.named_buffers() if "running" in name)
     assert n_params + n_stats == 165_460
@@ -169,20 +172,20 @@ def test_random_weights_are_seeded_and_leave_global_rng_alone():
     assert not first.training
 
 
-def test_wrong_inputs_raise(model):
+def test_wrong_inputs_raise():
     """Features with another band count raise AudioError naming the expected shape."""
+    model = crnn.load(None, seed=0)
     with pytest.raises(AudioError, match=r"\(batch, 64, n_frames\)"):
         model(torch.zeros(1, 40, 431))
 
 
-def test_bad_checkpoints_raise(tmp_path, h5_path):
+def test_bad_checkpoints_raise(tmp_path, audio_samples):
     """A missing file, a file that is not the published one, and a non-HDF5 file raise clear errors."""
     with pytest.raises(CheckpointError, match="not found"):
         crnn.load(tmp_path / "absent.h5")
     altered = tmp_path / "altered.h5"
-    data = bytearray(h5_path.read_bytes())
-    data[-1] ^= 0xFF
-    altered.write_bytes(bytes(data))
+    size = MODELS["crnn-dcase2019"].checkpoint.size_bytes  # the published size: only the sha256 tells them apart
+    altered.write_bytes(((audio_samples / "soundscapes" / "tune_00.flac").read_bytes() * 8)[:size])
     with pytest.raises(ChecksumError, match="expected 4965008682f2"):
         crnn.load(altered)
     text = tmp_path / "text.h5"

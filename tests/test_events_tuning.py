@@ -10,6 +10,7 @@ from calitag.thresholds.events.postprocess import Event, Postprocess, detect_eve
 from calitag.thresholds.events.metrics import event_based_scores
 from calitag.pipeline.types import FrameScores
 from calitag.thresholds.events.tuning import tune_events
+from calitag.models.registry import get_spec
 
 HOP = 0.05  # 20 frames per second
 N_FRAMES = 200  # 10-s recordings
@@ -178,6 +179,34 @@ def test_bad_inputs_are_refused():
 # --- calitag calibrate-events on the real soundscapes --------------------------------------------
 
 SOUNDSCAPES = __import__("pathlib").Path(__file__).resolve().parent.parent / "audio_samples" / "soundscapes"
+
+
+def test_calibrate_events_cli_writes_a_loadable_stack(tmp_path):
+    """calibrate-events on real soundscapes prints the per-class table and writes a file the event decoder loads."""
+    pytest.importorskip("torch", reason="the debug model needs the torch extra")
+    from click.testing import CliRunner
+
+    from calitag.cli import main
+    from calitag.thresholds.events import load_postprocess, read_events_tsv, write_events_tsv
+    from calitag.thresholds.io import Thresholds
+
+    if not (SOUNDSCAPES / "strong_labels_tune.tsv").is_file():
+        pytest.skip(f"no soundscapes at {SOUNDSCAPES}: run the audio_samples builder")
+    tune = read_events_tsv(SOUNDSCAPES / "strong_labels_tune.tsv")
+    speech = tmp_path / "speech_tune.tsv"  # the debug model's classes include Speech, not Alarm_bell_ringing
+    write_events_tsv(speech, [e for e in tune.events if e.label == "Speech"], files=tune.files)
+    out = tmp_path / "th.json"
+    result = CliRunner().invoke(main, [
+        "calibrate-events", str(SOUNDSCAPES), "--events", str(speech), "--model", "debug", "--out", str(out),
+        "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "event-based macro-F1 on 4 file(s)" in result.output
+    assert any(line.split()[:1] == ["Speech"] for line in result.output.splitlines())
+    saved = Thresholds.load(out, expected_model="debug")
+    assert saved.events is not None and saved.events.fitted["metric"] == "event_macro_f1"
+    tuned = load_postprocess(out, class_names=get_spec("debug").class_names, expected_model="debug")
+    assert tuned.class_names == get_spec("debug").class_names
 
 
 def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path):

@@ -48,6 +48,13 @@ def separable():
     return scores, labels.astype(np.uint8), low, high
 
 
+@pytest.fixture(scope="module")
+def long_tailed_17():
+    """Seeded 488 x 17 long-tailed scores, the shape of the DCASE2017 validation split (no file needed)."""
+    scores, labels = synthetic_scores(488, 17, seed=5)
+    return {"val_scores": scores, "val_labels": labels}
+
+
 def test_default_threshold_reproduces_paper(dcase2017, dcase2019):
     """defThresh gives 59.0 (53.8) on DCASE2017 at 0.3 and 70.1 (val) on DCASE2019 at 0.5."""
     th17 = fit(dcase2017["val_scores"], dcase2017["val_labels"], method="default", init=0.3)
@@ -226,17 +233,25 @@ def _torch_adam_reference(scores: np.ndarray, labels: np.ndarray, *, init: float
 
 
 @pytest.mark.parametrize("objective", ["micro_f1", "macro_f1", "micro_fbeta"])
-@pytest.mark.parametrize("dataset", ["dcase2017", "dcase2019"])
+@pytest.mark.parametrize("dataset", ["long_tailed_17", "tagger_like"])
 def test_numpy_adam_engine_equals_torch_adam_engine(request, dataset, objective):
     """The numpy engine (closed-form count gradient, numpy Adam) ends within 1e-6 of torch's Adam and autograd."""
     data = request.getfixturevalue(dataset)
-    init = 0.3 if dataset == "dcase2017" else 0.5
+    init = 0.3 if dataset == "long_tailed_17" else 0.5
     reference, index = _torch_adam_reference(data["val_scores"], data["val_labels"], init=init, objective=objective,
                                              beta=0.5)
     th = fit(data["val_scores"], data["val_labels"], method="sgl", init=init, objective=objective,
              beta=0.5 if objective.endswith("fbeta") else None)
     # fit() snaps to the middle of the score gap; the reference, snapped the same way, must agree.
     np.testing.assert_allclose(th.values, index.snap(reference), atol=1e-6)
+
+
+def test_no_init_starts_from_the_label_rate(tagger_like):
+    """With no init, sgl records init None and the label-rate start, and beats the default 0.5 on its data."""
+    scores, labels = tagger_like["val_scores"], tagger_like["val_labels"]
+    th = fit(scores, labels)
+    assert th.options["init"] is None and th.options["init_source"] == "label_rate"
+    assert th.validation["micro_f1"] > evaluate(scores, labels, 0.5).micro_f1
 
 
 def test_label_rate_init_reaches_62_2_on_dcase2017(dcase2017):
@@ -281,11 +296,11 @@ def test_fitted_thresholds_sit_between_score_levels(method):
     np.testing.assert_array_equal(th.apply(scores), scores > th.values)
 
 
-def test_snap_keeps_the_decisions_on_the_fitting_scores(dcase2017):
+def test_snap_keeps_the_decisions_on_the_fitting_scores(long_tailed_17):
     """Moving thresholds to gap midpoints changes no decision on the fitting clips."""
     from calitag.thresholds import ScoreIndex
 
-    scores, labels = dcase2017["val_scores"], dcase2017["val_labels"].astype(bool)
+    scores, labels = long_tailed_17["val_scores"], long_tailed_17["val_labels"].astype(bool)
     index = ScoreIndex.build(scores, labels, slope=None)
     raw = np.random.default_rng(0).random(scores.shape[1])
     snapped = index.snap(raw)
