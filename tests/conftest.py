@@ -98,21 +98,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("torch"):
             item.add_marker(skip)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """In a core install, a test that fails only because it asked for torch reports a skip, not a failure.
-
-    Asking for torch without it raises calitag's one-line 'pip install "calitag[torch]"' error; a test
-    whose failure carries that message needs the torch extra. Tests of the core path itself
-    (tests/test_core_without_torch.py) are never converted.
-    """
-    outcome = yield
-    report = outcome.get_result()
-    if HAS_TORCH or not report.failed or item.module.__name__.endswith("test_core_without_torch"):
-        return
-    text = str(report.longrepr) + "".join(content for _, content in report.sections)
-    if "calitag[torch]" in text or "No module named 'torch'" in text:
-        report.outcome = "skipped"
-        report.longrepr = (str(item.path), item.location[1] or 0, 'Skipped: needs torch: pip install "calitag[torch]"')

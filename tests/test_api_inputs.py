@@ -30,6 +30,7 @@ def clip(audio_samples) -> np.ndarray:
     return load_audio(audio_samples / CLIP, sample_rate=16_000).samples
 
 
+@pytest.mark.torch
 def test_int16_pcm_is_scaled_like_soundfile(tagger, audio_samples):
     """An int16 array scores as the same file read as float (int16 / 32768)."""
     as_int, _ = soundfile.read(audio_samples / CLIP, dtype="int16")
@@ -46,6 +47,7 @@ def test_int32_and_uint8_pcm_are_scaled(clip):
     np.testing.assert_allclose(as_samples(uint8), [-1.0, 0.0, 127 / 128])
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 def test_stereo_array_is_one_recording_downmixed(tagger, clip, layout):
     """An (n, 2) or (2, n) array is one recording, scored as the mean of its channels."""
@@ -56,12 +58,14 @@ def test_stereo_array_is_one_recording_downmixed(tagger, clip, layout):
     np.testing.assert_allclose(scores.probs, mono, atol=1e-6)
 
 
+@pytest.mark.torch
 def test_stereo_waveform_is_downmixed(tagger, clip):
     """A Waveform holding (n, 2) samples at another rate is downmixed and resampled."""
     stereo = Waveform(samples=np.stack([clip, clip], axis=1), sample_rate=16_000)
     np.testing.assert_allclose(tagger.scores(stereo).probs, tagger.scores(clip).probs, atol=1e-6)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("shape", [(8, 500), (40, 40_000), (2, 3, 16_000)])
 def test_ambiguous_shapes_are_refused(tagger, shape):
     """A 2-D array whose channel axis is unclear (or a 3-D one) raises AudioError saying to pass a list."""
@@ -74,6 +78,7 @@ def test_ambiguous_shapes_are_refused(tagger, shape):
     [(None, "NoneType"), (5, "int 5"), (np.array(["a", "b"]), "dtype <U1"),
      (np.array([object(), object()]), "dtype object"), (np.array([True, False]), "dtype bool")],
 )
+@pytest.mark.torch
 def test_non_audio_inputs_raise_a_type_error_naming_them(tagger, value, named):
     """None, a number, string, object or bool arrays raise AudioTypeError (a TaggingError and a TypeError)."""
     with pytest.raises(AudioTypeError, match=named) as caught:
@@ -81,18 +86,21 @@ def test_non_audio_inputs_raise_a_type_error_naming_them(tagger, value, named):
     assert isinstance(caught.value, TaggingError) and isinstance(caught.value, TypeError)
 
 
+@pytest.mark.torch
 def test_zero_dimensional_array_is_refused(tagger):
     """A 0-D array (one number) raises AudioError naming it."""
     with pytest.raises(AudioError, match="0-D array"):
         tagger.scores(np.array(0.5, dtype=np.float32))
 
 
+@pytest.mark.torch
 def test_overflowing_audio_is_an_error_not_nan(tagger, clip):
     """Samples of amplitude 1e19 (NaN scores) raise AudioError naming the peak instead of returning NaN."""
     with pytest.raises(AudioError, match=r"NaN or infinite scores; the samples reach amplitude \d\.\d+e\+18"):
         tagger.scores(clip * np.float32(1e19))
 
 
+@pytest.mark.torch
 def test_overflowing_file_fails_in_batch_and_jsonl_stays_json(tagger, audio_samples, tmp_path, clip):
     """In run_batch a 1e19-amplitude file gets an error result; the good file still gets finite scores."""
     loud = tmp_path / "loud.wav"

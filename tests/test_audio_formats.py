@@ -82,6 +82,7 @@ def test_probe_names_ffmpeg_backend(encoded):
     assert "aac" in info.format
 
 
+@pytest.mark.torch
 def test_lossless_container_decodes_exactly(encoded, audio_samples):
     """FLAC in Matroska (FFmpeg path) gives the wav's samples and the debug model's scores exactly."""
     wav = load_audio(audio_samples / SOURCE, sample_rate=16_000).samples
@@ -106,6 +107,7 @@ def test_lossy_file_holds_the_source_signal(encoded, audio_samples, name):
     assert error < 0.2 * np.sqrt(np.mean(wav[:n] ** 2))
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", sorted(LOSSY))
 def test_lossy_file_has_the_sources_top_tags_debug(encoded, audio_samples, name):
     """The debug model ranks the same top-3 classes for the compressed file as for its wav."""
@@ -136,6 +138,7 @@ def test_folder_of_m4a_is_found(encoded):
     assert {".m4a", ".aac", ".mp4", ".mkv", ".webm"} <= AUDIO_EXTENSIONS
 
 
+@pytest.mark.torch
 def test_cli_tags_a_folder_of_m4a(tmp_path, audio_samples):
     """`calitag tag FOLDER` with only m4a files tags them instead of saying 'no audio files'."""
     encode(tmp_path / "a.m4a", audio_samples / SOURCE, container="ipod", codec="aac")

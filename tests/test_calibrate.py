@@ -65,6 +65,7 @@ def test_bootstrap_point_estimate_matches_exact_metrics():
         assert interval.low <= interval.value <= interval.high and interval.high - interval.low > 0.01
 
 
+@pytest.mark.torch
 def test_calibrate_writes_thresholds_and_reuses_the_score_cache(debug_tagger, speech_music, tmp_path, monkeypatch):
     """The thresholds file covers every model class; a second run reads every score from the cache."""
     folder, labels_path = speech_music
@@ -84,6 +85,7 @@ def test_calibrate_writes_thresholds_and_reuses_the_score_cache(debug_tagger, sp
     assert second.classes == first.classes
 
 
+@pytest.mark.torch
 def test_missing_files_and_unknown_labels_are_errors_unless_skipped(debug_tagger, speech_music, tmp_path):
     """A listed file absent from disk, or a label the model lacks, fails; skip_missing drops them."""
     folder, labels_path = speech_music
@@ -100,6 +102,7 @@ def test_missing_files_and_unknown_labels_are_errors_unless_skipped(debug_tagger
     assert result.missing_files == ("ghost.wav",) and "Speach" in result.notes[0]
 
 
+@pytest.mark.torch
 def test_calibrate_cli_with_folds(speech_music, tmp_path):
     """`calitag calibrate --folds 3` prints the per-class table and both F1 intervals, and writes the file."""
     folder, labels_path = speech_music
@@ -111,6 +114,7 @@ def test_calibrate_cli_with_folds(speech_music, tmp_path):
     assert json.loads(out.read_text())["model"] == "debug"
 
 
+@pytest.mark.torch
 def test_calibrate_audio_samples_with_yamnet_beats_default(yamnet_cached, audio_samples, tmp_path):
     """On the bundled samples, yamnet's calibrated held-out micro-F1 is at least the default threshold's."""
     out = tmp_path / "th.json"
@@ -137,6 +141,7 @@ def test_calibrate_audio_samples_with_yamnet_beats_default(yamnet_cached, audio_
     assert refused.exit_code == 1 and "yamnet" in refused.output
 
 
+@pytest.mark.torch
 def test_calibrate_json_prints_every_number(debug_tagger, speech_music, tmp_path):
     """`calibrate --json` prints one object with per-class support, thresholds, P/R/F1, intervals and the gain."""
     folder, labels_path = speech_music

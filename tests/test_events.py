@@ -188,6 +188,7 @@ def soundscapes():
     return SOUNDSCAPES
 
 
+@pytest.mark.torch
 def test_detect_cli_on_a_real_soundscape(shared, soundscapes, tmp_path):
     """`calitag detect` with the CRNN and the authors' parameters finds the speech and bells of a soundscape."""
     from click.testing import CliRunner
@@ -213,6 +214,7 @@ def test_detect_cli_on_a_real_soundscape(shared, soundscapes, tmp_path):
     assert segment_based_scores(reference, found, class_names=present).macro_f1 > 0.7
 
 
+@pytest.mark.torch
 def test_detect_cli_reports_bad_files_and_keeps_going(soundscapes, tmp_path):
     """A corrupt file is skipped with a message and exit code 1; the good file's events are written."""
     import shutil
@@ -233,6 +235,7 @@ def test_detect_cli_reports_bad_files_and_keeps_going(soundscapes, tmp_path):
     assert read_events_tsv(out).files == ("good.flac",)
 
 
+@pytest.mark.torch
 def test_detect_cli_refuses_parameters_of_another_model(soundscapes, tmp_path):
     """An events section fitted for other classes is refused with a clear message, not a traceback."""
     from click.testing import CliRunner

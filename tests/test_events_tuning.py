@@ -209,6 +209,7 @@ def test_calibrate_events_cli_writes_a_loadable_stack(tmp_path):
     assert tuned.class_names == get_spec("debug").class_names
 
 
+@pytest.mark.torch
 def test_calibrate_events_cli_beats_fixed_threshold_on_held_out(shared, tmp_path):
     """Tuned on the tuning soundscapes, the stack beats threshold 0.5 on the held-out ones (CRNN, real audio)."""
     from click.testing import CliRunner

@@ -41,6 +41,7 @@ def test_duplicate_rows_are_dropped_with_a_warning(audio_samples, tmp_path, capl
     assert event_based_scores(table.events, reference.events).macro_f1 == pytest.approx(1.0)
 
 
+@pytest.mark.torch
 def test_huge_kernel_is_refused_before_allocating(audio_samples):
     """kernel_frames of 1e9 raises ThresholdsError (in the parameters and in smooth), not MemoryError."""
     with pytest.raises(ThresholdsError, match="kernel_frames must be between 1 and 10001, got 1000000000"):
@@ -64,6 +65,7 @@ def _table(tmp_path, rows: str):
     return read_events_tsv(tsv)
 
 
+@pytest.mark.torch
 def test_event_after_the_end_of_its_file_is_refused(debug_frames, tmp_path):
     """A reference event starting at 50 s in a 10-s file raises LabelsError naming file and times."""
     table = _table(tmp_path, "tune_00.flac\t50\t60\tSpeech\n")
@@ -72,6 +74,7 @@ def test_event_after_the_end_of_its_file_is_refused(debug_frames, tmp_path):
                     solver="exact")
 
 
+@pytest.mark.torch
 def test_event_running_past_the_end_is_cut_with_a_warning(debug_frames, tmp_path, caplog):
     """A reference event from 8 s to 1e5 s in a 10-s file is cut at the end with a warning, and tuning runs."""
     table = _table(tmp_path, "tune_00.flac\t8\t100000\tSpeech\n")
@@ -82,6 +85,7 @@ def test_event_running_past_the_end_is_cut_with_a_warning(debug_frames, tmp_path
     assert 0.0 <= result.score <= 1.0
 
 
+@pytest.mark.torch
 def test_detect_keeps_same_named_files_apart(audio_samples, tmp_path):
     """`detect A/x.flac B/x.flac` names them A/x.flac and B/x.flac in the TSV, not x.flac twice."""
     for folder, source in (("A", "tune_00.flac"), ("B", "tune_01.flac")):

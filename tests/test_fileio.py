@@ -85,6 +85,7 @@ def test_calibrate_never_overwrites_its_labels_or_a_clip(clips, tmp_path):
     assert not list(tmp_path.glob("*.scores.npz")) and not list(folder.glob("*.scores.npz"))
 
 
+@pytest.mark.torch
 def test_calibrate_out_rules_and_permissions(clips, tmp_path):
     """A foreign --out needs --force; a missing folder fails before scoring; the result is 0o644 under umask 022."""
     folder, labels = clips
@@ -127,6 +128,7 @@ def test_thresholds_fit_never_overwrites_its_scores(tagger_like_scores, tmp_path
     assert forced.exit_code == 0 and "thresholds" in json.loads(foreign.read_text()), forced.output
 
 
+@pytest.mark.torch
 def test_detect_refuses_an_input_and_an_existing_table(audio_samples, tmp_path):
     """detect --out onto an input clip is refused; an existing table (maybe a reference) only goes with --force."""
     clip = tmp_path / "speech_01.wav"

@@ -44,6 +44,7 @@ def test_duplicate_row_names_its_own_line(tmp_path):
         read_clip_labels(path)
 
 
+@pytest.mark.torch
 def test_clips_that_fail_to_decode_are_named_as_the_cause(audio_samples, tmp_path):
     """When every labeled clip fails to decode, the error says so (with a decoder message), not 'no class'."""
     folder = tmp_path / "clips"
@@ -79,6 +80,7 @@ def test_models_classes_lists_names_with_indices():
     assert grep.output.splitlines() == [f"{AUDIOSET.index('Cattle, bovinae')}\tCattle, bovinae"]
 
 
+@pytest.mark.torch
 def test_cli_emits_no_click_deprecation_warning(audio_samples, recwarn):
     """`calitag tag` no longer calls click.get_text_stream (deprecated in click 8.2)."""
     result = CliRunner().invoke(main, ["tag", str(audio_samples / "speech_01.wav"), "--model", "debug",

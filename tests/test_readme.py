@@ -49,6 +49,7 @@ def import_crnn_weights() -> bool:
     return True
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 def test_python_section_runs(yamnet_cached, tmp_path, monkeypatch):
     """Every block runs in order on audio_samples/ and leaves the files it says it writes."""

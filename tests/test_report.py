@@ -160,6 +160,7 @@ def speech_music(tmp_path_factory, audio_samples) -> tuple[Path, Path]:
     return folder, root / "labels.csv"
 
 
+@pytest.mark.torch
 def test_calibrate_report_and_thresholds_report_from_cache_and_batch(speech_music, tmp_path):
     """`calibrate --report` writes a report; `thresholds report` reads the score cache and batch output alike."""
     folder, labels = speech_music
@@ -213,6 +214,7 @@ def test_calibrate_refuses_a_report_path_it_would_clobber_before_working(speech_
     assert keep.read_text() == "mine" and not (tmp_path / "th.json").exists()
 
 
+@pytest.mark.torch
 def test_cross_validated_report_uses_each_folds_decisions(speech_music, tmp_path):
     """With folds, the table's calibrated F1 is the cross-validated one calibrate measured, not a refit's."""
     from calitag.pipeline.calibrate import calibrate
@@ -286,6 +288,7 @@ def test_calibrate_report_renders_in_chromium(browser, yamnet_cached, audio_samp
     page.close()
 
 
+@pytest.mark.torch
 def test_calibrate_events_report_lists_the_tuned_stack(shared, tmp_path):
     """`calibrate-events --report` shows per class the event-F1 at 0.5 and tuned, as the command prints them."""
     soundscapes = Path(__file__).resolve().parent.parent / "audio_samples" / "soundscapes"

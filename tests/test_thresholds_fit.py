@@ -80,6 +80,7 @@ def test_sgl_reaches_paper_on_dcase2019(dcase2019):
     assert th.class_names[1] == "Speech"
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("objective", ["micro_f1", "macro_f1"])
 def test_fast_engine_follows_autograd_engine(tagger_like, objective):
     """The sorted-score engine ends where the plain autograd engine ends (thresholds within 1e-3, equal F)."""
@@ -90,6 +91,7 @@ def test_fast_engine_follows_autograd_engine(tagger_like, objective):
     assert fast.validation["objective"] == pytest.approx(plain.validation["objective"], abs=2e-3)
 
 
+@pytest.mark.torch
 def test_fast_engine_follows_autograd_on_long_tailed_data():
     """On 2000 x 50 long-tailed synthetic scores both engines give the same micro-F1 (+-0.002)."""
     scores, labels = synthetic_scores(2000, 50, seed=1)
@@ -163,6 +165,7 @@ def test_solvers_are_deterministic(tagger_like, method):
     np.testing.assert_array_equal(first.values, second.values)
 
 
+@pytest.mark.torch
 def test_learnable_slope_runs_with_autograd(tagger_like):
     """engine='autograd' with learn_slope trains and records the final slope."""
     th = fit(tagger_like["val_scores"], tagger_like["val_labels"], init=0.5, engine="autograd", learn_slope=True,

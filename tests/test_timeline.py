@@ -23,6 +23,7 @@ def tagger() -> Tagger:
     return Tagger.load("debug", device="cpu")
 
 
+@pytest.mark.torch
 def test_segments_cover_the_file_and_score_like_cut_clips(tagger, audio_samples):
     """1-s segments of a 3.2-s clip are 0-1, 1-2, 2-3, 3-3.205 s, each scored as that piece alone."""
     path = audio_samples / CLIP
@@ -34,6 +35,7 @@ def test_segments_cover_the_file_and_score_like_cut_clips(tagger, audio_samples)
     np.testing.assert_allclose(timeline.probs, tagger.scores(pieces).probs, atol=1e-6)
 
 
+@pytest.mark.torch
 def test_segments_of_an_array_equal_those_of_its_file(tagger, audio_samples):
     """An in-memory recording gives the same timeline as the file it was read from."""
     path = audio_samples / CLIP
@@ -43,6 +45,7 @@ def test_segments_of_an_array_equal_those_of_its_file(tagger, audio_samples):
     np.testing.assert_array_equal(from_file.ends_s, from_array.ends_s)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
 def test_segment_length_must_be_positive_and_finite(tagger, audio_samples, bad):
     """A segment length of 0, negative, NaN or inf raises AudioError naming it."""
@@ -50,6 +53,7 @@ def test_segment_length_must_be_positive_and_finite(tagger, audio_samples, bad):
         tagger.segment_scores(audio_samples / CLIP, segment_s=bad)
 
 
+@pytest.mark.torch
 def test_cli_tag_segments_json(audio_samples):
     """`tag --segment-s 1 --format json` gives one entry per segment with start, end and tags."""
     result = CliRunner().invoke(main, ["tag", str(audio_samples / CLIP), "--model", "debug", "--device", "cpu",
@@ -60,6 +64,7 @@ def test_cli_tag_segments_json(audio_samples):
     assert all(isinstance(s["tags"], list) for s in record["segments"])
 
 
+@pytest.mark.torch
 def test_cli_batch_segments_jsonl(audio_samples, tmp_path):
     """`batch --segment-s 2` writes records whose segments tile the file's duration."""
     out = tmp_path / "r.jsonl"
