@@ -431,6 +431,19 @@ class YamnetOnnx:
         model = str(self.graph) if isinstance(self.graph, Path) else self.graph
         return ort.InferenceSession(model, sess_options=options, providers=providers)
 
+    def recipe(self, *, threads: int | None = None) -> "YamnetRecipe":
+        """What makes this model again, picklable: a batch worker process builds its own session from it.
+
+        onnxruntime sessions survive neither pickling nor ``fork``; the graph (its file or bytes) does.
+
+        Parameters
+        ----------
+        threads : int or None
+            onnxruntime intra-op threads of the sessions made from it (None: this model's).
+        """
+        return YamnetRecipe(graph=self.graph, pad_value=self.pad_value, max_batch=self.max_batch,
+                            threads=self.threads if threads is None else threads)
+
     @property
     def providers(self) -> list[str]:
         """The onnxruntime execution providers in use."""
@@ -455,7 +468,8 @@ class YamnetOnnx:
                 log.warning("onnxruntime has no CUDAExecutionProvider here: YAMNet runs on the CPU")
                 self._session = self._make_session(["CPUExecutionProvider"])
         elif kind == "cpu":
-            self._session = self._make_session(["CPUExecutionProvider"])
+            if self.providers != ["CPUExecutionProvider"]:  # already there: keep the session (made in __init__)
+                self._session = self._make_session(["CPUExecutionProvider"])
         else:
             raise AudioError(f"YAMNet runs with onnxruntime on 'cpu' or 'cuda', got device {device}")
         self.device = device
@@ -547,6 +561,20 @@ class YamnetOnnx:
     def feature_scores(self, features: np.ndarray) -> np.ndarray:
         """Clip probabilities (batch, 521), float32, of ``numpy_frontend()`` features (batch, 64, T)."""
         return self._forward_patches(np.asarray(features, dtype=np.float32)).max(axis=1)
+
+
+@dataclass(frozen=True)
+class YamnetRecipe:
+    """The arguments of a :class:`YamnetOnnx` (see :meth:`YamnetOnnx.recipe`); ``load()`` makes one."""
+
+    graph: Path | bytes
+    pad_value: float
+    max_batch: int
+    threads: int | None
+
+    def load(self) -> YamnetOnnx:
+        """A new model with its own onnxruntime session, on the CPU."""
+        return YamnetOnnx(self.graph, pad_value=self.pad_value, max_batch=self.max_batch, threads=self.threads)
 
 
 def load(checkpoint: Path | None, *, seed: int = 0, verify: bool = True,
