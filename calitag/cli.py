@@ -82,15 +82,15 @@ _PRECISION_OPTION = click.option(
 
 
 def _download_progress(desc: str):  # -> (callback, close)
-    """A tqdm bar on stderr driven by ``on_progress(done, total)`` callbacks."""
+    """A tqdm bar on stderr driven by ``on_progress(done, total)`` callbacks (tqdm imported on the first one)."""
     import sys
-
-    from tqdm import tqdm
 
     state: dict = {}
 
     def update(done: int, total: int) -> None:
         if "bar" not in state:
+            from tqdm import tqdm
+
             state["bar"] = tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=sys.stderr)
         state["bar"].update(done - state["bar"].n)
 

@@ -6,6 +6,11 @@ stacks windows of equal length from any files into batches, runs the model, fold
 into clip scores and hands one :class:`FileResult` per file to the caller as soon as the file is
 complete. The buffer bound keeps memory flat whatever the number or the length of the files.
 
+For the YAMNet models on the CPU (numpy frontend, onnxruntime network) the workers do all of it
+instead: each decodes, computes the log-Mel and runs its own single-threaded copy of the network,
+and sends back window scores, one worker per CPU by default. Nothing is shared between them, so
+every CPU computes all the time; the main process only folds scores and writes records.
+
 The main process waits on the connections and the processes together, so a decoder that dies is
 noticed at once and replaced (its file is read again once, then reported failed), and decoders end
 when the main process dies, however it dies.
@@ -232,9 +237,8 @@ def _file_messages(
     index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None,
     frontend: Callable[[np.ndarray], np.ndarray] | None = None, scorer: WorkerScorer | None = None,
 ) -> Iterator[tuple]:
-    """The messages of one file: start, its windows (samples or their features, end sample) or, with a
-    ``scorer``, their clip scores (scores, end sample), then end (with its length) or error."""
-    yield ("start", index, None)
+    """The messages of one file: its windows (samples or their features, end sample) or, with a ``scorer``,
+    their clip scores (scores, end sample), then end (with its length) or error."""
     n_samples = 0
     try:
         for window in stream_windows(
@@ -518,7 +522,7 @@ def run_batch(
     workers : int or None
         Worker processes; 0 decodes and scores in this process. For the YAMNet models on the CPU
         each worker decodes, computes the log-Mel and runs its own copy of the network, on
-        ``usable_cpus() // workers`` onnxruntime threads (at least one), and this process only
+        ``usable_cpus() // min(workers, number of files)`` onnxruntime threads (at least one), and this process only
         collects scores; for the others the workers decode and the model runs here. None:
         :func:`default_workers` (one per usable CPU for YAMNet, else one).
     aggregate : {"max", "mean"}
@@ -545,7 +549,8 @@ def run_batch(
     paths = [str(p) for p in paths]
     # Where the workers can run the model, each runs its own copy on its share of the CPUs: no thread of
     # this process competes with them, and nothing waits on another stage.
-    scorer = worker_scorer(tagger, threads=max(1, usable_cpus() // workers)) if workers > 0 else None
+    processes = min(workers, len(paths))
+    scorer = worker_scorer(tagger, threads=max(1, usable_cpus() // processes)) if processes > 0 else None
     rate = tagger.spec.frontend.sample_rate
     pending: dict[int, _Pending] = {}
     batches: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}  # window (or features) shape -> (file index, payload, end)
