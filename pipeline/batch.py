@@ -304,7 +304,10 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
     sender.start()
     try:
         if scorer is not None:
-            scorer.load()  # while the first files are on their way
+            try:
+                scorer.load()  # while the first files are on their way
+            except Exception:  # noqa: BLE001  the scorer raises it again for each file, which reports it
+                pass
         while (task := conn.recv()) is not None:
             for message in _file_messages(*task, **windowing):
                 outbox.put(message)

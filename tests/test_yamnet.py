@@ -481,3 +481,18 @@ def test_numpy_frontend_blocks_leave_features_unchanged(audio_samples_dir, monke
     whole = numpy_frontend(waves)
     assert blocks.shape == (2, 64, numpy_frontend.n_frames(half)) and np.array_equal(blocks, whole)
     assert np.array_equal(numpy_frontend(waves[1:]), whole[1:])
+
+def test_a_worker_that_cannot_make_its_network_reports_every_file(yamnet_cached, audio_samples_dir, monkeypatch):
+    """A batch worker whose copy of the network cannot be built gives each file an error record, and the run ends."""
+    import dataclasses
+
+    from calitag.pipeline.batch import run_batch
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("yamnet-int8", device="cpu")
+    broken = dataclasses.replace(tagger.model.recipe(threads=1), graph=b"not an onnx graph")
+    monkeypatch.setattr(yamnet.YamnetOnnx, "recipe", lambda self, threads=None: broken)
+    paths = sorted(audio_samples_dir.glob("*.wav"))[:3]
+    results = run_batch(tagger, paths, workers=1, with_tags=False)
+    assert sorted(r.path for r in results) == sorted(map(str, paths))
+    assert all(r.scores is None and r.error for r in results)
