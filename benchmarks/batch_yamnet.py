@@ -123,7 +123,8 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     print(f"{args.files} clips of {CLIP_S:.0f} s at {args.rate} Hz ({audio_s:.0f} audio s), `calitag batch` "
           f"--workers {args.workers or 'default'} --batch-size {args.batch_size or 'default'}, best of {args.repeats} (alternating), "
-          f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, {load_after:.1f} after")
+          f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs, "
+          f"load average {load_before:.1f} before, {load_after:.1f} after")
     print(f"{'tree':<10} {'model':<12} {'wall s':>7} {'x real time':>12} {'CPU s':>7} {'audio s/CPU s':>14} "
           f"{'1st record s':>13} {'x real time after it':>21}")
     for (label, model), (wall, first, cpu) in best.items():
