@@ -768,7 +768,8 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
               help="Worker processes (0: all in the main process). yamnet, yamnet-int8 on the CPU: each worker "
                    "decodes and runs its own copy of the model on CPUs/workers threads; default one per CPU this "
                    "process may use. Other models: workers decode while the model runs here; default 1.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Windows per forward pass in the main process (YAMNet workers score one window at a time).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Keep at most N tags per file (as in `calitag tag`); default: every tag.")
 @click.option("--top-scores", type=click.IntRange(min=0), default=5, show_default=True,
