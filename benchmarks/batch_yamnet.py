@@ -6,6 +6,8 @@ resampling; 44.1 kHz: soxr resamples every file), then runs
 
     python -m calitag.cli batch CLIPS --out OUT.jsonl --model MODEL [--workers W] [--batch-size B]
 
+(the command's own defaults where ``--workers`` / ``--batch-size`` are not given)
+
 in a subprocess per model, and prints audio seconds / wall seconds with the process start
 (imports, model load) included, the CPU seconds of the command and its decoder processes
 (audio s per CPU s: steadier than wall time on a shared machine), and the time to its first
@@ -15,7 +17,7 @@ between trees and models (``--repeats`` rounds) so that the load of a shared mac
 all of them alike; the best round of each is reported, with the load average before and after.
 
     python benchmarks/batch_yamnet.py [--files 200] [--rate 16000] [--models yamnet yamnet-int8]
-                                      [--repeats 3] [--workers 1] [--batch-size 8] [--baseline DIR]
+                                      [--repeats 3] [--workers W] [--batch-size B] [--baseline DIR]
 
 A script, never part of the test run. It prints one table.
 """
@@ -61,12 +63,13 @@ def make_clips(folder: Path, n_files: int, rate: int) -> list[Path]:
     return paths
 
 
-def run_once(folder: Path, out: Path, model: str, *, workers: int, batch_size: int,
+def run_once(folder: Path, out: Path, model: str, *, workers: int | None, batch_size: int | None,
              tree: Path = REPO) -> tuple[float, float, float]:
     """Wall seconds of one `calitag batch` process (calitag from ``tree``), seconds until its first
-    record was written, and the CPU seconds (user + system) of the process and its decoders."""
-    command = [sys.executable, "-m", "calitag.cli", "batch", str(folder), "--out", str(out), "--model", model,
-               "--workers", str(workers), "--batch-size", str(batch_size)]
+    record was written, and the CPU seconds (user + system) of the process and its workers."""
+    command = [sys.executable, "-m", "calitag.cli", "batch", str(folder), "--out", str(out), "--model", model]
+    command += ["--workers", str(workers)] if workers is not None else []
+    command += ["--batch-size", str(batch_size)] if batch_size is not None else []
     env = dict(os.environ, PYTHONPATH=str(tree))
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -93,8 +96,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=16_000)
     parser.add_argument("--models", nargs="+", default=["yamnet", "yamnet-int8"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None, help="Default: the command's default.")
+    parser.add_argument("--batch-size", type=int, default=None, help="Default: the command's default.")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="Another calitag source tree (e.g. `git archive` of an older commit) to run alike.")
     args = parser.parse_args()
@@ -119,8 +122,9 @@ def main() -> None:
                     best[label, model] = (wall, first, cpu)
     load_after = os.getloadavg()[0]
     print(f"{args.files} clips of {CLIP_S:.0f} s at {args.rate} Hz ({audio_s:.0f} audio s), `calitag batch` "
-          f"--workers {args.workers} --batch-size {args.batch_size}, best of {args.repeats} (alternating), "
-          f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, {load_after:.1f} after")
+          f"--workers {args.workers or 'default'} --batch-size {args.batch_size or 'default'}, best of {args.repeats} (alternating), "
+          f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs, "
+          f"load average {load_before:.1f} before, {load_after:.1f} after")
     print(f"{'tree':<10} {'model':<12} {'wall s':>7} {'x real time':>12} {'CPU s':>7} {'audio s/CPU s':>14} "
           f"{'1st record s':>13} {'x real time after it':>21}")
     for (label, model), (wall, first, cpu) in best.items():

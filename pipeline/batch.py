@@ -6,6 +6,11 @@ stacks windows of equal length from any files into batches, runs the model, fold
 into clip scores and hands one :class:`FileResult` per file to the caller as soon as the file is
 complete. The buffer bound keeps memory flat whatever the number or the length of the files.
 
+For the YAMNet models on the CPU (numpy frontend, onnxruntime network) the workers do all of it
+instead: each decodes, computes the log-Mel and runs its own single-threaded copy of the network,
+and sends back window scores, one worker per CPU by default. Nothing is shared between them, so
+every CPU computes all the time; the main process only folds scores and writes records.
+
 The main process waits on the connections and the processes together, so a decoder that dies is
 noticed at once and replaced (its file is read again once, then reported failed), and decoders end
 when the main process dies, however it dies.
@@ -27,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -174,18 +179,87 @@ def audio_seconds(paths: Iterable[str | Path]) -> float:
     return total
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the system has one, else every CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class WorkerScorer:
+    """Windows -> clip probabilities inside a batch worker process: the numpy frontend, then the network.
+
+    Each worker runs its own copy of the network, made from its recipe. A single-threaded onnxruntime
+    session has no threads of its own, so a forked worker uses the one made here before the fork
+    (:meth:`load`, once, instead of once per worker at the same time: about 30 ms against 150 ms for the
+    float graph on 2 cores); a session with a thread pool does not survive ``fork``, so with more threads
+    each worker makes its own, as it does after pickling (spawn).
+    """
+
+    def __init__(self, frontend: Callable[[np.ndarray], np.ndarray], prepare: Callable | None, recipe: Any) -> None:
+        self.frontend = frontend
+        self.prepare = prepare
+        self.recipe = recipe
+        self._model: Any = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None, "_pid": None}
+
+    @property
+    def forks_with_its_model(self) -> bool:
+        """Whether a model made before a fork can run in the child: one intra-op thread, so no thread pool."""
+        return self.recipe.threads == 1
+
+    def load(self) -> None:
+        """Make this process's copy of the network, unless it has one (or inherited a fork-safe one)."""
+        if self._model is None or (self._pid != os.getpid() and not self.forks_with_its_model):
+            self._model, self._pid = self.recipe.load(), os.getpid()
+
+    def forget(self) -> None:
+        """Drop the copy made in this process (the next call makes one again)."""
+        self._model = self._pid = None
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """Clip probabilities, float32 (B, n_classes), of equally long windows (B, n_samples)."""
+        self.load()
+        features = self.frontend(windows)
+        if self.prepare is not None:
+            features = self.prepare(features)
+        return np.asarray(self._model(features), np.float32)
+
+
+def worker_scorer(tagger: Tagger, *, threads: int | None = None) -> WorkerScorer | None:
+    """A :class:`WorkerScorer` of ``tagger`` whose copies run ``threads`` intra-op threads each; None where the
+    workers cannot run the model (torch models, a device other than the CPU): they then only decode."""
+    recipe = getattr(tagger.model, "recipe", None)
+    if getattr(tagger, "window_frontend", None) is None or recipe is None or str(tagger.device) != "cpu":
+        return None
+    return WorkerScorer(tagger.window_frontend, tagger.prepare_features, recipe(threads=threads))
+
+
+def default_workers(tagger: Tagger) -> int:
+    """Worker processes when none are asked for: one per usable CPU where the workers run the model
+    (:func:`worker_scorer`), else one decoder process beside the model's own threads."""
+    return usable_cpus() if worker_scorer(tagger) is not None else 1
+
+
 def _file_messages(
     index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None,
-    frontend: Callable[[np.ndarray], np.ndarray] | None = None,
+    frontend: Callable[[np.ndarray], np.ndarray] | None = None, scorer: WorkerScorer | None = None,
 ) -> Iterator[tuple]:
-    """The messages of one file: start, its windows (samples or their features, end sample), then end (with its length) or error."""
-    yield ("start", index, None)
+    """The messages of one file: its windows (samples or their features, end sample) or, with a ``scorer``,
+    their clip scores (scores, end sample), then end (with its length) or error."""
     n_samples = 0
     try:
         for window in stream_windows(
             path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
         ):
             n_samples = max(n_samples, window.start + window.n_valid)
+            if scorer is not None:
+                yield ("scores", index, (scorer(window.samples[None])[0], window.start + window.n_valid))
+                continue
             payload = window.samples if frontend is None else frontend(window.samples[None])[0]
             yield ("window", index, (payload, window.start + window.n_valid))
     except TaggingError as err:
@@ -224,9 +298,11 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
     is busy with the model; a None task (or the batch process going away) ends the process.
     """
     _exit_with_parent(parent_pid, pdeathsig=pdeathsig)
-    # Decoding is background work: at a lower priority it fills the queue in the model's gaps
-    # instead of preempting its threads (on 2 cores that preemption cost about 15% of the run).
-    os.nice(10)
+    scorer = windowing.get("scorer")
+    if scorer is None:
+        # Decoding is background work: at a lower priority it fills the queue in the model's gaps
+        # instead of preempting its threads (on 2 cores that preemption cost about 15% of the run).
+        os.nice(10)
     outbox: queue.Queue = queue.Queue(maxsize=prefetch)
 
     def send() -> None:
@@ -239,6 +315,11 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
     sender = threading.Thread(target=send, name="calitag-sender", daemon=True)
     sender.start()
     try:
+        if scorer is not None:
+            try:
+                scorer.load()  # while the first files are on their way
+            except Exception:  # noqa: BLE001  the scorer raises it again for each file, which reports it
+                pass
         while (task := conn.recv()) is not None:
             for message in _file_messages(*task, **windowing):
                 outbox.put(message)
@@ -248,10 +329,11 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
     sender.join()
 
 
-def _windowing(tagger: Tagger) -> dict:
+def _windowing(tagger: Tagger, scorer: WorkerScorer | None = None) -> dict:
     spec = tagger.spec
     return {"sample_rate": spec.frontend.sample_rate, "window_s": spec.window_s, "hop_s": spec.hop_s,
-            "min_window_s": spec.min_window_s, "frontend": getattr(tagger, "window_frontend", None)}
+            "min_window_s": spec.min_window_s, "frontend": getattr(tagger, "window_frontend", None),
+            "scorer": scorer}
 
 
 class _InProcess:
@@ -300,12 +382,21 @@ class _Decoders:
     read again once by a new process, then reported failed, and the run goes on.
     """
 
-    def __init__(self, paths: Sequence[str], tagger: Tagger, workers: int) -> None:
+    def __init__(self, paths: Sequence[str], tagger: Tagger, workers: int, scorer: WorkerScorer | None = None) -> None:
         # fork starts a decoder in milliseconds, as torch's DataLoader workers do; the children only
-        # read and resample audio (no torch, no CUDA). Elsewhere, spawn.
+        # read and resample audio (no torch, no CUDA), and with a scorer make their own onnxruntime
+        # session. Elsewhere, spawn.
         self._ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        if scorer is not None and self._ctx.get_start_method() == "fork" and scorer.forks_with_its_model:
+            # Made and run once here, inherited by every worker: its first file then costs what the others
+            # cost (a fresh session's first run and the frontend's first call take several times longer).
+            spec = tagger.spec
+            try:
+                scorer(np.zeros((1, round(spec.window_s * spec.frontend.sample_rate)), np.float32))
+            except Exception:  # noqa: BLE001  each worker then tries itself and reports the failure per file
+                scorer.forget()
         self._paths = paths
-        self._windowing = _windowing(tagger)
+        self._windowing = _windowing(tagger, scorer)
         self._prefetch = max(2, QUEUE_BATCHES * tagger.batch_size // workers)
         self._todo: deque[int] = deque(range(len(paths)))
         self._attempts: dict[int, int] = {}
@@ -436,7 +527,7 @@ def run_batch(
     tagger: Tagger,
     paths: Iterable[str | Path],
     *,
-    workers: int = 1,
+    workers: int | None = None,
     aggregate: Aggregate = "max",
     with_tags: bool = True,
     on_result: Callable[[FileResult], None] | None = None,
@@ -448,11 +539,15 @@ def run_batch(
     Parameters
     ----------
     tagger : Tagger
-        The loaded model (its ``batch_size`` sets the windows per forward pass).
+        The loaded model (its ``batch_size`` sets the windows per forward pass in this process).
     paths : iterable of str or Path
         Files to process; a file that fails becomes a result with ``error`` set.
-    workers : int
-        Decoder processes; 0 decodes in this process.
+    workers : int or None
+        Worker processes; 0 decodes and scores in this process. For the YAMNet models on the CPU
+        each worker decodes, computes the log-Mel and runs its own copy of the network, on
+        ``usable_cpus() // min(workers, number of files)`` onnxruntime threads (at least one), and this process only
+        collects scores; for the others the workers decode and the model runs here. None:
+        :func:`default_workers` (one per usable CPU for YAMNet, else one).
     aggregate : {"max", "mean"}
         How window scores become the clip score.
     with_tags : bool
@@ -470,9 +565,15 @@ def run_batch(
         In completion order.
     """
     RunningAggregate(aggregate)  # checks the name before any decoder starts
+    if workers is None:
+        workers = default_workers(tagger)
     if workers < 0:
         raise AudioError(f"workers must be 0 or more, got {workers}")
     paths = [str(p) for p in paths]
+    # Where the workers can run the model, each runs its own copy on its share of the CPUs: no thread of
+    # this process competes with them, and nothing waits on another stage.
+    processes = min(workers, len(paths))
+    scorer = worker_scorer(tagger, threads=max(1, usable_cpus() // processes)) if processes > 0 else None
     rate = tagger.spec.frontend.sample_rate
     pending: dict[int, _Pending] = {}
     batches: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}  # window (or features) shape -> (file index, payload, end)
@@ -534,7 +635,7 @@ def run_batch(
                 finish(index)
         report()
 
-    source = _Decoders(paths, tagger, workers) if workers > 0 and paths else _InProcess(paths, tagger)
+    source = _Decoders(paths, tagger, workers, scorer) if workers > 0 and paths else _InProcess(paths, tagger)
     try:
         for kind, index, payload in source.messages():
             if kind == "restart":  # its decoder died: what arrived of this file is void
@@ -544,7 +645,17 @@ def run_batch(
             if index not in pending:
                 pending[index] = _Pending(RunningAggregate(aggregate))
             state = pending[index]
-            if kind == "window":
+            if kind == "scores":  # scored by the worker
+                row, end = payload
+                state.windows_in += 1
+                try:
+                    check_finite_scores(row, None, paths[index])
+                except TaggingError as err:
+                    state.error = state.error or str(err)
+                state.folded.add(row)
+                state.scored_samples = max(state.scored_samples, end)
+                report()
+            elif kind == "window":
                 data, end = payload  # samples, or their features when the decoders run the frontend
                 state.windows_in += 1
                 batch = batches.setdefault(data.shape, [])

@@ -115,7 +115,7 @@ def write_records(
     *,
     top_k: int | None = None,
     top_scores: int | None = 5,
-    workers: int = 1,
+    workers: int | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> list[FileResult]:
@@ -144,7 +144,7 @@ def run_batch(
     fmt: str | None = None,
     recursive: bool = False,
     pattern: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     top_k: int | None = None,
     top_scores: int | None = 5,
     resume: bool = False,
@@ -165,8 +165,9 @@ def run_batch(
         Tags kept per record (None: all, as ``Tagger.tag``).
     top_scores : int or None
         Scores kept per record besides every tag's (None: all classes).
-    workers : int
-        Decoder processes (0: decode in this process).
+    workers : int or None
+        Worker processes (0: everything in this process; None: one per usable CPU for the YAMNet
+        models, else one), as :func:`calitag.pipeline.batch.run_batch`.
 
     Returns
     -------

@@ -193,6 +193,11 @@ class Tagger:
         return self.spec.name
 
     @property
+    def prepare_features(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """What the model applies to the frontend's features first (padding, ...), or None."""
+        return self._prepare
+
+    @property
     def thresholds_id(self) -> str | None:
         """``file name:first 12 hex digits of its sha256`` of the thresholds file, so results stay traceable."""
         if self.thresholds_path is None:

@@ -61,6 +61,13 @@ def test_batch_scores_equal_tagger_scores(debug_tagger, mixed_folder, workers):
         assert result.duration_s == pytest.approx(len(sf.read(path)[0]) / 16_000, abs=0.01)
 
 
+def test_torch_models_keep_one_decoder_and_run_the_model_here(debug_tagger):
+    """A torch model's workers only decode (no worker scorer), one by default; the model runs in this process."""
+    from calitag.pipeline.batch import default_workers, worker_scorer
+
+    assert worker_scorer(debug_tagger) is None and default_workers(debug_tagger) == 1
+
+
 def test_batch_cli_records_every_file_and_exits_1(mixed_folder, tmp_path):
     """Every good file gets tags and scores, every bad one an error record naming the problem; exit code 1."""
     out = tmp_path / "results.jsonl"

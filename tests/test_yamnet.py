@@ -424,15 +424,75 @@ def test_int8_thresholds_are_refused_for_yamnet(yamnet_cached, tmp_path):
         Tagger.load("yamnet", device="cpu", thresholds=tmp_path / "int8.json")
 
 
-def test_batch_decoders_send_features_with_the_same_scores(yamnet_cached, audio_samples_dir):
-    """In `calitag batch` the decoder processes compute YAMNet's log-Mel; the clip scores equal Tagger.scores exactly."""
+@pytest.mark.parametrize("name", ["yamnet", "yamnet-int8"])
+def test_batch_workers_score_with_their_own_sessions_the_same(yamnet_cached, audio_samples_dir, name):
+    """In `calitag batch` each worker computes YAMNet's log-Mel and scores with its own session: the clip
+    scores equal Tagger.scores exactly, with 0, 1 or 2 workers."""
     from calitag.pipeline.batch import run_batch
     from calitag.pipeline.tagger import Tagger
 
-    tagger = Tagger.load("yamnet", device="cpu", batch_size=4)
+    tagger = Tagger.load(name, device="cpu", batch_size=4)
     assert tagger.window_frontend is not None
     paths = sorted(audio_samples_dir.glob("*.wav"))[:6] + sorted((audio_samples_dir / "soundscapes").glob("*.flac"))[:2]
     expected = tagger.scores(paths).probs
-    for workers in (0, 1):
+    for workers in (0, 1, 2):
         results = {r.path: r.scores for r in run_batch(tagger, paths, workers=workers, with_tags=False)}
         assert np.array_equal(np.stack([results[str(p)] for p in paths]), expected)
+
+
+def test_worker_scorer_is_picklable_and_scores_as_the_tagger(yamnet_cached, audio_samples_dir):
+    """The workers' scorer survives pickling (spawn platforms), makes its own session and gives the Tagger's scores."""
+    import pickle
+
+    from calitag.pipeline.audio import load_audio
+    from calitag.pipeline.batch import default_workers, usable_cpus, worker_scorer
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("yamnet-int8", device="cpu")
+    scorer = worker_scorer(tagger, threads=1)
+    assert scorer is not None and default_workers(tagger) == usable_cpus()
+    copy = pickle.loads(pickle.dumps(scorer))
+    samples = load_audio(sorted(audio_samples_dir.glob("*.wav"))[0], sample_rate=16_000).samples[None]
+    assert np.array_equal(copy(samples), tagger.score_windows(samples))
+    assert copy._model is not tagger.model and copy._model.threads == 1
+
+
+def test_fused_int8_graph_is_cached_and_scores_as_the_prepared_graph(model, extracted, sample_features):
+    """yamnet-int8 runs the graph onnxruntime fused, cached beside the weights; its scores equal the prepared graph's."""
+    assert ".ort-" in model.graph.name and model.graph.parent == extracted.parent
+    prepared = yamnet.YamnetOnnx(extracted.parent / (model.graph.name.split(".ort-")[0] + ".onnx"))
+    assert prepared.variant == model.variant == "int8"
+    for _, _, features in sample_features:
+        assert np.array_equal(model.forward_patches(features), prepared.forward_patches(features))
+
+
+def test_numpy_frontend_blocks_leave_features_unchanged(audio_samples_dir, monkeypatch):
+    """The numpy log-Mel computed in blocks of 7 frames equals it computed in one block, for a batch of two."""
+    from calitag.models import frontend as frontend_module
+    from calitag.pipeline.audio import load_audio
+
+    numpy_frontend = frontend_module.NumpyLogMel(SPEC.frontend)
+    samples = load_audio(sorted(audio_samples_dir.glob("*.wav"))[0], sample_rate=16_000).samples
+    half = len(samples) // 2
+    waves = np.stack([samples[:half], samples[half : 2 * half]])
+    monkeypatch.setattr(frontend_module, "FRAMES_PER_BLOCK", 7)
+    blocks = numpy_frontend(waves)
+    monkeypatch.setattr(frontend_module, "FRAMES_PER_BLOCK", 100_000)
+    whole = numpy_frontend(waves)
+    assert blocks.shape == (2, 64, numpy_frontend.n_frames(half)) and np.array_equal(blocks, whole)
+    assert np.array_equal(numpy_frontend(waves[1:]), whole[1:])
+
+def test_a_worker_that_cannot_make_its_network_reports_every_file(yamnet_cached, audio_samples_dir, monkeypatch):
+    """A batch worker whose copy of the network cannot be built gives each file an error record, and the run ends."""
+    import dataclasses
+
+    from calitag.pipeline.batch import run_batch
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("yamnet-int8", device="cpu")
+    broken = dataclasses.replace(tagger.model.recipe(threads=1), graph=b"not an onnx graph")
+    monkeypatch.setattr(yamnet.YamnetOnnx, "recipe", lambda self, threads=None: broken)
+    paths = sorted(audio_samples_dir.glob("*.wav"))[:3]
+    results = run_batch(tagger, paths, workers=1, with_tags=False)
+    assert sorted(r.path for r in results) == sorted(map(str, paths))
+    assert all(r.scores is None and r.error for r in results)
