@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")  # the cache tests use real debug state_dicts
 
 from calitag.errors import CheckpointError, ChecksumError, ModelNotFoundError
-from calitag.models import checkpoints, debug
+from calitag.models import debug
 from calitag.models.checkpoints import (
     cache_dir,
     fetch,
