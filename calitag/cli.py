@@ -629,7 +629,9 @@ class _Progress:
               help="K-fold cross-validation for the held-out figures instead of one split.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
-@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Decoder processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes that score the folder, as in `calitag batch` (yamnet: one per CPU this "
+                   "process may use; other models: 1).")
 @click.option("--guard/--no-guard", default=True, show_default=True,
               help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips.")
 @_DEVICE_OPTION
@@ -644,7 +646,7 @@ class _Progress:
                    "earlier calitag report.")
 def calibrate_command(folder: _Path | None, scores_path: str | None, labels_path: _Path, model_name: str,
                       checkpoint: _Path | None, method: str, objective: str, val_fraction: float, folds: int | None,
-                      seed: int, skip_missing: bool, workers: int, guard: bool, device: str, cache_dir: _Path | None,
+                      seed: int, skip_missing: bool, workers: int | None, guard: bool, device: str, cache_dir: _Path | None,
                       out_path: _Path, as_json: bool, report_path: _Path | None,
                       precision: str, force: bool) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.

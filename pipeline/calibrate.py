@@ -154,7 +154,7 @@ def score_files(
     *,
     cache: ScoreCache,
     checkpoint_sha256: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> tuple[np.ndarray, list[int], list[FileResult]]:
     """Clip scores of ``paths`` (n_ok, n_classes), the indices of the files scored, and the failures.
@@ -264,7 +264,7 @@ def calibrate(
     folds: int | None = None,
     seed: int = 0,
     skip_missing: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
     guard: bool = True,
     on_progress: Callable[[BatchProgress], None] | None = None,
     scored: ScoredFiles | None = None,
