@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from calitag._host import usable_cpus
 from calitag.errors import AudioError, TaggingError
 from calitag.pipeline.audio import (
     AUDIO_EXTENSIONS, Aggregate, RunningAggregate, check_finite_scores, probe_audio, stream_windows,
@@ -177,14 +178,6 @@ def audio_seconds(paths: Iterable[str | Path]) -> float:
         except TaggingError:
             continue
     return total
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask where the system has one, else every CPU."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class WorkerScorer:

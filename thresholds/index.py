@@ -22,13 +22,13 @@ class) plus the grid; counting all scores below a threshold searches a table of 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+from calitag._host import usable_cpus
 from calitag.errors import CalibrationError
 
 #: Kernel half-width in units of 1/slope; sigmoid'(40) ~ 4e-18, below float64 resolution of any sum.
@@ -93,13 +93,6 @@ def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarr
         weights[filled] = in_bin - upper
         weights[filled + 1] += upper
     return grid[:, :n_nodes]
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _bin_scores(local: np.ndarray, column: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
@@ -252,7 +245,7 @@ class ScoreIndex:
                 kernel[1, first:stop] = _convolve_kernel(grid, step_z=grid_step_z, slope=slope)
 
         if workers is None:
-            workers = min(_usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
+            workers = min(usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
         chunk = max(1, min(CHUNK_CLASSES, -(-n_classes // max(1, workers))))
         # The positives (a few per clip) are one more task beside the blocks of classes.
         tasks = [read_positives] + [partial(tabulate, first, min(first + chunk, n_classes))
