@@ -611,17 +611,21 @@ def run_batch(
             if not batches[length]:
                 del batches[length]
 
+    def fold(index: int, row: np.ndarray, samples: np.ndarray | None, end: int) -> None:
+        # One window's scores into its file's clip score; non-finite scores make the file an error.
+        state = pending[index]
+        try:
+            check_finite_scores(row, samples, paths[index])
+        except TaggingError as err:
+            state.error = state.error or str(err)
+        state.folded.add(row)
+        state.scored_samples = max(state.scored_samples, end)
+
     def run(shape: tuple) -> None:
         members = batches.pop(shape)
         probs = score(np.stack([data for _, data, _ in members]))
         for (index, data, end), row in zip(members, probs):
-            state = pending[index]
-            try:
-                check_finite_scores(row, data if data.ndim == 1 else None, paths[index])
-            except TaggingError as err:
-                state.error = state.error or str(err)
-            state.folded.add(row)
-            state.scored_samples = max(state.scored_samples, end)
+            fold(index, row, data if data.ndim == 1 else None, end)
         for index in {i for i, _, _ in members}:
             state = pending[index]
             if state.ended and state.folded.count == state.windows_in:
@@ -641,12 +645,7 @@ def run_batch(
             if kind == "scores":  # scored by the worker
                 row, end = payload
                 state.windows_in += 1
-                try:
-                    check_finite_scores(row, None, paths[index])
-                except TaggingError as err:
-                    state.error = state.error or str(err)
-                state.folded.add(row)
-                state.scored_samples = max(state.scored_samples, end)
+                fold(index, row, None, end)
                 report()
             elif kind == "window":
                 data, end = payload  # samples, or their features when the decoders run the frontend
