@@ -114,9 +114,8 @@ def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> Cl
         raise LabelsError(f"cannot read label file {path}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise LabelsError(f"label file {path} is not UTF-8 text") from e
-    # Rows end in "\n" (or "\r\n"); splitlines() would also cut a file name at U+2028, U+0085 or a lone CR.
-    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    # read_text has turned CRLF and CR into "\n"; splitlines() would also cut a file name at U+2028 or U+0085.
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
     if not numbered:
         raise LabelsError(f"label file {path} is empty")
     line_numbers = [n for n, _ in numbered]  # rows are numbered as lines of the file, blank ones included

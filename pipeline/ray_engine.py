@@ -105,9 +105,10 @@ def list_sources(source: str | os.PathLike, *, recursive: bool = False, pattern:
     if path.is_file() and path.suffix.lower() not in AUDIO_EXTENSIONS and (pattern is None or
                                                                         not fnmatch.fnmatch(path.name, pattern)):
         listed = []
-        # One path per "\n"-ended line: splitlines() would also cut a name at U+2028 or U+0085.
+        # One path per line (read_text has turned CRLF and CR into "\n"); splitlines() would also cut a name
+        # at U+2028 or U+0085.
         for line in path.read_text(encoding="utf-8").split("\n"):
-            line = line.strip(" \t\r")
+            line = line.strip(" \t")
             if line and not line.startswith("#"):
                 listed.append(line if _is_uri(line) or Path(line).is_absolute() else str(path.parent / line))
         return listed
