@@ -115,7 +115,7 @@ def test_build_does_not_depend_on_threads():
     scores, labels = synthetic_scores(300, 70, seed=5)
     one = ScoreIndex.build(scores, labels.astype(bool), slope=50.0, grid_step_z=0.05, workers=1)
     three = ScoreIndex.build(scores, labels.astype(bool), slope=50.0, grid_step_z=0.05, workers=3)
-    for name in ("rows", "block_keys", "keys_pos", "kernel"):
+    for name in ("values", "below", "kernel"):
         np.testing.assert_array_equal(getattr(one, name), getattr(three, name))
 
 
@@ -131,3 +131,48 @@ def test_kernel_of_the_last_class_counts_every_score_of_its_top_bin():
     k_pos, k_all = index.kernel_sums(values)
     np.testing.assert_allclose(k_all, _direct_kernel(scores, values, 50.0), rtol=1e-3)
     np.testing.assert_allclose(k_pos, _direct_kernel(np.where(labels, scores, 10.0), values, 50.0), rtol=1e-3)
+
+
+@pytest.mark.parametrize("slope", [None, 50.0])
+def test_counts_in_crowded_bins_equal_brute_force(slope):
+    """Quantised scores (hundreds per grid bin, levels on and off the grid's edges): counts stay exact."""
+    rng = np.random.default_rng(4)
+    raw, labels = synthetic_scores(3000, 9, seed=6)
+    scores = raw.copy()
+    scores[:, :3] = np.round(raw[:, :3] * 256) / 256  # levels k/256: on the edges of a 1/1024 grid
+    scores[:, 3:6] = np.round(raw[:, 3:6] * 300) / 300  # levels between edges
+    scores[:1500, 6] = np.float32(0.0301)  # one level holding half the clips
+    index = ScoreIndex.build(scores, labels.astype(bool), slope=slope, grid_step_z=0.05)
+    levels = np.unique(scores)
+    queries = [levels[rng.integers(0, levels.size, 9)], np.nextafter(levels[rng.integers(0, levels.size, 9)], 0),
+               rng.uniform(0, 1, 9), np.full(9, 0.0301), np.full(9, -0.1), np.linspace(0, 1, 9)]
+    for values in queries:
+        tp, pp = index.counts(values, exact=True)
+        pred = scores > np.asarray(values)
+        np.testing.assert_array_equal(pp, pred.sum(0))
+        np.testing.assert_array_equal(tp, (pred & labels.astype(bool)).sum(0))
+        if slope is not None:
+            query = np.clip(np.asarray(values), 0, 1).astype(np.float32)
+            read_tp, read_pp, _, _ = index.epoch_reader()(query)
+            np.testing.assert_array_equal((read_tp, read_pp), index.counts(query))
+
+
+@pytest.mark.parametrize("slope", [50.0, 150.0, 333.0])
+def test_counts_at_the_grid_edges_equal_brute_force(slope):
+    """Scores and thresholds on the float32 grid edges and one float32 step below them: exact counts."""
+    step = 0.05 / slope
+    edges = (np.arange(int(1 / step)) * step).astype(np.float32)
+    below = np.nextafter(edges[1:], np.float32(0))
+    column = np.concatenate([edges, below])
+    scores = np.stack([column, column[::-1]], axis=1)
+    labels = np.zeros(scores.shape, dtype=bool)
+    labels[::3] = True
+    index = ScoreIndex.build(scores, labels, slope=slope, grid_step_z=0.05)
+    read = index.epoch_reader()
+    queries = np.concatenate([edges[1:], below])
+    for values in np.random.default_rng(0).choice(queries, (300, 2)):
+        tp, pp = index.counts(values)
+        pred = scores > values
+        np.testing.assert_array_equal(pp, pred.sum(0))
+        np.testing.assert_array_equal(tp, (pred & labels).sum(0))
+        np.testing.assert_array_equal(read(values.astype(np.float32))[:2], (tp, pp))

@@ -1,4 +1,4 @@
-"""Per-class sorted scores: exact decision counts and surrogate-gradient sums in O(C) per step.
+"""Per-class sorted scores on a grid: exact decision counts and surrogate-gradient sums in O(C) per step.
 
 The SGL-Thresh gradient of any count-based objective ``F(tp, pp)`` with respect to the
 threshold ``t_c`` of class ``c`` is
@@ -6,24 +6,25 @@ threshold ``t_c`` of class ``c`` is
     dF/dt_c = -(dF/dtp_c * Kpos_c(t_c) + dF/dpp_c * Kall_c(t_c)),
     K_c(t)  = sum_i a * sigmoid(a (s_ic - t)) * sigmoid(-a (s_ic - t))
 
-over the class's positive scores (Kpos) or all its scores (Kall). The counts ``tp_c`` and
-``pp_c`` of ``s > t`` come exactly from the sorted scores by binary search. ``K_c(t)`` is a
+over the class's positive scores (Kpos) or all its scores (Kall). ``K_c(t)`` is a
 logistic-kernel density of the scores, a smooth function of ``t`` with a length scale of
 ``1/a``: it is computed once for every class on a grid of step ``grid_step / a`` (linear binning
 of the scores, then an FFT convolution with the kernel) and read off by linear interpolation.
-Both errors are of order ``grid_step**2``, far below what moves an Adam step, so one SGL epoch
-costs a few binary searches and gathers per class instead of four passes over ``N x C`` scores.
+Both errors are of order ``grid_step**2``, far below what moves an Adam step.
+
+The counts ``tp_c`` and ``pp_c`` of ``s > t`` are exact. The same grid's bins hold, per class,
+how many of its scores (and of its positives) lie below each bin's lower edge; the next
+``WINDOW`` sorted scores from there are compared with the threshold (a binary search finishes
+the rare class whose bin holds more scores at or below it). One SGL epoch costs a few gathers
+per class instead of passes over ``N x C`` scores.
 
 Building the index costs one transposed copy and one sort of the scores (float32, one row per
-class) plus the grid; counting all scores below a threshold searches a table of every
-``BLOCK``-th score (one search for all classes, see :func:`_keys`) and then the one block of
-``BLOCK`` scores that holds the answer.
+class), a binary search of the grid's edges in each row, and the kernel grid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -33,16 +34,19 @@ from calitag.errors import CalibrationError
 
 #: Kernel half-width in units of 1/slope; sigmoid'(40) ~ 4e-18, below float64 resolution of any sum.
 KERNEL_HALF_WIDTH_Z = 40.0
-#: Largest grid allowed, to bound memory (2 * n_classes * MAX_GRID float64 values).
+#: Largest grid allowed, to bound memory (6 * n_classes * MAX_GRID values of 4 or 8 bytes).
 MAX_GRID = 1 << 16
+#: Grid step of an index built without a slope (counts only).
+COUNT_GRID_STEP = 1.0 / 1024
 #: Classes sorted and tabulated together (a block of rows that stays in cache).
 CHUNK_CLASSES = 32
-#: Scores per block of the two-level count search (the block table holds every BLOCK-th score).
-#: Eight, so that one block's comparisons (eight bytes of 0/1) are summed as one uint64.
-BLOCK = 8
+#: Scores of a threshold's bin compared at once. Eight, so that one class's comparisons (eight
+#: bytes of 0/1) are summed as one uint64; every row is followed by at least this many pads.
+WINDOW = 8
 # x * _BYTE_SUM has the sum of x's eight bytes in its top byte (no carries: each byte is 0 or 1).
 _BYTE_SUM = np.uint64(0x0101010101010101)
-# Rows are padded to whole blocks with this value, above every score and threshold.
+_TOP_BYTE = np.uint64(56)
+# Rows are padded with this value, above every score and threshold.
 _PAD = np.float32(1.5)
 
 
@@ -50,49 +54,48 @@ def _keys(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Sort keys ``class * 2**32 + bits(value)`` (int64) of float32 values in [0, 1.5].
 
     The bit pattern of a non-negative float32 orders like its value, so keys of one class
-    order like its scores and all keys order class-major: one binary search over the keys of
-    every class answers one query per class, exactly (a float64 ``score + 2 * class`` would
-    round scores below ~1e-13 to 0). -0.0 counts as 0.0; a negative query gets a key below
-    every key of its class.
+    order like its scores and all keys order class-major (a float64 ``score + 2 * class``
+    would round scores below ~1e-13 to 0). -0.0 counts as 0.0.
     """
     values = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 == +0.0
-    shifted = np.asarray(classes, dtype=np.int64) << 32
-    keys = values.view(np.int32).astype(np.int64) + shifted
-    if (values < 0).any():
-        keys = np.where(values < 0, shifted - 1, keys)
-    return keys
+    return values.view(np.int32).astype(np.int64) + (np.asarray(classes, dtype=np.int64) << 32)
 
 
-def _bin_sorted_rows(rows: np.ndarray, *, step: float, n_nodes: int) -> np.ndarray:
+def _bin_sorted_rows(part: np.ndarray, below: np.ndarray, *, n_clips: int, step: float) -> np.ndarray:
     """Linear-binning weights of each row of ascending scores on nodes ``0, step, 2 step, ...``.
 
-    ``rows`` is (n_classes, n_clips) float32, each row sorted, all values below
-    ``(n_nodes - 1) * step``. Returns (n_classes, n_nodes) float64: each score at position ``p =
-    score / step`` gives ``1 - frac(p)`` to node ``floor(p)`` and ``frac(p)`` to the next, so the
-    kernel sums built from it are second-order accurate in the step. One row at a time: its bin
-    edges by binary search and the sums of its non-empty bins by one ``reduceat`` stay in cache,
-    which beats an ``O(n)`` scatter (``np.bincount``) over the whole matrix.
+    ``part`` is (k, n_padded) float32: each row's ``n_clips`` scores ascending, then padding.
+    ``below`` is (k, n_nodes): how many of the row's scores lie below node j's edge (the float32
+    ``j * step``), so bin j (from edge j to edge j + 1) holds ``below[:, j + 1] - below[:, j]``
+    scores; every score lies below the last edge. Returns (k, n_nodes) float64: each score at
+    position ``p = score / step`` gives ``1 - (p - j)`` to the node j of its bin and ``p - j``
+    to node j + 1, so the kernel sums built from it are second-order accurate in the step.
+    The sums over every bin of every row come from one ``reduceat`` over the block of rows.
     """
-    n_classes = rows.shape[0]
-    edges = (np.arange(n_nodes + 1) * step).astype(rows.dtype)
-    nodes = np.arange(n_nodes, dtype=np.float64)
-    grid = np.zeros((n_classes, n_nodes + 1))
-    for c in range(n_classes):
-        row = rows[c]
-        bounds = row.searchsorted(edges)
-        count = bounds[1:] - bounds[:-1]
-        filled = count.nonzero()[0]
-        if filled.size == 0:
-            continue
-        # Bins that hold scores, in ascending order: each one's sum runs up to the next one's start.
-        sums = np.add.reduceat(row, bounds[filled], dtype=np.float64)
-        # Sum over each bin's members of (position - bin index): the weight they pass to node b + 1.
-        in_bin = count[filled]
-        upper = sums / step - nodes[filled] * in_bin
-        weights = grid[c]
-        weights[filled] = in_bin - upper
-        weights[filled + 1] += upper
-    return grid[:, :n_nodes]
+    k, n_padded = part.shape
+    n_nodes = below.shape[1]
+    # Bin boundaries per row, the last one where the padding starts.
+    bounds = np.empty((k, n_nodes + 1), dtype=np.int64)
+    bounds[:, :n_nodes] = below
+    bounds[:, n_nodes] = n_clips
+    count = np.diff(bounds, axis=1)
+    # Segments for reduceat: every non-empty bin plus the padding of each row, all ascending.
+    segment = np.ones((k, n_nodes + 1), dtype=bool)
+    segment[:, :n_nodes] = count > 0
+    starts = (bounds + (np.arange(k, dtype=np.int64) * n_padded)[:, None])[segment]
+    sums = np.add.reduceat(part.reshape(-1), starts, dtype=np.float64)
+    filled = np.zeros((k, n_nodes + 1), dtype=bool)
+    filled[:, :n_nodes] = count > 0
+    flat = np.flatnonzero(filled)  # (row, bin) of each non-empty bin, as row * (n_nodes + 1) + bin
+    sums = sums[filled[segment]]
+    in_bin = count.reshape(-1)[flat - flat // (n_nodes + 1)].astype(np.float64)
+    node = (flat % (n_nodes + 1)).astype(np.float64)
+    # Sum over each bin's members of (position - node): the weight they pass to the next node.
+    upper = sums / step - node * in_bin
+    grid = np.zeros(k * (n_nodes + 1))
+    grid[flat] = in_bin - upper
+    grid[flat + 1] += upper
+    return grid.reshape(k, n_nodes + 1)[:, :n_nodes]
 
 
 def _bin_scores(local: np.ndarray, column: np.ndarray, *, n_classes: int, step: float, n_nodes: int) -> np.ndarray:
@@ -139,46 +142,54 @@ def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.nda
     return np.maximum(full[:, half : half + n_nodes], 0.0)
 
 
-@dataclass(frozen=True)
 class ScoreIndex:
-    """Sorted per-class scores of one validation set, ready for many threshold queries.
+    """Sorted per-class scores of one validation set on a grid, ready for many threshold queries.
 
-    Attributes
+    Built with :meth:`build`. Attributes
     ----------
+    values : numpy.ndarray
+        float32: ``rows`` flattened, then each class's positive scores ascending, each class
+        followed by ``WINDOW`` padding values (1.5).
     rows : numpy.ndarray
-        (C, n_padded) float32: each class's scores, ascending, then padding (1.5) up to a whole
-        number of blocks (at least one padding value per row).
-    block_keys : numpy.ndarray
-        (C * n_padded / BLOCK,) int64 keys (:func:`_keys`) of the last score of every block,
-        ascending over the whole array.
-    keys_pos : numpy.ndarray
-        (total positives,) int64 keys of the positive examples' scores, sorted.
-    pos_starts : numpy.ndarray
-        (C,) int64 index in ``keys_pos`` where each class starts.
+        (C, n_padded) view of ``values``: each class's scores, ascending, then at least
+        ``WINDOW`` padding values.
+    starts : numpy.ndarray
+        (C, 2) int64: where each class's scores and its positive scores start in ``values``.
+    edges : numpy.ndarray
+        (n_nodes,) float32 grid edges, edge j = ``j * grid_step``; bin j runs from edge j to edge j + 1.
+    below : numpy.ndarray
+        (C * n_nodes, 2) int32: per class and edge, how many of the class's scores (column 0)
+        and of its positive scores (column 1) lie below the edge.
     n_pos : numpy.ndarray
         (C,) float64 positives per class.
     n_clips : int
     kernel : numpy.ndarray or None
-        (2, C, n_nodes) float64 kernel sums on the grid: [0] over positives, [1] over all scores.
+        (2, C * n_nodes) float64 kernel sums at the nodes (class-major): [0] over positives,
+        [1] over all scores.
     grid_step : float
         Node spacing in score units.
     slope : float
+        Surrogate slope of the kernel (0.0 for an index built without one).
     """
 
-    rows: np.ndarray
-    block_keys: np.ndarray
-    keys_pos: np.ndarray
-    pos_starts: np.ndarray
-    n_pos: np.ndarray
-    n_clips: int
-    kernel: np.ndarray | None
-    grid_step: float
-    slope: float
+    def __init__(self, *, values: np.ndarray, n_classes: int, n_padded: int, starts: np.ndarray, edges: np.ndarray,
+                 below: np.ndarray, n_pos: np.ndarray, n_clips: int, kernel: np.ndarray | None, grid_step: float,
+                 slope: float) -> None:
+        self.values = values
+        self.rows = values[: n_classes * n_padded].reshape(n_classes, n_padded)
+        self.starts = starts
+        self.edges = edges
+        self.below = below
+        self.n_pos = n_pos
+        self.n_clips = n_clips
+        self.kernel = kernel
+        self.grid_step = grid_step
+        self.slope = slope
 
     @classmethod
     def build(cls, scores: np.ndarray, labels: np.ndarray, *, slope: float | None = 50.0, grid_step_z: float = 0.02,
               workers: int | None = None) -> ScoreIndex:
-        """Sort the scores per class and, when ``slope`` is given, tabulate the kernel sums.
+        """Sort the scores per class, count them per grid bin and, when ``slope`` is given, tabulate the kernel sums.
 
         Parameters
         ----------
@@ -187,7 +198,7 @@ class ScoreIndex:
         labels : numpy.ndarray
             (N, C) bool.
         slope : float or None
-            Surrogate slope ``a``; None builds the counting part only.
+            Surrogate slope ``a``; None builds the counting part only (on a grid of step 1/1024).
         grid_step_z : float
             Grid step in units of ``1/slope`` (0.02 gives relative errors near 1e-5).
         workers : int, optional
@@ -200,49 +211,64 @@ class ScoreIndex:
         ScoreIndex
         """
         n_clips, n_classes = scores.shape
-        classes = np.arange(n_classes)
-        step = float("nan")
-        n_nodes = 0
         if slope is not None:
             if not slope > 0 or not grid_step_z > 0:
                 raise CalibrationError(f"slope and grid step must be > 0, got slope={slope}, grid_step_z={grid_step_z}")
             step = grid_step_z / slope
-            n_nodes = int(np.ceil(1.0 / step)) + 2
-            if n_nodes > MAX_GRID:
-                raise CalibrationError(
-                    f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
-                    "use a smaller slope, a larger grid_step_z, or engine='autograd'"
-                )
+        else:
+            step = COUNT_GRID_STEP
+        # Nodes up to one step past 1: every score in [0, 1] lies below the last edge.
+        n_nodes = int(np.ceil(1.0 / step)) + 2
+        if n_nodes > MAX_GRID:
+            raise CalibrationError(
+                f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
+                "use a smaller slope, a larger grid_step_z, or engine='autograd'"
+            )
+        edges = (np.arange(n_nodes) * step).astype(np.float32)
         # One row per class, always a new array (the caller's scores are never reordered),
-        # padded to whole blocks.
-        n_padded = (n_clips // BLOCK + 1) * BLOCK
-        rows = np.empty((n_classes, n_padded), dtype=np.float32)
-        block_keys = np.empty((n_classes, n_padded // BLOCK), dtype=np.int64)
+        # padded so that a window of WINDOW values from any rank stays inside the row.
+        n_padded = -(-(n_clips + WINDOW) // WINDOW) * WINDOW
+        n_labels = int(np.count_nonzero(labels))
+        values = np.empty(n_classes * n_padded + n_labels + n_classes * WINDOW, dtype=np.float32)
+        rows = values[: n_classes * n_padded].reshape(n_classes, n_padded)
+        below = np.empty((n_classes, n_nodes, 2), dtype=np.int32)
         kernel = np.empty((2, n_classes, n_nodes)) if slope is not None else None
-        positives: dict[str, np.ndarray] = {}
+        n_pos = np.zeros(n_classes, dtype=np.int64)
 
         def read_positives() -> None:
             # Positives read in the scores' own layout (a few per clip), then sorted class-major.
             flat = np.flatnonzero(np.asarray(labels, dtype=bool))
             column = flat % n_classes
-            values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
-            local_pos = np.asarray(values, dtype=np.float32)
-            positives["keys"] = np.sort(_keys(local_pos, column))
-            positives["n_pos"] = np.bincount(column, minlength=n_classes)
+            local = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
+            keys = np.sort(_keys(local, column))
+            column = keys >> 32
+            local = (keys & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+            n_pos[:] = np.bincount(column, minlength=n_classes)
+            # Each class's positives, then WINDOW pads, after the rows.
+            table = values[n_classes * n_padded :]
+            table[:] = _PAD
+            table[np.arange(local.size) + WINDOW * column] = local
+            # Positives below edge j: those whose bin (edges at or below the score) is below j.
+            bins = np.searchsorted(edges, local, side="right")
+            counts = np.bincount(column * (n_nodes + 1) + bins, minlength=n_classes * (n_nodes + 1))
+            below[:, :, 1] = np.cumsum(counts.reshape(n_classes, n_nodes + 1), axis=1)[:, :n_nodes]
             if kernel is not None:
-                grid = _bin_scores(local_pos, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
-                kernel[0] = _convolve_kernel(grid, step_z=grid_step_z, slope=slope)
+                grid = _bin_scores(local, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+                kernel[0] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
 
         def tabulate(first: int, stop: int) -> None:
-            # One block of classes from the transposed copy to its block keys and kernel sums, in place.
+            # One block of classes from the transposed copy to its bin counts and kernel sums, in place.
             part = rows[first:stop]
             part[:, :n_clips] = scores[:, first:stop].T
             part[:, n_clips:] = _PAD
             part.sort(axis=1)
-            block_keys[first:stop] = _keys(part[:, BLOCK - 1 :: BLOCK], classes[first:stop, None])
+            counts = np.empty((stop - first, n_nodes), dtype=np.int64)
+            for i in range(stop - first):
+                counts[i] = part[i, :n_clips].searchsorted(edges)
+            below[first:stop, :, 0] = counts
             if kernel is not None:
-                grid = _bin_sorted_rows(part[:, :n_clips], step=step, n_nodes=n_nodes)
-                kernel[1, first:stop] = _convolve_kernel(grid, step_z=grid_step_z, slope=slope)
+                grid = _bin_sorted_rows(part, counts, n_clips=n_clips, step=step)
+                kernel[1, first:stop] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
 
         if workers is None:
             workers = min(usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
@@ -259,12 +285,12 @@ class ScoreIndex:
         else:
             for task in tasks:
                 task()
-        n_pos = positives["n_pos"]
-        keys_pos = positives["keys"]
-        pos_starts = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
-        block_keys = block_keys.ravel()
-        return cls(rows, block_keys, keys_pos, pos_starts, n_pos.astype(np.float64), n_clips, kernel, step,
-                   float(slope or 0.0))
+        starts = np.empty((n_classes, 2), dtype=np.int64)
+        starts[:, 0] = np.arange(n_classes) * n_padded
+        starts[:, 1] = n_classes * n_padded + np.concatenate([[0], np.cumsum(n_pos)[:-1]]) + WINDOW * np.arange(n_classes)
+        return cls(values=values, n_classes=n_classes, n_padded=n_padded, starts=starts, edges=edges,
+                   below=below.reshape(-1, 2), n_pos=n_pos.astype(np.float64), n_clips=n_clips,
+                   kernel=None if kernel is None else kernel.reshape(2, -1), grid_step=step, slope=float(slope or 0.0))
 
     @property
     def n_classes(self) -> int:
@@ -284,18 +310,44 @@ class ScoreIndex:
             query = np.where(query > values, np.nextafter(query, np.float32(-np.inf)), query)
         return np.clip(query, np.float32(-0.25), np.float32(1.0)).astype(np.float32)
 
-    def _ranks(self, query: np.ndarray) -> np.ndarray:
-        """Per class, how many of its scores are <= ``query`` (float32)."""
-        classes = np.arange(self.n_classes)
-        n_blocks = self.rows.shape[1] // BLOCK
-        # Whole blocks at or below the query; the next block (never past the padding) holds the rest.
-        blocks = np.searchsorted(self.block_keys, _keys(query, classes), side="right") - classes * n_blocks
-        block = self.rows.reshape(self.n_classes, n_blocks, BLOCK)[classes, blocks]
-        return blocks * BLOCK + np.count_nonzero(block <= query[:, None], axis=1)
+    def _counter(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """A function of (C,) float32 queries giving, per class, ``(all, pos)`` counts of scores at or below.
 
-    def _pos_at_or_below(self, query: np.ndarray) -> np.ndarray:
-        keys = _keys(query, np.arange(self.n_classes))
-        return np.searchsorted(self.keys_pos, keys, side="right") - self.pos_starts
+        Each query's node is the last grid edge at or below it, so every score counted in
+        ``below`` is too; the scores from there on are compared with the query ``WINDOW`` at a
+        time, and the rare classes with more than that at or below it (a crowded bin) are
+        finished by a binary search.
+        """
+        n_nodes = self.edges.size
+        node_base = np.arange(self.n_classes, dtype=np.int64) * n_nodes
+        scale = np.float32(1.0 / self.grid_step)
+        edges, below, values, starts = self.edges, self.below, self.values, self.starts
+        ends = starts + np.stack([np.full(self.n_classes, self.n_clips), self.n_pos.astype(np.int64)], axis=1)
+        offsets = np.arange(WINDOW, dtype=np.int64)
+
+        def count(query: np.ndarray) -> np.ndarray:
+            node = (query * scale).astype(np.int64)
+            np.minimum(node, n_nodes - 1, out=node)
+            np.maximum(node, 0, out=node)
+            # float32 rounding may put the product one node too high: step back there.
+            node -= np.take(edges, node) > query
+            np.maximum(node, 0, out=node)  # a negative query: nothing lies below it
+            node += node_base
+            first = np.take(below, node, axis=0) + starts  # (C, 2) first index at or past the node's edge
+            window = np.take(values, first[:, :, None] + offsets) <= query[:, None, None]
+            within = ((window.view(np.uint64)[:, :, 0] * _BYTE_SUM) >> _TOP_BYTE).astype(np.int64)
+            full = within == WINDOW
+            if full.any():
+                within[full] = _search_bins(values, query, first, ends, full)
+            within += first
+            within -= starts
+            return within
+
+        return count
+
+    def _at_or_below(self, query: np.ndarray) -> np.ndarray:
+        """(C, 2) int64: per class, how many of its scores and of its positive scores are <= ``query`` (float32)."""
+        return self._counter()(query)
 
     def counts(self, thresholds: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``(tp, pp)`` per class (float64, shape (C,)) of the decisions ``score > threshold``.
@@ -304,22 +356,19 @@ class ScoreIndex:
         float32 score is compared with the threshold itself (as ``scores > thresholds`` does in
         numpy).
         """
-        query = self._query(thresholds, exact=exact)
-        at_or_below = self._ranks(query)
-        return self.n_pos - self._pos_at_or_below(query), (self.n_clips - at_or_below).astype(np.float64)
+        at_or_below = self._at_or_below(self._query(thresholds, exact=exact))
+        return self.n_pos - at_or_below[:, 1], (self.n_clips - at_or_below[:, 0]).astype(np.float64)
 
     def kernel_sums(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(Kpos, Kall)`` per class (float64, shape (C,)) at thresholds in [0, 1], interpolated."""
         if self.kernel is None:
             raise CalibrationError("this ScoreIndex was built without a slope: it has no kernel grid")
         position = np.asarray(thresholds, dtype=np.float64) / self.grid_step
-        n_nodes = self.kernel.shape[2]
+        n_nodes = self.edges.size
         node = np.clip(np.floor(position), 0, n_nodes - 2).astype(np.int64)
-        weight = position - node
-        flat = self.kernel.reshape(2, -1)
         index = np.arange(self.n_classes) * n_nodes + node
-        left, right = flat[:, index], flat[:, index + 1]
-        value = left + weight * (right - left)
+        left, right = self.kernel[:, index], self.kernel[:, index + 1]
+        value = left + (position - node) * (right - left)
         return value[0], value[1]
 
     def epoch_reader(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -331,40 +380,29 @@ class ScoreIndex:
         """
         if self.kernel is None:
             raise CalibrationError("this ScoreIndex was built without a slope: it has no kernel grid")
-        n_classes, n_padded = self.rows.shape
-        n_nodes = self.kernel.shape[2]
-        classes = np.arange(n_classes)
-        shifted = classes.astype(np.int64) << 32
-        block_base = classes * (n_padded // BLOCK)
-        blocks_flat = self.rows.reshape(-1, BLOCK)  # block k of the whole table is blocks_flat[k]
-        node_base = classes * n_nodes
-        kernel = self.kernel.reshape(2, -1)
-        step = self.grid_step
-        n_clips, n_pos, pos_starts, keys_pos, block_keys = float(self.n_clips), self.n_pos, self.pos_starts, self.keys_pos, self.block_keys
-        top_byte = np.uint64(56)
+        count = self._counter()
+        n_clips, n_pos, kernel, step = float(self.n_clips), self.n_pos, self.kernel, self.grid_step
+        n_nodes = self.edges.size
+        node_base = np.arange(self.n_classes, dtype=np.int64) * n_nodes
 
-        # np.take rather than fancy indexing: the same gathers, several times faster on small index arrays.
+        # np.take rather than fancy indexing: the same gathers, faster on small index arrays.
         def read(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            keys = (thresholds + np.float32(0.0)).view(np.int32) + shifted  # _keys, for values in [0, 1]
-            blocks = np.searchsorted(block_keys, keys, side="right")
-            within = (np.take(blocks_flat, blocks, axis=0) <= thresholds[:, None]).view(np.uint64)[:, 0]
-            pp = n_clips - ((blocks - block_base) * BLOCK + ((within * _BYTE_SUM) >> top_byte).astype(np.int64))
-            tp = n_pos - (np.searchsorted(keys_pos, keys, side="right") - pos_starts)
+            at_or_below = count(thresholds)
             position = thresholds.astype(np.float64) / step
             node = np.minimum(position.astype(np.int64), n_nodes - 2)
             index = node_base + node
             left = np.take(kernel, index, axis=1)
             value = left + (position - node) * (np.take(kernel, index + 1, axis=1) - left)
-            return tp, pp, value[0], value[1]
+            return n_pos - at_or_below[:, 1], n_clips - at_or_below[:, 0], value[0], value[1]
 
         return read
 
     def _neighbours(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the number of scores at or below ``thresholds`` (compared in float32), the
         largest such score (or -inf) and the smallest score above (or +inf)."""
-        below = self._ranks(self._query(thresholds, exact=False))
+        below = self._at_or_below(self._query(thresholds, exact=False))[:, 0]
         flat = self.rows.reshape(-1)
-        start = np.arange(self.n_classes) * self.rows.shape[1]
+        start = self.starts[:, 0]
         # rows[c, below] is the padding when every score is at or below: masked to +inf.
         low = np.where(below > 0, flat[start + np.maximum(below - 1, 0)], -np.inf)
         high = np.where(below < self.n_clips, flat[start + below], np.inf)
@@ -417,9 +455,31 @@ class ScoreIndex:
         """
         k = self.n_pos.astype(np.int64)
         flat = self.rows.reshape(-1)
-        start = np.arange(self.n_classes) * self.rows.shape[1]
+        start = self.starts[:, 0]
         above = np.where(k > 0, flat[start + np.clip(self.n_clips - k, 0, self.n_clips - 1)], np.inf)
         below = np.where(k < self.n_clips, flat[start + np.clip(self.n_clips - k - 1, 0, self.n_clips - 1)], -np.inf)
         middle = (above.astype(np.float64) + below) / 2.0
         middle = np.where(k == 0, high, np.where(k >= self.n_clips, low, middle))
         return np.clip(middle, low, high)
+
+
+def _search_bins(values: np.ndarray, query: np.ndarray, first: np.ndarray, stop: np.ndarray,
+                 full: np.ndarray) -> np.ndarray:
+    """For the (class, kind) pairs marked ``full``: how many of ``values[first:stop]`` are <= the class's query.
+
+    A binary search for all marked pairs at once; each range ascends and its first ``WINDOW``
+    values are known to be at or below the query.
+    """
+    rows = np.nonzero(full)[0]
+    target = query[rows]
+    low = first[full] + WINDOW
+    high = stop[full]
+    while True:
+        open_ = low < high
+        if not open_.any():
+            break
+        middle = (low + high) >> 1
+        at_or_below = open_ & (values[np.where(open_, middle, 0)] <= target)
+        low = np.where(at_or_below, middle + 1, low)
+        high = np.where(open_ & ~at_or_below, middle, high)
+    return low - first[full]
