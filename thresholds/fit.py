@@ -52,8 +52,8 @@ class SGLOptions:
     to be guessed; a number or one value per class starts there instead.
 
     Full-batch SGL draws no random numbers, so equal inputs give equal thresholds; ``seed`` is
-    recorded for the interface's sake. ``grid_step_z`` bounds the fast engine's kernel-table step
-    in units of 1/slope (the step is the largest power of two at or below ``grid_step_z / slope``).
+    recorded for the interface's sake. ``grid_step_z`` is the fast engine's kernel-table step in
+    units of 1/slope.
     """
 
     init: float | tuple[float, ...] | None = None
