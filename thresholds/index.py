@@ -34,7 +34,7 @@ from calitag.errors import CalibrationError
 
 #: Kernel half-width in units of 1/slope; sigmoid'(40) ~ 4e-18, below float64 resolution of any sum.
 KERNEL_HALF_WIDTH_Z = 40.0
-#: Largest grid allowed, to bound memory (6 * n_classes * MAX_GRID values of 4 or 8 bytes).
+#: Largest grid allowed, to bound memory (per class and node: two float64 kernel sums, two int32 counts).
 MAX_GRID = 1 << 16
 #: Grid step of an index built without a slope (counts only).
 COUNT_GRID_STEP = 1.0 / 1024
@@ -310,8 +310,8 @@ class ScoreIndex:
             query = np.where(query > values, np.nextafter(query, np.float32(-np.inf)), query)
         return np.clip(query, np.float32(-0.25), np.float32(1.0)).astype(np.float32)
 
-    def _counter(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """A function of (C,) float32 queries giving, per class, ``(all, pos)`` counts of scores at or below.
+    def _counter(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A function of (C,) float32 queries giving (C, 2) counts: per class, its scores and positive scores at or below.
 
         Each query's node is the last grid edge at or below it, so every score counted in
         ``below`` is too; the scores from there on are compared with the query ``WINDOW`` at a
@@ -338,7 +338,7 @@ class ScoreIndex:
             within = ((window.view(np.uint64)[:, :, 0] * _BYTE_SUM) >> _TOP_BYTE).astype(np.int64)
             full = within == WINDOW
             if full.any():
-                within[full] = _search_bins(values, query, first, ends, full)
+                within[full] = _search_past_window(values, query, first, ends, full)
             within += first
             within -= starts
             return within
@@ -463,8 +463,8 @@ class ScoreIndex:
         return np.clip(middle, low, high)
 
 
-def _search_bins(values: np.ndarray, query: np.ndarray, first: np.ndarray, stop: np.ndarray,
-                 full: np.ndarray) -> np.ndarray:
+def _search_past_window(values: np.ndarray, query: np.ndarray, first: np.ndarray, stop: np.ndarray,
+                        full: np.ndarray) -> np.ndarray:
     """For the (class, kind) pairs marked ``full``: how many of ``values[first:stop]`` are <= the class's query.
 
     A binary search for all marked pairs at once; each range ascends and its first ``WINDOW``
