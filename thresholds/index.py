@@ -84,8 +84,8 @@ def _bin_sorted_rows(part: np.ndarray, below: np.ndarray, *, n_clips: int, step:
     segment[:, :n_nodes] = count > 0
     starts = (bounds + (np.arange(k, dtype=np.int64) * n_padded)[:, None])[segment]
     sums = np.add.reduceat(part.reshape(-1), starts, dtype=np.float64)
-    filled = np.zeros((k, n_nodes + 1), dtype=bool)
-    filled[:, :n_nodes] = count > 0
+    filled = segment.copy()
+    filled[:, n_nodes] = False  # the padding's segment is not a bin
     flat = np.flatnonzero(filled)  # (row, bin) of each non-empty bin, as row * (n_nodes + 1) + bin
     sums = sums[filled[segment]]
     in_bin = count.reshape(-1)[flat - flat // (n_nodes + 1)].astype(np.float64)
