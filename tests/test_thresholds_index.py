@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from calitag.thresholds import ScoreIndex, synthetic_scores
+from calitag.thresholds import index as index_module
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +134,15 @@ def test_kernel_of_the_last_class_counts_every_score_of_its_top_bin():
     np.testing.assert_allclose(k_pos, _direct_kernel(np.where(labels, scores, 10.0), values, 50.0), rtol=1e-3)
 
 
+@pytest.mark.parametrize("few_searches", [0, 16], ids=["one-search-for-all", "search-each"])
 @pytest.mark.parametrize("slope", [None, 50.0])
-def test_counts_in_crowded_bins_equal_brute_force(slope):
-    """Quantised scores (hundreds per grid bin, levels on and off the grid's edges): counts stay exact."""
+def test_counts_in_crowded_bins_equal_brute_force(slope, few_searches, monkeypatch):
+    """Quantised scores (hundreds per grid bin, levels on and off the grid's edges): counts stay exact.
+
+    Both ways of finishing a crowded bin are checked: one binary search over every crowded class
+    at once, and a search per class (used when few are crowded).
+    """
+    monkeypatch.setattr(index_module, "_FEW_SEARCHES", few_searches)
     rng = np.random.default_rng(4)
     raw, labels = synthetic_scores(3000, 9, seed=6)
     scores = raw.copy()

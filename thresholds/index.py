@@ -40,12 +40,11 @@ MAX_GRID = 1 << 16
 COUNT_GRID_STEP = 1.0 / 1024
 #: Classes sorted and tabulated together (a block of rows that stays in cache).
 CHUNK_CLASSES = 32
-#: Scores of a threshold's bin compared at once. Eight, so that one class's comparisons (eight
-#: bytes of 0/1) are summed as one uint64; every row is followed by at least this many pads.
+#: Scores of a threshold's bin compared at once (a bin rarely holds more); every row is followed
+#: by at least this many pads.
 WINDOW = 8
-# x * _BYTE_SUM has the sum of x's eight bytes in its top byte (no carries: each byte is 0 or 1).
-_BYTE_SUM = np.uint64(0x0101010101010101)
-_TOP_BYTE = np.uint64(56)
+# Crowded bins searched one at a time up to this many per query (a binary search over all of them beyond).
+_FEW_SEARCHES = 16
 # Rows are padded with this value, above every score and threshold.
 _PAD = np.float32(1.5)
 
@@ -323,7 +322,9 @@ class ScoreIndex:
         scale = np.float32(1.0 / self.grid_step)
         edges, below, values, starts = self.edges, self.below, self.values, self.starts
         ends = starts + np.stack([np.full(self.n_classes, self.n_clips), self.n_pos.astype(np.int64)], axis=1)
-        offsets = np.arange(WINDOW, dtype=np.int64)
+        # (WINDOW, 1) so that the window's gathers run along the long axis (scores, positives of each class).
+        offsets = np.arange(WINDOW, dtype=np.int64)[:, None]
+        flat_starts, flat_ends = starts.reshape(-1), ends.reshape(-1)
 
         def count(query: np.ndarray) -> np.ndarray:
             node = (query * scale).astype(np.int64)
@@ -334,14 +335,16 @@ class ScoreIndex:
             np.maximum(node, 0, out=node)  # a negative query: nothing lies below it
             node += node_base
             first = np.take(below, node, axis=0) + starts  # (C, 2) first index at or past the node's edge
-            window = np.take(values, first[:, :, None] + offsets) <= query[:, None, None]
-            within = ((window.view(np.uint64)[:, :, 0] * _BYTE_SUM) >> _TOP_BYTE).astype(np.int64)
+            first = first.reshape(-1)  # class-major: scores, positives, scores, ...
+            paired = np.repeat(query, 2)
+            window = np.take(values, offsets + first) <= paired  # (WINDOW, 2 C)
+            within = np.add.reduce(window, axis=0, dtype=np.int64)
             full = within == WINDOW
             if full.any():
-                within[full] = _search_past_window(values, query, first, ends, full)
+                within[full] = _search_past_window(values, paired, first, flat_ends, full)
             within += first
-            within -= starts
-            return within
+            within -= flat_starts
+            return within.reshape(-1, 2)
 
         return count
 
@@ -465,15 +468,19 @@ class ScoreIndex:
 
 def _search_past_window(values: np.ndarray, query: np.ndarray, first: np.ndarray, stop: np.ndarray,
                         full: np.ndarray) -> np.ndarray:
-    """For the (class, kind) pairs marked ``full``: how many of ``values[first:stop]`` are <= the class's query.
+    """For the ranges marked ``full``: how many of ``values[first:stop]`` are <= their ``query``.
 
-    A binary search for all marked pairs at once; each range ascends and its first ``WINDOW``
-    values are known to be at or below the query.
+    Each range ascends and its first ``WINDOW`` values are known to be at or below the query.
+    A few ranges (the usual case) are searched one by one; many at once by one binary search
+    over all of them.
     """
-    rows = np.nonzero(full)[0]
+    rows = np.flatnonzero(full)
+    if rows.size <= _FEW_SEARCHES:
+        return np.array([WINDOW + values[first[r] + WINDOW : stop[r]].searchsorted(query[r], side="right")
+                         for r in rows], dtype=np.int64)
     target = query[rows]
-    low = first[full] + WINDOW
-    high = stop[full]
+    low = first[rows] + WINDOW
+    high = stop[rows]
     while True:
         open_ = low < high
         if not open_.any():
@@ -482,4 +489,4 @@ def _search_past_window(values: np.ndarray, query: np.ndarray, first: np.ndarray
         at_or_below = open_ & (values[np.where(open_, middle, 0)] <= target)
         low = np.where(at_or_below, middle + 1, low)
         high = np.where(open_ & ~at_or_below, middle, high)
-    return low - first[full]
+    return low - first[rows]
