@@ -36,6 +36,9 @@ from calitag.thresholds.events.postprocess import Postprocess
 #: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 1
 #: files (without it) are still read.
 FORMAT_VERSION = 2
+#: The threshold of every class that no calibration has touched: ``score > 0.5`` decides. The one
+#: definition of the default; every path that turns scores into tags goes through :class:`Thresholds`.
+DEFAULT_THRESHOLD = 0.5
 #: What ``per_class["kept"]`` may say for a class.
 KEPT = ("fit", "default")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -206,6 +209,46 @@ class Thresholds:
         if array.dtype.kind not in "fiub" or not np.isfinite(array).all():
             raise ScoresError("scores to threshold must be finite numbers (found NaN/inf or a non-numeric dtype)")
         return array > self.values
+
+    @classmethod
+    def uniform(cls, class_names: Sequence[str], *, value: float = DEFAULT_THRESHOLD, model: str | None = None
+                ) -> Thresholds:
+        """The same threshold for every class (the default decision when no thresholds file is given)."""
+        names = tuple(class_names)
+        return cls(values=np.full(len(names), float(value)), class_names=names, model=model, method="default",
+                   options={"init": float(value)})
+
+    def labels(self, probs: np.ndarray, *, top_k: int | None = None) -> list[tuple[tuple[str, float], ...]]:
+        """The (class name, score) pairs that pass their threshold, per row, by decreasing score.
+
+        This is the one decision of calitag: the Tagger, the batch engines and the segment timelines
+        all turn scores into tags here.
+
+        Parameters
+        ----------
+        probs : numpy.ndarray
+            Scores ``(n_rows, n_classes)`` or ``(n_classes,)``, finite.
+        top_k : int or None
+            Keep at most this many labels per row (the highest scores); ties keep class order.
+
+        Returns
+        -------
+        list of tuple of (str, float)
+            One tuple per row (a single tuple in a list for a 1-D input).
+
+        Raises
+        ------
+        ScoresError
+            As :meth:`apply`.
+        """
+        rows = np.atleast_2d(np.asarray(probs))
+        passed = self.apply(rows)
+        out = []
+        for row, chosen in zip(rows, passed):
+            columns = np.flatnonzero(chosen)
+            pairs = sorted(((self.class_names[c], float(row[c])) for c in columns), key=lambda pair: -pair[1])
+            out.append(tuple(pairs[:top_k]))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of this object (see the module docstring for the layout)."""
