@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from calitag._fileio import atomic_output
 from calitag.errors import LabelsError, OutputError
@@ -24,6 +23,7 @@ from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger
 from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
 from calitag.thresholds.metrics import report_from_counts
+from calitag.thresholds.splits import kfold_splits, split_indices
 
 logger = logging.getLogger(__name__)
 
@@ -220,29 +220,6 @@ def _checkpoint_sha256(tagger: Tagger) -> str | None:
 # --- splitting and the bootstrap ------------------------------------------------------------------
 
 
-def _strata(targets: np.ndarray, n_splits: int) -> np.ndarray:
-    """One stratum per clip: its rarest positive class, merged into "other" when too rare to split."""
-    counts = targets.sum(axis=0)
-    order = np.where(counts > 0, counts, np.inf)
-    strata = np.array([int(np.argmin(np.where(row > 0, order, np.inf))) if row.any() else -1 for row in targets])
-    values, sizes = np.unique(strata, return_counts=True)
-    rare = set(values[sizes < n_splits].tolist())
-    return np.array([-2 if s in rare else s for s in strata])
-
-
-def split_indices(targets: np.ndarray, *, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (fit, held-out) clip indices; each labeled class lands on both sides where it can."""
-    if not 0.0 < held_out_fraction < 1.0:
-        raise LabelsError(f"--val-fraction must be between 0 and 1, got {held_out_fraction}")
-    indices = np.arange(len(targets))
-    strata = _strata(targets, 2)
-    try:
-        fit_idx, held_idx = train_test_split(indices, test_size=held_out_fraction, random_state=seed, stratify=strata)
-    except ValueError:
-        fit_idx, held_idx = train_test_split(indices, test_size=held_out_fraction, random_state=seed)
-    return np.sort(fit_idx), np.sort(held_idx)
-
-
 def _report(decided: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...]) -> ClassificationReport:
     truth = targets > 0
     return report_from_counts((decided & truth).sum(0), decided.sum(0), truth.sum(0), thresholds=thresholds,
@@ -379,8 +356,7 @@ def calibrate(
         # Every clip is held out once, and decided with the thresholds of the fold fitted without it.
         held_idx = np.arange(len(names))
         clip_values = np.empty_like(sub_scores)
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for fit_idx, fold_idx in splitter.split(sub_scores, _strata(targets, folds)):
+        for fit_idx, fold_idx in kfold_splits(targets, n_folds=folds, seed=seed):
             clip_values[fold_idx] = fit_on(fit_idx).values
         fitted = fit_on(held_idx)
         n_fit = len(names)

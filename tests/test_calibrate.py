@@ -13,7 +13,8 @@ from click.testing import CliRunner
 import calitag.pipeline.calibrate
 from calitag.cli import main
 from calitag.errors import LabelsError
-from calitag.pipeline.calibrate import bootstrap_f1, calibrate, split_indices
+from calitag.pipeline.calibrate import bootstrap_f1, calibrate
+from calitag.thresholds.splits import split_indices
 from calitag.pipeline.labels import read_clip_labels
 from calitag.pipeline.tagger import Tagger
 from calitag.thresholds import Thresholds, evaluate

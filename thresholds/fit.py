@@ -38,6 +38,7 @@ from calitag.thresholds.metrics import check_scores_labels, fbeta_np, outcome_co
 from calitag.thresholds.objectives import Objective, fbeta_count_gradient, resolve_objective
 
 from calitag.thresholds.choices import METHODS  # noqa: E402  (the names live where the CLI reads them cheaply)
+from calitag.thresholds.splits import fold_indices
 
 ProgressFn = Callable[[int, int], None]
 
@@ -520,36 +521,6 @@ def fit(
         },
         per_class=per_class,
     )
-
-
-def fold_indices(targets: np.ndarray, n_folds: int, *, seed: int = 0) -> np.ndarray:
-    """A fold number per clip that spreads every class's positives over the folds.
-
-    Clips are ordered by their rarest positive class (clips with none last), shuffled within
-    each class, and dealt round-robin, so a class with ``k >= n_folds`` positives has positives
-    in every fold. (scikit-learn's StratifiedKFold needs one label per clip; this is its
-    multi-label analogue, written here so that the thresholds stage does not import sklearn.)
-
-    Parameters
-    ----------
-    targets : numpy.ndarray
-        (n_clips, n_classes) 0/1.
-    n_folds : int
-    seed : int
-
-    Returns
-    -------
-    numpy.ndarray
-        (n_clips,) int in ``[0, n_folds)``.
-    """
-    targets = np.asarray(targets, dtype=bool)
-    counts = targets.sum(axis=0)
-    rarity = np.where(targets, counts[None, :], np.iinfo(np.int64).max).min(axis=1)
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(targets)), rarity))
-    folds = np.empty(len(targets), dtype=np.int64)
-    folds[order] = np.arange(len(targets)) % n_folds
-    return folds
 
 
 def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: Objective, method: str,
