@@ -247,5 +247,5 @@ def test_detect_cli_refuses_parameters_of_another_model(soundscapes, tmp_path):
     result = CliRunner().invoke(main, ["detect", str(soundscapes / "tune_00.flac"), "--model", "debug",
                                        "--postprocess", str(other), "--out", str(tmp_path / "e.tsv")])
     assert result.exit_code == 1
-    assert "Error" in result.output and "classes" in result.output
+    assert "error: " in result.output and "classes" in result.output
     assert not (tmp_path / "e.tsv").exists()

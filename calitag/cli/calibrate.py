@@ -1,0 +1,160 @@
+"""`calitag calibrate`: fit per-class thresholds on a labeled folder (or batch output) and measure them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from calitag.cli._common import (
+    CLI_OBJECTIVES,
+    FORCE_OPTION,
+    JSON_OPTION,
+    METHODS,
+    ModelChoice,
+    Progress,
+    check_out,
+    echo_skip,
+    is_thresholds_file,
+    model_options,
+    reported,
+)
+
+
+@click.command("calibrate")
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--scores", "scores_path", default=None,
+              help="Fit from a `calitag batch --all-scores` output (JSONL file or Parquet folder) instead of FOLDER.")
+@click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
+@model_options()
+@click.option("--method", type=click.Choice(METHODS), default="sgl", show_default=True, help="Threshold solver.")
+@click.option("--objective", type=click.Choice([o for o in CLI_OBJECTIVES if o.endswith("-f1")]), default="micro-f1",
+              show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+              show_default=True, help="Share of the clips held out to measure the thresholds (stratified).")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="K-fold cross-validation for the held-out figures instead of one split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes that score the folder, as in `calitag batch` (yamnet: one per CPU this "
+                   "process may use; other models: 1).")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Thresholds file to write (its score cache goes beside it).")
+@FORCE_OPTION
+@JSON_OPTION
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write an HTML report (figures per class) of the held-out clips; replaces only an "
+                   "earlier calitag report.")
+def calibrate_command(folder: Path | None, scores_path: str | None, labels_path: Path, model: ModelChoice,
+                      method: str, objective: str, val_fraction: float, folds: int | None, seed: int,
+                      skip_missing: bool, workers: int | None, guard: bool, out_path: Path, as_json: bool,
+                      report_path: Path | None, force: bool) -> None:
+    """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
+
+    Every file is scored once (cached beside --out), the clips are split into a fitting part and a
+    held-out part, and the thresholds fitted on the first are measured on the second against the
+    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class keeps its
+    fitted threshold only when it beats 0.5 under 3-fold cross-validation inside the fitting
+    clips. Classes absent from the labels keep 0.5.
+    With --scores, the clip scores come from a batch output of the same model instead.
+    """
+    from calitag.pipeline.batch import find_audio_files
+    from calitag.pipeline.calibrate import ScoredFiles, cache_path_for, calibrate
+    from calitag.pipeline.labels import read_clip_labels
+    from calitag.thresholds.report import check_report_target
+
+    if (folder is None) == (scores_path is None):
+        raise click.UsageError("give either FOLDER or --scores")
+    # Before any scoring: the thresholds file and its score cache beside it may replace neither an input
+    # nor a file of another kind.
+    inputs = [labels_path, model.checkpoint,
+              *(find_audio_files(folder, recursive=True) if folder is not None else ()),
+              *((Path(scores_path),) if scores_path is not None else ())]
+    check_out(out_path, inputs=inputs, kind="thresholds file", is_kind=is_thresholds_file, force=force)
+    if scores_path is None:
+        check_out(cache_path_for(out_path, model.name), inputs=inputs, kind="score cache (.npz)",
+                  is_kind=lambda p: p.read_bytes()[:4] == b"PK\x03\x04", force=force)
+    if report_path is not None:
+        with reported():
+            check_report_target(report_path)  # before the work, not after it
+    tagger = model.load()
+    progress = scored = None
+    try:
+        with reported():
+            if scores_path is not None:
+                from calitag.pipeline.records import read_all_scores
+
+                paths, matrix, errors = read_all_scores(scores_path, model=model.name, class_names=tagger.class_names)
+                scored = ScoredFiles(paths=tuple(paths), scores=matrix, errors=errors, source=scores_path)
+                folder = Path(scores_path)
+            labels = read_clip_labels(labels_path, class_names=tagger.class_names)
+            progress = Progress(len(labels.labels), "scoring")
+            result = calibrate(tagger, folder, labels, out=out_path, method=method,
+                               objective=objective.replace("-", "_"), val_fraction=val_fraction, folds=folds,
+                               seed=seed, skip_missing=skip_missing, workers=workers, guard=guard,
+                               on_progress=progress, scored=scored)
+    finally:
+        if progress is not None:
+            progress.close()
+    _echo_notes(result, folder=folder, labels_path=labels_path)
+    if report_path is not None:
+        from calitag.pipeline.report import calibration_report
+        from calitag.thresholds.report import write_report
+
+        with reported():
+            write_report(report_path, calibration_report(result, meta={"labels": str(labels_path)}))
+        click.echo(f"wrote {report_path}", err=True)
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "out": str(out_path)}))
+        return
+    _echo_table(result, model=model.name)
+    click.echo(f"wrote {out_path}")
+
+
+def _echo_notes(result: Any, *, folder: Path, labels_path: Path) -> None:
+    """What the calibration left out or warns of, on stderr."""
+    for failure in result.failed:
+        echo_skip(failure.path, failure.error)
+    for name in result.missing_files:
+        click.echo(f"missing {name}: listed in {labels_path} but not in {folder}", err=True)
+    if result.unlabeled_files:
+        click.echo(f"{len(result.unlabeled_files)} audio file(s) in {folder} are not in {labels_path} "
+                   f"(not used), e.g. {result.unlabeled_files[0]}", err=True)
+    for note in result.notes:
+        click.echo(note, err=True)
+    if result.few_positives:
+        listed = ", ".join(f"{name} ({n})" for name, n in result.few_positives)
+        click.echo(f"warning: {len(result.few_positives)} class(es) have fewer than 5 positive clips, their "
+                   f"thresholds are unreliable: {listed}", err=True)
+
+
+def _echo_table(result: Any, *, model: str) -> None:
+    """Per class: default and calibrated threshold, P, R, F1 on the held-out clips; then the averages."""
+    held = f"{result.folds}-fold cross-validation" if result.folds else f"held-out {result.n_held_out} clips"
+    click.echo(f"{model}: {len(result.classes)} labeled classes, fitted on {result.n_fit} clips, {held}")
+    header = f"{'class':<32} {'n':>4} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5}"
+    click.echo(f"{'':<37} | {'default':^23} | {'calibrated':^23}")
+    click.echo(header)
+    values = dict(zip(result.thresholds.class_names, result.thresholds.values))
+    kept = dict(zip(result.thresholds.class_names, (result.thresholds.per_class or {}).get("kept", ())))
+    for i, name in enumerate(result.classes):
+        d, c = result.default, result.calibrated
+        mark = "*" if kept.get(name) == "default" else " "
+        click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {0.5:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
+                   f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
+                   f"{c.f1[i]:>5.2f}")
+    if any(kept.get(name) == "default" for name in result.classes):
+        click.echo("* the default 0.5 was kept: the fit did not beat it under cross-validation")
+    for average in ("micro", "macro"):
+        gain = result.gains[f"{average}_f1"]
+        d, c = gain.default, gain.calibrated
+        click.echo(f"{average}-F1  default {d.value:.3f} [{d.low:.3f}, {d.high:.3f}]   "
+                   f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
+    for average in ("micro", "macro"):
+        click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
