@@ -44,9 +44,8 @@ RUN_CLI = (
 def run(args: list[str], *, importtime: bool = False) -> tuple[float, str]:
     """Wall seconds of one `calitag ARGS` in a fresh interpreter, and its stderr."""
     command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-c", RUN_CLI, *args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    process = subprocess.run(command, capture_output=True, text=True, cwd=REPO)  # the installed calitag
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise SystemExit(f"calitag {' '.join(args)} failed:\n{process.stderr[-2000:]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -28,10 +29,24 @@ def test_version_option_prints_version():
     assert calitag.__version__ in result.output
 
 
+COMMANDS = {"batch", "calibrate", "calibrate-events", "detect", "models", "tag", "thresholds"}
+
+
+def listed_commands(help_text: str) -> set[str]:
+    """The command names of a click help page's Commands section (first word of each of its lines)."""
+    section = help_text.split("Commands:", 1)[1]
+    return {line.split()[0] for line in section.splitlines() if line.startswith("  ") and line.split()}
+
+
 def test_console_script_help_lists_groups():
-    """The installed `calitag` script lists every command group."""
-    out = subprocess.run(
-        [sys.executable, "-m", "calitag.cli", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    for group in ("tag", "batch", "calibrate", "thresholds", "models"):
-        assert group in out
+    """The installed `calitag` script and `python -m calitag.cli` list exactly the commands of the CLI."""
+    script = Path(sys.executable).with_name("calitag")
+    for command in ([str(script)], [sys.executable, "-m", "calitag.cli"]):
+        out = subprocess.run([*command, "--help"], capture_output=True, text=True, check=True).stdout
+        assert listed_commands(out) == COMMANDS, command
+
+
+def test_listed_commands_reads_only_the_commands_section():
+    """The help parser takes command names from the Commands section, not from words elsewhere on the page."""
+    page = "Usage: calitag [OPTIONS] COMMAND\n\n  Tag audio.\n\nCommands:\n  calibrate-events  Tune.\n  tag  Tag.\n"
+    assert listed_commands(page) == {"calibrate-events", "tag"}
