@@ -250,6 +250,7 @@ def browser():
         context.close()
 
 
+@pytest.mark.slow  # 3 to 7 s here: Chromium starts and YAMNet scores audio_samples
 def test_calibrate_report_renders_in_chromium(browser, yamnet_cached, audio_samples, tmp_path):
     """The report of `calitag calibrate audio_samples` loads without console errors, shows one figure per
     labelled class plus the summary, is not blank, and sorts its table on a header click."""

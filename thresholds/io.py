@@ -12,6 +12,9 @@ Layout of a thresholds file (JSON, format version 2; version 1 lacks ``per_class
 
 ``events`` is the post-processing stack of sound event detection
 (:class:`calitag.thresholds.events.postprocess.Postprocess`, its layout in that module), or null.
+:func:`load_postprocess` reads such a stack from any file that holds one (a thresholds file, a bare
+``events`` section, or the DCASE2019 CRNN authors' parameters); it lives here, above the events
+modules, because one of those layouts is a thresholds file.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +34,7 @@ import numpy as np
 from calitag._version import __version__
 from calitag._fileio import write_atomic
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
-from calitag.thresholds.events.postprocess import Postprocess
+from calitag.thresholds.events.postprocess import Postprocess, postprocess_from_authors, read_json
 
 #: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 1
 #: files (without it) are still read.
@@ -434,3 +437,64 @@ class Thresholds:
                     f"{source} class {i} is {self.class_names[i]!r}, the scores have {expected[i]!r}: "
                     "the file was made for another class list (or order)"
                 )
+
+
+# --- post-processing files: a thresholds file's events section, or the CRNN authors' file ----------
+
+
+def load_postprocess(
+    path: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    expected_model: str | None = None,
+) -> Postprocess:
+    """Read post-processing parameters from a JSON file.
+
+    Accepts a calitag thresholds file with an ``events`` section (checked whole by
+    :meth:`Thresholds.from_dict`), a bare ``events`` section, or the DCASE2019 CRNN authors' file
+    (``localization_hysteresis``). Also exported as ``calitag.thresholds.events.load_postprocess``.
+
+    Parameters
+    ----------
+    path : path
+    class_names : sequence of str, optional
+        The model's classes, checked against the file; the result follows their order.
+    expected_model : str, optional
+        Refuse a thresholds file that names another model.
+
+    Raises
+    ------
+    ThresholdsError
+        Missing file, bad JSON, no events section.
+    ThresholdsMismatchError
+        Parameters for other classes or another model.
+    """
+    source = str(path)
+    data = read_json(source, what="post-processing file")
+    if not isinstance(data, Mapping):
+        raise ThresholdsError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    if "localization_hysteresis" in data:
+        pp = postprocess_from_authors(data)
+        pp = Postprocess(pp.class_names, pp.params, frame_hop_s=pp.frame_hop_s,
+                         fitted={**pp.fitted, "file": os.path.basename(source)})
+    elif "thresholds" in data:
+        thresholds = Thresholds.from_dict(data, source=source)
+        if expected_model is not None and thresholds.model is not None and thresholds.model != expected_model:
+            raise ThresholdsMismatchError(
+                f"{source} was fitted for model {thresholds.model!r}, not {expected_model!r}; "
+                f"fix: run calitag calibrate-events with --model {expected_model}"
+            )
+        if thresholds.events is None:
+            raise ThresholdsError(
+                f"{source}: no 'events' section; fix: run `calitag calibrate-events` to add one, or pass "
+                "a file with 'localization_hysteresis'"
+            )
+        pp = thresholds.events
+    elif isinstance(data.get("events"), Mapping) or "classes" in data:
+        pp = Postprocess.from_dict(data.get("events", data), source=source)
+    else:
+        raise ThresholdsError(
+            f"{source}: no 'events' section; fix: run `calitag calibrate-events` to add one, or pass "
+            "a file with 'localization_hysteresis'"
+        )
+    return pp if class_names is None else pp.for_classes(class_names, source=source)

@@ -18,6 +18,7 @@ import html
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -426,18 +427,11 @@ def _events_html(events: Mapping[str, Any]) -> str:
 
 
 def report(
-    scores: Any | None,
-    targets: Any | None,
-    thresholds: Thresholds | Sequence[float] | np.ndarray,
-    *,
-    class_names: Sequence[str] | None = None,
-    default: float | Sequence[float] | np.ndarray = 0.5,
-    decided: Any | None = None,
-    meta: Mapping[str, Any] | None = None,
-    intervals: Mapping[str, Mapping[str, Any]] | None = None,
-    gains: Mapping[str, Any] | None = None,
-    guard: Mapping[str, Any] | None = None,
-    events: Mapping[str, Any] | None = None,
+    scores: Any | None, targets: Any | None, thresholds: Thresholds | Sequence[float] | np.ndarray, *,
+    class_names: Sequence[str] | None = None, default: float | Sequence[float] | np.ndarray = 0.5,
+    decided: Any | None = None, meta: Mapping[str, Any] | None = None,
+    intervals: Mapping[str, Mapping[str, Any]] | None = None, gains: Mapping[str, Any] | None = None,
+    guard: Mapping[str, Any] | None = None, events: Mapping[str, Any] | None = None,
 ) -> str:
     """The calibration report as one self-contained HTML document.
 
@@ -492,15 +486,21 @@ def report(
     meta.setdefault("calitag_version", __version__)
     title = meta.pop("title", None) or "Calibration report" + (f": {meta['model']}" if meta.get("model") else "")
     body: list[str] = []
-    n_figures = 0
+    footer = ""
     if scores is not None:
         table, figures, n_figures = _clip_sections(scores, targets, thresholds, class_names=class_names,
                                                    default=default, decided=decided, intervals=intervals,
                                                    gains=gains, guard=guard,
                                                    interval_note=meta.pop("intervals", None))
         body += [table, figures]
+        footer = f"; {n_figures} figures; a clip has a class when its score is strictly above the threshold"
     if events:
         body.append(_events_html(events))
+    return _page(title, meta, body, footer)  # after _clip_sections: it takes "intervals" out of meta
+
+
+def _page(title: str, meta: Mapping[str, Any], body: Sequence[str], footer: str) -> str:
+    """The HTML document: head (style), header (title, meta fields), the sections, footer, script."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta name='generator' content='{GENERATOR} {_e(__version__)}'>"
@@ -508,21 +508,55 @@ def report(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>"
         f"<header><h1>{_e(title)}</h1><dl class='meta'>{_meta_html(meta)}</dl></header>\n"
         + "\n".join(body)
-        + f"\n<footer><p class='note'>Made by calitag {_e(__version__)}"
-        + (f"; {n_figures} figures; a clip has a class when its score is strictly above the threshold"
-           if scores is not None else "") + ".</p></footer>"
+        + f"\n<footer><p class='note'>Made by calitag {_e(__version__)}" + footer + ".</p></footer>"
         f"<script>{_JS}</script></body></html>\n"
     )
 
 
-def _clip_sections(scores, targets, thresholds, *, class_names, default, decided, intervals, gains,
-                   guard, interval_note) -> tuple[str, str, int]:
+@dataclass(frozen=True)
+class _ClipInputs:
+    """The checked inputs of a clip-score report; arrays are (n_clips, n_classes) or (n_classes,)."""
+
+    scores: np.ndarray
+    truth: np.ndarray
+    names: tuple[str, ...]
+    fitted: np.ndarray
+    defaults: np.ndarray
+    decided: np.ndarray
+
+
+def _clip_sections(
+    scores: Any, targets: Any | None, thresholds: Thresholds | Sequence[float] | np.ndarray, *,
+    class_names: Sequence[str] | None, default: float | Sequence[float] | np.ndarray, decided: Any | None,
+    intervals: Mapping[str, Mapping[str, Any]] | None, gains: Mapping[str, Any] | None,
+    guard: Mapping[str, Any] | None, interval_note: Any,
+) -> tuple[str, str, int]:
     """(summary + table HTML, figures HTML, number of figures) for clip scores."""
+    clips = _clip_inputs(scores, targets, thresholds, class_names=class_names, default=default, decided=decided)
+    before = _counts_report(clips.scores > clips.defaults, clips.truth, clips.defaults, clips.names)
+    after = _counts_report(clips.decided, clips.truth, clips.fitted, clips.names)
+    labeled = np.flatnonzero(clips.truth.any(axis=0))
+    figures, ap = _class_figures(clips, labeled)
+    summary_rows, interval_rows, level_text = _summary_rows(before, after, intervals, gains, interval_note)
+    summary_figure = _summary_figure(interval_rows, [clips.names[c] for c in labeled], before.f1[labeled],
+                                     after.f1[labeled]) if labeled.size else None
+    guard = guard or {}
+    rows = _class_rows(clips, before, after, ap, labeled, guard)
+    table = (_summary_html(clips, labeled.size, level_text, summary_rows, summary_figure)
+             + _classes_html(rows, len(clips.names) - labeled.size, with_guard=bool(guard)))
+    return table, _figures_html(figures, labeled.size), len(figures) + (1 if summary_figure else 0)
+
+
+def _clip_inputs(
+    scores: Any, targets: Any | None, thresholds: Thresholds | Sequence[float] | np.ndarray, *,
+    class_names: Sequence[str] | None, default: float | Sequence[float] | np.ndarray, decided: Any | None,
+) -> _ClipInputs:
+    """Check the clip scores, labels, thresholds, default(s) and decisions against each other."""
     scores = check_scores(scores, source="report", name="scores")
     if targets is None:
         raise ScoresError("a report of clip scores needs their 0/1 labels (targets)")
     truth = check_targets(targets, scores.shape, source="report", name="targets")
-    n_clips, n_classes = scores.shape
+    n_classes = scores.shape[1]
     names = tuple(class_names) if class_names is not None else tuple(getattr(thresholds, "class_names", ()) or
                                                                        (str(i) for i in range(n_classes)))
     if len(names) != n_classes:
@@ -545,19 +579,29 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
     calibrated_decided = scores > fitted if decided is None else np.asarray(decided, dtype=bool)
     if calibrated_decided.shape != scores.shape:
         raise ScoresError(f"calibrated decisions have shape {calibrated_decided.shape}, scores {scores.shape}")
-    before = _counts_report(scores > defaults, truth, defaults, names)
-    after = _counts_report(calibrated_decided, truth, fitted, names)
-    labeled = np.flatnonzero(truth.any(axis=0))
-    grid = np.linspace(0.0, 1.0, CURVE_POINTS)
+    return _ClipInputs(scores, truth, names, fitted, defaults, calibrated_decided)
 
-    figures, ap = [], np.full(n_classes, np.nan)
-    drawer = _ClassFigure(grid) if labeled.size else None
+
+def _class_figures(clips: _ClipInputs, labeled: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The figure HTML of each class with positive labels, and every class's average precision (NaN without)."""
+    figures, ap = [], np.full(len(clips.names), np.nan)
+    drawer = _ClassFigure(np.linspace(0.0, 1.0, CURVE_POINTS)) if labeled.size else None
     for c in labeled:
-        uri, ap[c] = drawer.render(names[c], scores[:, c], truth[:, c], float(defaults[c]), float(fitted[c]))
+        name = clips.names[c]
+        uri, ap[c] = drawer.render(name, clips.scores[:, c], clips.truth[:, c], float(clips.defaults[c]),
+                                   float(clips.fitted[c]))
         figures.append(
-            f"<figure class='plot' data-kind='class' id='fig-{c}'><img loading='lazy' alt='{_e(names[c])}: score "
+            f"<figure class='plot' data-kind='class' id='fig-{c}'><img loading='lazy' alt='{_e(name)}: score "
             f"histograms, F1/precision/recall against the threshold, precision-recall curve' src='{uri}'></figure>")
+    return figures, ap
 
+
+def _summary_rows(
+    before: ClassificationReport, after: ClassificationReport, intervals: Mapping[str, Mapping[str, Any]] | None,
+    gains: Mapping[str, Any] | None, interval_note: Any,
+) -> tuple[list[str], list[tuple[str, tuple, tuple]], str]:
+    """The micro/macro-F1 rows of the summary table, their (label, default, calibrated) intervals for the
+    summary figure, and the sentence on how the intervals were made."""
     summary_rows, interval_rows, levels = [], [], []
     given = intervals or {}
     for key, label in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
@@ -583,12 +627,15 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
         level_text = f"{levels[0] * 100:.0f}% intervals" if levels else "intervals as the caller computed them"
     else:
         level_text = "no intervals given"
-    summary_figure = _summary_figure(interval_rows, [names[c] for c in labeled], before.f1[labeled],
-                                     after.f1[labeled]) if labeled.size else None
+    return summary_rows, interval_rows, level_text
 
-    guard = guard or {}
+
+def _class_rows(clips: _ClipInputs, before: ClassificationReport, after: ClassificationReport, ap: np.ndarray,
+                labeled: np.ndarray, guard: Mapping[str, Any]) -> list[str]:
+    """One row of the per-class table per class, by decreasing support; guard columns when ``guard``."""
+    names, defaults, fitted = clips.names, clips.defaults, clips.fitted
     rows = []
-    order = sorted(range(n_classes), key=lambda c: (-int(before.support[c]), names[c]))
+    order = sorted(range(len(names)), key=lambda c: (-int(before.support[c]), names[c]))
     for c in order:
         support = int(before.support[c])
         kept, positives, reason = _guard(guard.get(names[c]))
@@ -613,47 +660,68 @@ def _clip_sections(scores, targets, thresholds, *, class_names, default, decided
             + ((_num_cell(positives, "–" if positives is None else str(positives))
                 + f"<td data-v='{_e(kept or '')}'>{guard_cell}</td>") if guard else "")
             + "</tr>")
-    n_unlabeled = n_classes - labeled.size
-    table = (
+    return rows
+
+
+def _summary_html(clips: _ClipInputs, n_labeled: int, level_text: str, summary_rows: Sequence[str],
+                  summary_figure: str | None) -> str:
+    """The summary section: counts, the micro/macro-F1 table and the summary figure."""
+    n_clips, n_classes = clips.scores.shape
+    defaults = clips.defaults
+    return (
         "<section id='summary'><h2>Summary</h2>"
-        f"<p class='note'>{n_clips} clips, {n_classes} classes ({labeled.size} with positive labels). "
+        f"<p class='note'>{n_clips} clips, {n_classes} classes ({n_labeled} with positive labels). "
         f"F1 with the default threshold{'s' if np.ptp(defaults) > 0 else ' ' + format(defaults[0], '.2f')} "
         f"against the calibrated thresholds; {_e(level_text)}; the gain is calibrated minus default, in F1 points.</p>"
         "<table class='summary'><thead><tr><th></th><th>default</th><th>calibrated</th><th>gain</th><th>verdict</th>"
         "</tr></thead><tbody>" + "".join(summary_rows) + "</tbody></table>"
         + (f"<figure class='plot summary' data-kind='summary'><img alt='summary: micro and macro F1 default against "
            f"calibrated, and per-class F1 before and after' src='{summary_figure}'></figure>" if summary_figure else "")
-        + "</section>\n<section id='classes'><h2>Per class</h2>"
+        + "</section>\n"
+    )
+
+
+def _classes_html(rows: Sequence[str], n_unlabeled: int, *, with_guard: bool) -> str:
+    """The per-class section: its note and the sortable table (guard columns when ``with_guard``)."""
+    return (
+        "<section id='classes'><h2>Per class</h2>"
         "<p class='note'>Click a column header to sort. P, R, F1: precision, recall, F1; change: calibrated F1 "
         "minus default F1; AP: average precision (threshold-free)"
-        + ("; guard: whether the fitted threshold was kept or the default restored" if guard else "")
+        + ("; guard: whether the fitted threshold was kept or the default restored" if with_guard else "")
         + "." + (f" {n_unlabeled} class(es) without positive labels are listed greyed, without figures." if n_unlabeled
                  else "") + "</p>"
         "<div class='tablewrap'><table class='sortable' id='class-table'><thead>"
         "<tr><th></th><th></th><th class='group' colspan='3'>threshold</th><th class='group' colspan='3'>default</th>"
         "<th class='group' colspan='3'>calibrated</th><th></th><th></th>"
-        + ("<th class='group' colspan='2'>guard</th>" if guard else "") + "</tr>"
+        + ("<th class='group' colspan='2'>guard</th>" if with_guard else "") + "</tr>"
         "<tr><th>class</th><th data-type='num'>support</th><th data-type='num'>default</th>"
         "<th data-type='num'>fitted</th><th data-type='num'>moved</th>"
         "<th data-type='num'>P</th><th data-type='num'>R</th><th data-type='num'>F1</th>"
         "<th data-type='num'>P</th><th data-type='num'>R</th><th data-type='num'>F1</th>"
         "<th data-type='num'>change</th><th data-type='num'>AP</th>"
-        + ("<th data-type='num'>positives seen</th><th>kept</th>" if guard else "") + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>"
+        + ("<th data-type='num'>positives seen</th><th>kept</th>" if with_guard else "") + "</tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table></div></section>"
     )
-    legend = (
-        "<div class='legend'>histograms: <span class='box' style='background:#9a9a9a99'></span>negatives"
-        "<span class='box' style='background:#0072B2aa'></span>positives (each as a share of its group) · "
-        "thresholds: <span class='sw dash' style='border-color:#333'></span>default"
-        "<span class='sw' style='border-color:#D55E00'></span>fitted · curves: "
-        "<span class='sw' style='border-color:#009E73'></span>F1<span class='sw' style='border-color:#0072B2'></span>"
-        "precision<span class='sw' style='border-color:#E69F00'></span>recall · precision-recall: "
-        "&#9633; default, <span style='color:#D55E00'>&#9679;</span> fitted operating point</div>"
-    )
-    figures_html = (
-        f"<section id='figures'><h2>Per-class figures ({labeled.size} classes with positive labels)</h2>{legend}"
+
+
+#: The key to the colours and line styles of the per-class figures.
+_LEGEND = (
+    "<div class='legend'>histograms: <span class='box' style='background:#9a9a9a99'></span>negatives"
+    "<span class='box' style='background:#0072B2aa'></span>positives (each as a share of its group) · "
+    "thresholds: <span class='sw dash' style='border-color:#333'></span>default"
+    "<span class='sw' style='border-color:#D55E00'></span>fitted · curves: "
+    "<span class='sw' style='border-color:#009E73'></span>F1<span class='sw' style='border-color:#0072B2'></span>"
+    "precision<span class='sw' style='border-color:#E69F00'></span>recall · precision-recall: "
+    "&#9633; default, <span style='color:#D55E00'>&#9679;</span> fitted operating point</div>"
+)
+
+
+def _figures_html(figures: Sequence[str], n_labeled: int) -> str:
+    """The per-class figures section, with the legend."""
+    return (
+        f"<section id='figures'><h2>Per-class figures ({n_labeled} classes with positive labels)</h2>{_LEGEND}"
         f"<div class='grid'>{''.join(figures)}</div></section>"
     )
-    return table, figures_html, len(figures) + (1 if summary_figure else 0)
 
 
 def is_report(path: str | Path) -> bool:

@@ -5,6 +5,8 @@
 - :mod:`~calitag.thresholds.events.tuning`: :func:`tune_events` fits that stack on strong labels;
 - :mod:`~calitag.thresholds.events.metrics`: event- and segment-based F-scores (:class:`DetectionReport`);
 - :mod:`~calitag.thresholds.events.tsv`: the DCASE event table (read and write).
+- :func:`load_postprocess` (defined in :mod:`calitag.thresholds.io`, which reads thresholds files): the
+  stack from a thresholds file, a bare events section or the CRNN authors' parameters.
 
     from calitag.thresholds.events import detect_events, read_events_tsv, tune_events
 """
@@ -14,7 +16,8 @@ from calitag._lazy import attach
 _POSTPROCESS = "calitag.thresholds.events.postprocess"
 _EXPORTS = {
     **dict.fromkeys(("ClassPostprocess", "Event", "FrameScoresLike", "Postprocess", "detect_events",
-                     "load_postprocess", "postprocess_from_authors", "smooth", "binarize"), _POSTPROCESS),
+                     "postprocess_from_authors", "smooth", "binarize"), _POSTPROCESS),
+    "load_postprocess": "calitag.thresholds.io",
     **dict.fromkeys(("EventTable", "TSV_HEADER", "read_events_tsv", "write_events_tsv"),
                     "calitag.thresholds.events.tsv"),
     **dict.fromkeys(("DetectionReport", "event_based_scores", "segment_based_scores"),

@@ -503,8 +503,26 @@ def detect_events(
 CRNN_DCASE2019_FRAME_HOP_S = 512 / 22_050
 
 
-def _read_json(source: str, *, what: str) -> Any:
-    """The parsed JSON of a file; ThresholdsError naming ``what`` and the file when it cannot be had."""
+def read_json(source: str, *, what: str) -> Any:
+    """The parsed JSON of a post-processing file (the authors' file here, any layout in :mod:`calitag.thresholds.io`).
+
+    Parameters
+    ----------
+    source : str
+        The file's path.
+    what : str
+        What the file is, for the message when it is missing (e.g. "post-processing file").
+
+    Returns
+    -------
+    Any
+        The parsed document.
+
+    Raises
+    ------
+    ThresholdsError
+        The file is missing, unreadable, not UTF-8 or not JSON.
+    """
     try:
         return json.loads(Path(source).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -545,7 +563,7 @@ def postprocess_from_authors(
         data, source = path_or_data, "<dict>"
     else:
         source = str(path_or_data)
-        data = _read_json(source, what="authors' parameters file")
+        data = read_json(source, what="authors' parameters file")
     try:
         classes = list(data["classes"])
         hyst = data["localization_hysteresis"]
@@ -579,63 +597,3 @@ def postprocess_from_authors(
         frame_hop_s=frame_hop_s,
         fitted={"source": "authors' localization_hysteresis", "file": os.path.basename(source)},
     )
-
-
-def load_postprocess(
-    path: str | os.PathLike,
-    *,
-    class_names: Sequence[str] | None = None,
-    expected_model: str | None = None,
-) -> Postprocess:
-    """Read post-processing parameters from a JSON file.
-
-    Accepts a calitag thresholds file with an ``events`` section (read by
-    :meth:`calitag.thresholds.Thresholds.load`), a bare ``events`` section, or the DCASE2019 CRNN
-    authors' file (``localization_hysteresis``).
-
-    Parameters
-    ----------
-    path : path
-    class_names : sequence of str, optional
-        The model's classes, checked against the file; the result follows their order.
-    expected_model : str, optional
-        Refuse a thresholds file that names another model.
-
-    Raises
-    ------
-    ThresholdsError
-        Missing file, bad JSON, no events section.
-    ThresholdsMismatchError
-        Parameters for other classes or another model.
-    """
-    from calitag.thresholds.io import Thresholds  # io reads events sections with this module
-
-    source = str(path)
-    data = _read_json(source, what="post-processing file")
-    if not isinstance(data, Mapping):
-        raise ThresholdsError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    if "localization_hysteresis" in data:
-        pp = postprocess_from_authors(data)
-        pp = Postprocess(pp.class_names, pp.params, frame_hop_s=pp.frame_hop_s,
-                         fitted={**pp.fitted, "file": os.path.basename(source)})
-    elif "thresholds" in data:
-        thresholds = Thresholds.from_dict(data, source=source)
-        if expected_model is not None and thresholds.model is not None and thresholds.model != expected_model:
-            raise ThresholdsMismatchError(
-                f"{source} was fitted for model {thresholds.model!r}, not {expected_model!r}; "
-                f"fix: run calitag calibrate-events with --model {expected_model}"
-            )
-        if thresholds.events is None:
-            raise ThresholdsError(
-                f"{source}: no 'events' section; fix: run `calitag calibrate-events` to add one, or pass "
-                "a file with 'localization_hysteresis'"
-            )
-        pp = thresholds.events
-    elif isinstance(data.get("events"), Mapping) or "classes" in data:
-        pp = Postprocess.from_dict(data.get("events", data), source=source)
-    else:
-        raise ThresholdsError(
-            f"{source}: no 'events' section; fix: run `calitag calibrate-events` to add one, or pass "
-            "a file with 'localization_hysteresis'"
-        )
-    return pp if class_names is None else pp.for_classes(class_names, source=source)

@@ -63,25 +63,10 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
     warning naming both lines: a repeated row would count as a second event no detection can match.
     """
     source = str(path)
-    try:
-        # newline="": only CR/LF end a row; splitlines() would also split at U+2028 in a file name.
-        with open(source, encoding="utf-8", newline="") as handle:
-            text = handle.read()
-    except FileNotFoundError as e:
-        raise LabelsError(f"events file not found: {source}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise LabelsError(f"cannot read {source} as UTF-8 text: {e}") from e
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t")) if any(c.strip() for c in r)]
+    rows = _rows(_read_text(source))
     if not rows:
         raise LabelsError(f"{source}: no events and no header; expected {'<TAB>'.join(TSV_HEADER)}")
-    columns = {name: i for i, name in enumerate(TSV_HEADER)}
-    first = [c.strip() for c in rows[0][1]]
-    if "filename" in first or "event_label" in first:
-        missing = [c for c in TSV_HEADER if c not in first]
-        if missing:
-            raise LabelsError(f"{source}: header {first} lacks columns {missing}; expected {list(TSV_HEADER)}")
-        columns = {name: first.index(name) for name in TSV_HEADER}
-        rows = rows[1:]
+    columns, rows = _columns(rows, source)
     events: list[Event] = []
     seen: dict[Event, int] = {}
     duplicates: list[tuple[int, int]] = []
@@ -93,23 +78,9 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
         if not name:
             raise LabelsError(f"{source}:{line_no}: empty file name")
         files[name] = None
-        onset, offset, label = (cells[columns[c]] for c in ("onset", "offset", "event_label"))
-        if not onset and not offset and not label:
+        event = _event(name, cells, columns, where=f"{source}:{line_no}")
+        if event is None:
             continue
-        try:
-            on, off = float(onset), float(offset)
-        except ValueError as e:
-            raise LabelsError(
-                f"{source}:{line_no}: onset/offset must be numbers of seconds, got {onset!r}, {offset!r}"
-            ) from e
-        if not label:
-            raise LabelsError(f"{source}:{line_no}: event without a label")
-        if not (math.isfinite(on) and math.isfinite(off) and 0.0 <= on <= off <= MAX_EVENT_TIME_S):
-            raise LabelsError(
-                f"{source}:{line_no}: expected 0 <= onset <= offset <= {MAX_EVENT_TIME_S:.0e} s, got onset {on}, "
-                f"offset {off}"
-            )
-        event = Event(name, on, off, label)
         if event in seen:
             duplicates.append((line_no, seen[event]))
             continue
@@ -120,6 +91,53 @@ def read_events_tsv(path: str | os.PathLike) -> EventTable:
         logger.warning("%s: %d duplicate event row(s) ignored (%s%s)", source, len(duplicates), shown,
                        ", ..." if len(duplicates) > 5 else "")
     return EventTable(tuple(events), tuple(files), source)
+
+
+def _read_text(source: str) -> str:
+    """The whole file as text; LabelsError when it is missing or not UTF-8."""
+    try:
+        # newline="": only CR/LF end a row; splitlines() would also split at U+2028 in a file name.
+        with open(source, encoding="utf-8", newline="") as handle:
+            return handle.read()
+    except FileNotFoundError as e:
+        raise LabelsError(f"events file not found: {source}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelsError(f"cannot read {source} as UTF-8 text: {e}") from e
+
+
+def _rows(text: str) -> list[tuple[int, list[str]]]:
+    """(1-based line number, cells) of every tab-separated row that holds anything but blanks."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    return [(i + 1, r) for i, r in enumerate(reader) if any(c.strip() for c in r)]
+
+
+def _columns(rows: list[tuple[int, list[str]]], source: str) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """The index of each of :data:`TSV_HEADER`'s columns, and the rows below the header (if any)."""
+    first = [c.strip() for c in rows[0][1]]
+    if "filename" not in first and "event_label" not in first:
+        return {name: i for i, name in enumerate(TSV_HEADER)}, rows
+    missing = [c for c in TSV_HEADER if c not in first]
+    if missing:
+        raise LabelsError(f"{source}: header {first} lacks columns {missing}; expected {list(TSV_HEADER)}")
+    return {name: first.index(name) for name in TSV_HEADER}, rows[1:]
+
+
+def _event(name: str, cells: list[str], columns: dict[str, int], *, where: str) -> Event | None:
+    """The event of one row (None for a row that only lists its file); ``where`` is "file:line"."""
+    onset, offset, label = (cells[columns[c]] for c in ("onset", "offset", "event_label"))
+    if not onset and not offset and not label:
+        return None
+    try:
+        on, off = float(onset), float(offset)
+    except ValueError as e:
+        raise LabelsError(f"{where}: onset/offset must be numbers of seconds, got {onset!r}, {offset!r}") from e
+    if not label:
+        raise LabelsError(f"{where}: event without a label")
+    if not (math.isfinite(on) and math.isfinite(off) and 0.0 <= on <= off <= MAX_EVENT_TIME_S):
+        raise LabelsError(
+            f"{where}: expected 0 <= onset <= offset <= {MAX_EVENT_TIME_S:.0e} s, got onset {on}, offset {off}"
+        )
+    return Event(name, on, off, label)
 
 
 def write_events_tsv(

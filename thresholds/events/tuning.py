@@ -250,20 +250,11 @@ def _collect(
 
 
 def tune_events(
-    frame_scores: Sequence[FrameScoresLike],
-    reference: Sequence[Event] | EventTable,
-    *,
-    metric: Metric = "event",
-    smoothing_kinds: Sequence[str] = ("median", "mean"),
-    kernels_s: Sequence[float] = DEFAULT_KERNELS_S,
-    hysteresis: bool = True,
-    min_gaps_s: Sequence[float] = DEFAULT_MIN_GAPS_S,
-    min_durations_s: Sequence[float] = DEFAULT_MIN_DURATIONS_S,
-    solver: str = "sgl",
-    seed: int = 0,
-    t_collar_s: float = T_COLLAR_S,
-    percentage_of_length: float = PERCENTAGE_OF_LENGTH,
-    segment_s: float = SEGMENT_S,
+    frame_scores: Sequence[FrameScoresLike], reference: Sequence[Event] | EventTable, *, metric: Metric = "event",
+    smoothing_kinds: Sequence[str] = ("median", "mean"), kernels_s: Sequence[float] = DEFAULT_KERNELS_S,
+    hysteresis: bool = True, min_gaps_s: Sequence[float] = DEFAULT_MIN_GAPS_S,
+    min_durations_s: Sequence[float] = DEFAULT_MIN_DURATIONS_S, solver: str = "sgl", seed: int = 0,
+    t_collar_s: float = T_COLLAR_S, percentage_of_length: float = PERCENTAGE_OF_LENGTH, segment_s: float = SEGMENT_S,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EventsTuning:
     """Fit per-class smoothing, thresholds/hysteresis, minimum gap and duration for macro F1.
@@ -310,19 +301,36 @@ def tune_events(
     kernels = _odd_kernels(kernels_s, hop)
     combos: list[tuple[str, int]] = [("none", 1)] + [(k, n) for k in smoothing_kinds for n in kernels]
     probs = [np.asarray(fs.probs, dtype=np.float64) for fs in frame_scores]
-
-    scorers: list[_ClassScorer] = []
-    frame_labels: list[np.ndarray] = []
-    for label in names:
-        ref_on = [np.array([e.onset_s for e in by_key.get((f, label), [])]) for f in files]
-        ref_off = [np.array([e.offset_s for e in by_key.get((f, label), [])]) for f in files]
-        scorers.append(_ClassScorer(
-            [p[:, names.index(label)] for p in probs], ref_on, ref_off, hop_s=hop, metric=metric,
-            t_collar_s=t_collar_s, percentage_of_length=percentage_of_length, segment_s=segment_s,
-            max_gap_s=max(min_gaps_s, default=0.0)))
-        frame_labels.append(np.concatenate([_frame_labels(len(p), a, b, hop) for p, a, b in zip(probs, ref_on, ref_off)]))
+    scorers, frame_labels = _class_scorers(
+        probs, names, files, by_key, hop_s=hop, metric=metric, t_collar_s=t_collar_s,
+        percentage_of_length=percentage_of_length, segment_s=segment_s, max_gap_s=max(min_gaps_s, default=0.0))
     tuned_classes = [c for c, sc in enumerate(scorers) if sc.n_ref_events > 0]
+    params, class_scores, baseline_scores = _tune_classes(
+        names, scorers, frame_labels, combos, tuned_classes, solver=solver, seed=seed, hysteresis=hysteresis,
+        min_gaps_s=min_gaps_s, min_durations_s=min_durations_s, on_progress=on_progress)
+    return _tuning(names, params, class_scores, baseline_scores, [names[c] for c in tuned_classes],
+                   metric=metric, frame_hop_s=hop, solver=solver, seed=seed, n_files=len(files),
+                   n_events=int(sum(sc.n_ref_events for sc in scorers)), started=t0)
 
+
+def _tune_classes(
+    names: tuple[str, ...],
+    scorers: list[_ClassScorer],
+    frame_labels: list[np.ndarray],
+    combos: list[tuple[str, int]],
+    tuned_classes: list[int],
+    *,
+    solver: str,
+    seed: int,
+    hysteresis: bool,
+    min_gaps_s: Sequence[float],
+    min_durations_s: Sequence[float],
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[tuple[ClassPostprocess, ...], dict[str, float], dict[str, float]]:
+    """The stack of each of ``tuned_classes`` (defaults for the others), its F1 and the baseline F1.
+
+    The F1 mappings list the tuned classes first, then the others with NaN.
+    """
     params = [ClassPostprocess() for _ in names]
     class_scores: dict[str, float] = {}
     baseline_scores: dict[str, float] = {}
@@ -330,11 +338,7 @@ def tune_events(
         scorer = scorers[c]
         baseline_scores[names[c]] = scorer.f1(ClassPostprocess())
         # 1. surrogate thresholds of every smoothing candidate of the class, in one solver run
-        columns = np.stack([scorer.smoothed(kind, k)[scorer.frame_mask] for kind, k in combos], axis=1)
-        labels = np.repeat(frame_labels[c][:, None], len(combos), axis=1)
-        th = _frame_thresholds(np.clip(columns, 0.0, 1.0).astype(np.float32), labels.astype(np.float32),
-                               solver=solver, seed=seed)
-        surrogate = {combo: float(np.clip(t, 0.0, 1.0)) for combo, t in zip(combos, th)}
+        surrogate = _surrogate_thresholds(scorer, frame_labels[c], combos, solver=solver, seed=seed)
         # 2.-5. the event metric decides
         params[c], class_scores[names[c]] = _tune_class(
             scorer, combos, surrogate, hysteresis=hysteresis, min_gaps_s=min_gaps_s, min_durations_s=min_durations_s,
@@ -342,25 +346,84 @@ def tune_events(
         scorer.release()
         if on_progress is not None:
             on_progress(done, len(tuned_classes))
-    for c, label in enumerate(names):
+    for label in names:
         class_scores.setdefault(label, float("nan"))
         baseline_scores.setdefault(label, float("nan"))
-    baseline = [baseline_scores[names[c]] for c in tuned_classes]
+    return tuple(params), class_scores, baseline_scores
 
-    score = float(np.mean([class_scores[names[c]] for c in tuned_classes])) if tuned_classes else float("nan")
-    seconds = time.perf_counter() - t0
-    fitted = {
+
+def _class_scorers(
+    probs: list[np.ndarray],
+    names: tuple[str, ...],
+    files: list[str],
+    by_key: dict[tuple[str, str], list[Event]],
+    *,
+    hop_s: float,
+    metric: Metric,
+    t_collar_s: float,
+    percentage_of_length: float,
+    segment_s: float,
+    max_gap_s: float,
+) -> tuple[list[_ClassScorer], list[np.ndarray]]:
+    """Per class: its scorer over all recordings, and its frame labels (recordings end to end, bool)."""
+    scorers: list[_ClassScorer] = []
+    frame_labels: list[np.ndarray] = []
+    for label in names:
+        ref_on = [np.array([e.onset_s for e in by_key.get((f, label), [])]) for f in files]
+        ref_off = [np.array([e.offset_s for e in by_key.get((f, label), [])]) for f in files]
+        scorers.append(_ClassScorer(
+            [p[:, names.index(label)] for p in probs], ref_on, ref_off, hop_s=hop_s, metric=metric,
+            t_collar_s=t_collar_s, percentage_of_length=percentage_of_length, segment_s=segment_s,
+            max_gap_s=max_gap_s))
+        frame_labels.append(np.concatenate([_frame_labels(len(p), a, b, hop_s) for p, a, b in zip(probs, ref_on, ref_off)]))
+    return scorers, frame_labels
+
+
+def _surrogate_thresholds(
+    scorer: _ClassScorer, frame_labels: np.ndarray, combos: list[tuple[str, int]], *, solver: str, seed: int
+) -> dict[tuple[str, int], float]:
+    """The frame-F1 threshold of each smoothing candidate of one class, all fitted in one solver run."""
+    columns = np.stack([scorer.smoothed(kind, k)[scorer.frame_mask] for kind, k in combos], axis=1)
+    labels = np.repeat(frame_labels[:, None], len(combos), axis=1)
+    th = _frame_thresholds(np.clip(columns, 0.0, 1.0).astype(np.float32), labels.astype(np.float32),
+                           solver=solver, seed=seed)
+    return {combo: float(np.clip(t, 0.0, 1.0)) for combo, t in zip(combos, th)}
+
+
+def _tuning(
+    names: tuple[str, ...],
+    params: tuple[ClassPostprocess, ...],
+    class_scores: dict[str, float],
+    baseline_scores: dict[str, float],
+    tuned: list[str],
+    *,
+    metric: Metric,
+    frame_hop_s: float,
+    solver: str,
+    seed: int,
+    n_files: int,
+    n_events: int,
+    started: float,
+) -> EventsTuning:
+    """The result: macro scores over the ``tuned`` classes, the stack and its ``fitted`` record.
+
+    The record's seconds run from ``started`` (a :func:`time.perf_counter` reading) to now.
+    """
+    baseline = [baseline_scores[name] for name in tuned]
+    score = float(np.mean([class_scores[name] for name in tuned])) if tuned else float("nan")
+    seconds = time.perf_counter() - started
+    record = {
         "metric": f"{metric}_macro_f1",
         "score": round(score, 6),
         "baseline_score": round(float(np.mean(baseline)), 6) if baseline else None,
         "solver": solver,
         "seed": seed,
         "seconds": round(seconds, 3),
-        "n_files": len(files),
-        "n_events": int(sum(sc.n_ref_events for sc in scorers)),
-        "untuned_classes": [names[c] for c in range(len(names)) if c not in tuned_classes],
+        "n_files": n_files,
+        "n_events": n_events,
+        "untuned_classes": [name for name in names if name not in tuned],
     }
-    pp = Postprocess(names, tuple(params), frame_hop_s=hop, fitted=fitted)
+    pp = Postprocess(names, params, frame_hop_s=frame_hop_s, fitted=record)
     return EventsTuning(pp, metric, score, float(np.mean(baseline)) if baseline else float("nan"),
                         class_scores, seconds, baseline_scores)
 
