@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=3000)
     parser.add_argument("--classes", type=int, default=500)
     args = parser.parse_args()
-    from calitag.thresholds.report import report
+    from calitag.thresholds.html_report import report
 
     rng = np.random.default_rng(0)
     labels = rng.random((args.clips, args.classes)) < rng.uniform(0.003, 0.05, args.classes)

@@ -33,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from calitag.thresholds.events import Postprocess, detect_events, postprocess_from_authors, read_events_tsv
-    from calitag.thresholds.events.metrics import event_based_scores, segment_based_scores
+    from calitag.thresholds.events.event_metrics import event_based_scores, segment_based_scores
     from calitag.pipeline.tagger import Tagger
     from calitag.thresholds.events.tuning import tune_events
 

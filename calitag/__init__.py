@@ -57,7 +57,7 @@ _EXPORTS = {
     "OBJECTIVES": "calitag.thresholds.objectives",
     "Event": "calitag.thresholds.events.postprocess",
     "Postprocess": "calitag.thresholds.events.postprocess",
-    "report": "calitag.thresholds.report",
+    "report": "calitag.thresholds.html_report",
 }
 
 __all__ = [

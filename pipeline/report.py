@@ -1,6 +1,6 @@
 """Gather what the HTML calibration report needs: from a calibration result, or from files.
 
-The report itself is :func:`calitag.thresholds.report.report`; this module finds its inputs in
+The report itself is :func:`calitag.thresholds.html_report.report`; this module finds its inputs in
 what calitag writes: a `calibrate` result, a score file as `calitag thresholds fit` reads it, the
 score cache `calitag calibrate` keeps beside its thresholds file (``*.scores.npz``, keyed by file
 content, so it needs the labelled folder), or `calitag batch` output with all scores (JSONL or CSV).
@@ -23,7 +23,7 @@ from calitag.models.checkpoints import file_digests
 from calitag.pipeline.labels import ClipLabels, read_clip_labels
 from calitag.thresholds.io import Thresholds
 from calitag.thresholds.scorefiles import read_scores
-from calitag.thresholds.report import report
+from calitag.thresholds.html_report import report
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def test_detect_cli_on_a_real_soundscape(shared, soundscapes, tmp_path):
     from click.testing import CliRunner
 
     from calitag.cli import main
-    from calitag.thresholds.events.metrics import segment_based_scores
+    from calitag.thresholds.events.event_metrics import segment_based_scores
 
     out = tmp_path / "events.tsv"
     result = CliRunner().invoke(main, [

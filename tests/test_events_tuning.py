@@ -7,7 +7,7 @@ import pytest
 
 from calitag.errors import LabelsError, ScoresError
 from calitag.thresholds.events.postprocess import Event, Postprocess, detect_events
-from calitag.thresholds.events.metrics import event_based_scores
+from calitag.thresholds.events.event_metrics import event_based_scores
 from calitag.pipeline.types import FrameScores
 from calitag.thresholds.events.tuning import tune_events
 from calitag.models.registry import get_spec
@@ -123,7 +123,7 @@ def test_gap_filling_is_tuned_when_smoothing_is_off():
 @pytest.mark.parametrize("metric", ["event", "segment"])
 def test_reported_score_equals_the_reference_metric(metric):
     """The tuner's own F1 of the stack it returns equals the metric recomputed from detected events."""
-    from calitag.thresholds.events.metrics import segment_based_scores
+    from calitag.thresholds.events.event_metrics import segment_based_scores
 
     def noisy(rng, spans):
         x = np.clip(rng.normal(0.3, 0.2, N_FRAMES), 0, 1)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from calitag.cli import main
 from calitag.errors import LabelsError, ThresholdsError
 from calitag.thresholds.events import ClassPostprocess, read_events_tsv, smooth
-from calitag.thresholds.events.metrics import event_based_scores
+from calitag.thresholds.events.event_metrics import event_based_scores
 from calitag.pipeline.tagger import Tagger
 from calitag.thresholds.events.tuning import tune_events
 

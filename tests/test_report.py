@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from calitag.cli import main
 from calitag.errors import OutputError, ScoresError
 from calitag.thresholds import evaluate, fit
-from calitag.thresholds.report import is_report, report, write_report
+from calitag.thresholds.html_report import is_report, report, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

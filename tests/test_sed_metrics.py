@@ -10,7 +10,7 @@ import pytest
 
 from calitag.errors import LabelsError
 from calitag.thresholds.events.postprocess import Event
-from calitag.thresholds.events.metrics import (
+from calitag.thresholds.events.event_metrics import (
     count_event_matches,
     event_based_scores,
     segment_based_scores,

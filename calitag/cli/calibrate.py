@@ -67,7 +67,7 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
     from calitag.pipeline.batch import find_audio_files
     from calitag.pipeline.calibrate import ScoredFiles, cache_path_for, calibrate
     from calitag.pipeline.labels import read_clip_labels
-    from calitag.thresholds.report import check_report_target
+    from calitag.thresholds.html_report import check_report_target
 
     if (folder is None) == (scores_path is None):
         raise click.UsageError("give either FOLDER or --scores")
@@ -105,7 +105,7 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
     _echo_notes(result, folder=folder, labels_path=labels_path)
     if report_path is not None:
         from calitag.pipeline.report import calibration_report
-        from calitag.thresholds.report import write_report
+        from calitag.thresholds.html_report import write_report
 
         with reported():
             write_report(report_path, calibration_report(result, meta={"labels": str(labels_path)}))

@@ -99,7 +99,7 @@ def calibrate_events_command(folder: Path, events_path: Path, model: ModelChoice
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
     from calitag.pipeline.batch import find_audio_files
     from calitag.pipeline.jobs import calibrate_events, existing_thresholds, read_event_table
-    from calitag.thresholds.report import check_report_target
+    from calitag.thresholds.html_report import check_report_target
 
     check_out(out_path, inputs=[events_path, model.checkpoint, *find_audio_files(folder)], kind="thresholds file",
               is_kind=is_thresholds_file, force=force)
@@ -140,7 +140,7 @@ def _echo_tuning(calibration: Any, *, metric: str, out_path: Path) -> None:
 
 def _write_events_report(calibration: Any, report_path: Path, *, model: str, folder: Path, events_path: Path,
                          metric: str, solver: str) -> None:
-    from calitag.thresholds.report import report, write_report
+    from calitag.thresholds.html_report import report, write_report
 
     result = calibration.tuning
     meta = {"model": model, "data": str(folder), "labels": str(events_path), "n_clips": calibration.n_files,

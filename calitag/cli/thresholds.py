@@ -202,7 +202,7 @@ def thresholds_report(thresholds_path: Path, scores_path: Path, labels_path: Pat
     thresholds file (*.scores.npz, with --folder), or `calitag batch --all-scores` output (JSONL/CSV).
     """
     from calitag.pipeline.report import report_from_files
-    from calitag.thresholds.report import check_report_target, write_report
+    from calitag.thresholds.html_report import check_report_target, write_report
 
     with reported():
         check_report_target(out_path, force=force)

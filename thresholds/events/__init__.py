@@ -3,7 +3,7 @@
 - :mod:`~calitag.thresholds.events.postprocess`: per-class smoothing, threshold/hysteresis, minimum gap
   and length (:class:`Postprocess`), frame scores -> :class:`Event` list (:func:`detect_events`);
 - :mod:`~calitag.thresholds.events.tuning`: :func:`tune_events` fits that stack on strong labels;
-- :mod:`~calitag.thresholds.events.metrics`: event- and segment-based F-scores (:class:`DetectionReport`);
+- :mod:`~calitag.thresholds.events.event_metrics`: event- and segment-based F-scores (:class:`DetectionReport`);
 - :mod:`~calitag.thresholds.events.tsv`: the DCASE event table (read and write).
 - :func:`load_postprocess` (defined in :mod:`calitag.thresholds.io`, which reads thresholds files): the
   stack from a thresholds file, a bare events section or the CRNN authors' parameters.
@@ -21,7 +21,7 @@ _EXPORTS = {
     **dict.fromkeys(("EventTable", "TSV_HEADER", "read_events_tsv", "write_events_tsv"),
                     "calitag.thresholds.events.tsv"),
     **dict.fromkeys(("DetectionReport", "event_based_scores", "segment_based_scores"),
-                    "calitag.thresholds.events.metrics"),
+                    "calitag.thresholds.events.event_metrics"),
     **dict.fromkeys(("EventsTuning", "tune_events"), "calitag.thresholds.events.tuning"),
 }
 __all__ = sorted(_EXPORTS)

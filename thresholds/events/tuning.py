@@ -37,7 +37,7 @@ from calitag.thresholds.events.postprocess import (
     runs_of,
     smooth,
 )
-from calitag.thresholds.events.metrics import (
+from calitag.thresholds.events.event_metrics import (
     PERCENTAGE_OF_LENGTH,
     SEGMENT_S,
     T_COLLAR_S,
