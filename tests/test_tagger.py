@@ -191,7 +191,8 @@ def test_score_windows_matches_scores_of_one_window(tagger: Tagger, speech_clip:
 
 
 def test_optimized_tagger_traces_once_and_keeps_the_scores() -> None:
-    """optimize=True runs a frozen TorchScript graph of a traceable model with the eager scores."""
+    """optimize=True scores a traceable model with a graph traced once: the eager scores, and never again the
+    module's Python forward, at any batch size."""
     from calitag.models import cnn_transformer
 
     spec = get_spec("cnn-transformer")
@@ -201,8 +202,14 @@ def test_optimized_tagger_traces_once_and_keeps_the_scores() -> None:
     rng = np.random.default_rng(0)
     batch = (0.1 * rng.standard_normal((3, 2 * spec.frontend.sample_rate))).astype(np.float32)
     np.testing.assert_allclose(fast.score_windows(batch), eager.score_windows(batch), atol=1e-5)
-    assert isinstance(fast._traced, torch.jit.ScriptModule)
-    assert fast.score_windows(batch[:1]).shape == (1, len(spec.class_names))  # other batch sizes reuse it
+
+    def eager_forward(*_: object) -> None:
+        raise AssertionError("the eager forward ran")
+
+    model.forward = eager_forward  # a trace (or an eager run) from now on would call it
+    assert fast.score_windows(batch[:1]).shape == (1, len(spec.class_names))  # other batch sizes reuse the graph
+    with pytest.raises(AssertionError, match="the eager forward ran"):
+        eager.score_windows(batch[:1])
 
 
 def test_thresholds_fitted_on_other_weights_are_refused(yamnet_cached):
