@@ -161,8 +161,8 @@ class Tagger:
         self.batch_size = batch_size
         self.class_names: tuple[str, ...] = spec.class_names
         self.thresholds = thresholds
-        self.decision = thresholds if thresholds is not None else Thresholds.uniform(self.class_names, model=spec.name)
         self.thresholds_path: Path | None = None
+        self._default_decision = Thresholds.uniform(self.class_names, model=spec.name)
         resolved = backend_for(spec).device_for(spec, device)
         self.precision = resolve_precision(precision, device=resolved, spec=spec, model=model)
         self.backend: Backend = make_backend(spec, model, device=resolved, precision=self.precision,
@@ -175,6 +175,11 @@ class Tagger:
     def name(self) -> str:
         """The registry name of the model."""
         return self.spec.name
+
+    @property
+    def decision(self) -> Thresholds:
+        """What turns scores into tags: :attr:`thresholds`, else ``DEFAULT_THRESHOLD`` for every class."""
+        return self.thresholds if self.thresholds is not None else self._default_decision
 
     @property
     def model(self) -> Any:
