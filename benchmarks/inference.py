@@ -40,7 +40,7 @@ import torch
 
 from calitag.errors import TaggingError
 from calitag.models.registry import MODELS
-from calitag.pipeline.features import LogMel
+from calitag.models.torch_frontend import LogMel
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
