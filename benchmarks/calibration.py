@@ -149,7 +149,6 @@ def _thresholds_fit_wall(scores: np.ndarray, labels: np.ndarray, runs: int = 5) 
         path = Path(folder) / "audioset_sized.npz"
         np.savez(path, val_scores=scores, val_labels=labels)
         env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPATH"] = str(REPO)
         walls = []
         for run in range(runs + 1):
             out = Path(folder) / f"th{run}.json"
@@ -246,6 +245,64 @@ def _stolen_since(start: tuple[int, int] | None) -> str:
     return f"{100 * (now[0] - start[0]) / (now[1] - start[1]):.0f}% of CPU time stolen by the hypervisor"
 
 
+def _code_lines(module: object, names: tuple[str, ...] | None = None) -> int:
+    """Lines of code of a module (or of its top-level functions/classes ``names``): no blank, comment or docstring lines."""
+    import ast
+    import inspect
+
+    source = inspect.getsource(module)
+    tree = ast.parse(source)
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            docstrings.update(range(body[0].lineno, body[0].end_lineno + 1))
+    spans = [(1, len(source.splitlines()))] if names is None else [
+        (node.lineno, node.end_lineno) for node in tree.body if getattr(node, "name", None) in names]
+    lines = source.splitlines()
+    return sum(1 for first, last in spans for number in range(first, last + 1)
+               if number not in docstrings and lines[number - 1].strip() and not lines[number - 1].strip().startswith("#"))
+
+
+def reference_check(scores: np.ndarray, labels: np.ndarray, repeats: int, autograd_repeats: int) -> None:
+    """Print the fast engine beside the plain reference (and autograd where torch exists): time per 100 epochs, max |diff|, code lines.
+
+    The thresholds compared are the raw ones, before fit() snaps them to gap midpoints (the
+    autograd engine's come snapped out of fit(), so it is compared snapped).
+    """
+    import importlib
+
+    from calitag.thresholds.metrics import check_scores_labels
+
+    # import_module: ``calitag.thresholds.fit`` the attribute is the function, the module is wanted here.
+    fit_module, index_module, objectives_module, sgl_reference = (
+        importlib.import_module(f"calitag.thresholds.{name}") for name in ("fit", "index", "objectives", "sgl_reference"))
+    checked, truth = check_scores_labels(scores, labels, warn_no_positives=False)
+    opts = fit_module.SGLOptions()
+    index = ScoreIndex.build(checked, truth, slope=opts.slope, grid_step_z=opts.grid_step_z)
+    init = np.full(scores.shape[1], 0.3)
+    spec = fit_module.resolve_objective("micro_f1")
+    fast_s, fast = _best(lambda: fit_module._sgl_fast(index, spec, opts, init, None), repeats)
+    reference_s, reference = _best(lambda: sgl_reference.sgl_thresholds(scores, labels, init=0.3), 1)
+    print(f"\nSGL micro-F1, init 0.3, 100 epochs on the same {scores.shape[0]:,} x {scores.shape[1]} scores "
+          "(seconds per 100 epochs; max |delta| of raw thresholds against the reference)")
+    print(f"{'fast engine (100-epoch loop)':<30} {fast_s:>9.3f} s   max |fast - reference| {np.abs(fast - reference).max():.2e}")
+    print(f"{'plain numpy reference':<30} {reference_s:>9.3f} s")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(f"{'autograd engine':<30} {'-':>9}     (torch not installed)")
+    else:
+        plain_s, plain = _best(lambda: fit(scores, labels, init=0.3, engine="autograd"), autograd_repeats)
+        print(f"{'autograd engine (torch)':<30} {plain_s:>9.3f} s   max |autograd - snapped reference| "
+              f"{np.abs(plain.values - index.snap(reference)).max():.2e} (whole fit, snapped)")
+    fast_lines = (_code_lines(index_module) + _code_lines(fit_module, ("_Adam", "_sgl_fast"))
+                  + _code_lines(objectives_module, ("fbeta_count_gradient",)))
+    print(f"code lines (no blank/comment/docstring lines): reference {_code_lines(sgl_reference)}; fast engine "
+          f"{fast_lines} (index.py, _Adam, _sgl_fast, fbeta_count_gradient)")
+
+
 def audioset_timing(repeats: int, autograd_repeats: int) -> bool:
     """Time sgl (numpy fast vs plain autograd) on AudioSet-sized synthetic scores; True when targets are met.
 
@@ -286,6 +343,7 @@ def audioset_timing(repeats: int, autograd_repeats: int) -> bool:
     else:
         print(f"{'sgl, calitag fast (numpy)':<26} {fast_s:>8.3f} {fast_f1:>13.4f} {'-':>11}   (best of {repeats})")
     fit_breakdown(scores, labels, repeats)
+    reference_check(scores, labels, repeats, autograd_repeats)
     command_s = _thresholds_fit_wall(scores, labels)
     print(f"`calitag thresholds fit` on the same scores (.npz), whole command: {command_s:.2f} s wall (median of 5)")
     print(f"after the runs: {_load()}; during them {_stolen_since(ticks)}")

@@ -109,17 +109,8 @@ class ExactOptions:
     max_sweeps: int = 50
 
 
-_OPTIONS: dict[str, type] = {
-    "sgl": SGLOptions,
-    "default": DefaultOptions,
-    "heuristic": HeuristicOptions,
-    "numeric": NumericOptions,
-    "exact": ExactOptions,
-}
-
-
 def _resolve_options(method: str, options: dict[str, Any]) -> Any:
-    cls = _OPTIONS[method]
+    cls = _SOLVERS[method].options
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -374,21 +365,129 @@ def _final_counts(index: ScoreIndex | None, scores: np.ndarray, labels: np.ndarr
     return tp.astype(np.int64), pp.astype(np.int64), index.n_pos.astype(np.int64)
 
 
-def fit(
-    scores: Any,
-    labels: Any,
-    *,
-    method: str = "sgl",
-    objective: str | Objective = "micro_f1",
-    class_names: Sequence[str] | None = None,
-    model: str | None = None,
-    model_sha256: str | None = None,
-    beta: float | None = None,
-    guard_folds: int | None = None,
-    default_threshold: float = 0.5,
-    on_progress: ProgressFn | None = None,
-    **options: Any,
-) -> Thresholds:
+@dataclass(frozen=True)
+class _Problem:
+    """What every solver may read: the checked scores (N, C), labels (N, C) bool, objective, index and start (C,)."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    spec: Objective
+    index: ScoreIndex | None
+    init: np.ndarray | None
+
+
+SolveFn = Callable[[_Problem, Any, ProgressFn | None], tuple[np.ndarray, dict[str, Any]]]
+
+
+def _solve_sgl(p: _Problem, opts: SGLOptions, on_progress: ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
+    if opts.engine == "fast":
+        return _sgl_fast(p.index, p.spec, opts, p.init, on_progress), {}
+    values, final_slope = _sgl_autograd(p.scores, p.labels, p.spec, opts, p.init, on_progress)
+    return values, {"final_slope_mean": final_slope} if opts.learn_slope else {}
+
+
+def _solve_default(p: _Problem, opts: DefaultOptions, on_progress: ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
+    return _initial(opts.init, p.scores.shape[1]), {}
+
+
+def _solve_heuristic(p: _Problem, opts: HeuristicOptions,
+                     on_progress: ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
+    return _heuristic(p.index, p.spec, opts, p.init, on_progress), {}
+
+
+def _solve_numeric(p: _Problem, opts: NumericOptions, on_progress: ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
+    values, done = _numeric(p.scores, p.labels, p.spec, opts, p.init, on_progress)
+    return values, {"iterations_done": done}
+
+
+def _solve_exact(p: _Problem, opts: ExactOptions, on_progress: ProgressFn | None) -> tuple[np.ndarray, dict[str, Any]]:
+    values, sweeps = _exact(p.scores, p.labels, p.spec, opts, p.init)
+    return values, {"sweeps": sweeps}
+
+
+@dataclass(frozen=True)
+class _Solver:
+    """One method: its options class and its solve function."""
+
+    options: type
+    solve: SolveFn
+
+
+#: Method name -> solver; the names are :data:`calitag.thresholds.choices.METHODS`.
+_SOLVERS: dict[str, _Solver] = {
+    "sgl": _Solver(SGLOptions, _solve_sgl),
+    "default": _Solver(DefaultOptions, _solve_default),
+    "heuristic": _Solver(HeuristicOptions, _solve_heuristic),
+    "numeric": _Solver(NumericOptions, _solve_numeric),
+    "exact": _Solver(ExactOptions, _solve_exact),
+}
+
+
+def _prepare(scores: np.ndarray, labels: np.ndarray, spec: Objective, method: str, opts: Any) -> _Problem:
+    """The sorted-score index (kernel table only for the fast SGL engine) and the start values; none for default."""
+    if method == "default":
+        return _Problem(scores, labels, spec, None, None)
+    fast = method == "sgl" and opts.engine == "fast"
+    index = ScoreIndex.build(scores, labels, slope=opts.slope if fast else None,
+                             grid_step_z=opts.grid_step_z if fast else 0.05)
+    init = index.label_rate_thresholds() if opts.init is None else _initial(opts.init, scores.shape[1])
+    return _Problem(scores, labels, spec, index, init)
+
+
+def _class_names(class_names: Sequence[str] | None, n_classes: int) -> tuple[str, ...]:
+    """The given class names (one per score column), or "0", "1", ..."""
+    names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_classes))
+    if len(names) != n_classes:
+        raise CalibrationError(f"{len(names)} class names given for {n_classes} score columns")
+    return names
+
+
+def _result(problem: _Problem, values: np.ndarray, *, names: tuple[str, ...], seconds: float, extra: dict[str, Any],
+            per_class: dict[str, list[Any]], **provenance: Any) -> Thresholds:
+    """The fitted thresholds with their validation figures on the fitting clips."""
+    spec = problem.spec
+    tp, pp, n_pos = _final_counts(problem.index, problem.scores, problem.labels, values)
+    report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=problem.scores.shape[0])
+    validation = {
+        "objective": float(fbeta_np(tp, pp, n_pos, beta=spec.beta, average=spec.average)),
+        "micro_f1": report.micro_f1,
+        "macro_f1": report.macro_f1,
+        "n_clips": report.n_clips,
+        "fit_seconds": seconds,
+        **extra,
+    }
+    return Thresholds(values=values, class_names=names, objective=spec.name, validation=validation,
+                      per_class={"positives": [int(n) for n in n_pos], **per_class}, **provenance)
+
+
+def _recorded_options(opts: Any, method: str, spec: Objective) -> dict[str, Any]:
+    """The resolved options as the thresholds file records them."""
+    recorded = dataclasses.asdict(opts)
+    if method != "default":
+        recorded["init_source"] = "given" if opts.init is not None else "label_rate"
+    if spec.name.endswith("fbeta"):
+        recorded["beta"] = spec.beta
+    return recorded
+
+
+def _apply_guard(problem: _Problem, values: np.ndarray, *, method: str, options: dict[str, Any], folds: int,
+                 default_threshold: float, seed: int) -> tuple[np.ndarray, dict[str, list[Any]], dict[str, Any]]:
+    """Keep the default threshold for the classes whose fit does not beat it out of fold (see :func:`_guard`)."""
+    keep, reasons = _guard(problem.scores, problem.labels, values, spec=problem.spec, method=method, options=options,
+                           folds=folds, default=default_threshold, seed=seed)
+    # A kept default stays the default; only one within rounding of a score level (quantised
+    # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
+    default = np.full(values.size, float(default_threshold))
+    default = np.where(problem.index.near_a_score(default), problem.index.snap(default), default)
+    kept = {"kept": ["fit" if k else "default" for k in keep], "reason": reasons}
+    summary = {"folds": folds, "default_threshold": default_threshold, "n_default": int((~keep).sum())}
+    return np.where(keep, values, default), kept, summary
+
+
+def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objective = "micro_f1",
+        class_names: Sequence[str] | None = None, model: str | None = None, model_sha256: str | None = None,
+        beta: float | None = None, guard_folds: int | None = None, default_threshold: float = 0.5,
+        on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
     """Fit one decision threshold per class on validation scores.
 
     Parameters
@@ -417,10 +516,9 @@ def fit(
     on_progress : callable, optional
         Called as ``on_progress(done, total)`` after each epoch/iteration.
     **options
-        Solver options, keyword-only: sgl ``init, lr, epochs, slope, engine, learn_slope,
-        slope_lr, device, seed, grid_step_z``; default ``init``; heuristic ``init, outer, inner,
-        sigma, step_ratio, ratio_decay, seed``; numeric ``init, lr, iterations, delta,
-        max_tries, max_seconds``; exact ``init, max_sweeps``.
+        Solver options, keyword-only: the fields of the method's options class
+        (:class:`SGLOptions`, :class:`DefaultOptions`, :class:`HeuristicOptions`,
+        :class:`NumericOptions`, :class:`ExactOptions`).
 
     Returns
     -------
@@ -439,88 +537,30 @@ def fit(
     NoPositivesWarning
         A class has no positive example; its threshold stays finite.
     """
-    if method not in METHODS:
+    if method not in _SOLVERS:
         raise CalibrationError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     spec = resolve_objective(objective, beta=beta)
     opts = _resolve_options(method, options)
     checked, truth = check_scores_labels(scores, labels, class_names=class_names)
     n_classes = checked.shape[1]
-    names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_classes))
-    if len(names) != n_classes:
-        raise CalibrationError(f"{len(names)} class names given for {n_classes} score columns")
-    extra: dict[str, Any] = {}
+    names = _class_names(class_names, n_classes)
     start = time.perf_counter()
-    index = None
-    if method != "default":
-        fast = method == "sgl" and opts.engine == "fast"
-        index = ScoreIndex.build(checked, truth, slope=opts.slope if fast else None,
-                                 grid_step_z=opts.grid_step_z if fast else 0.05)
-        if opts.init is None:
-            init = index.label_rate_thresholds()
-        else:
-            init = _initial(opts.init, n_classes)
-    if method == "sgl":
-        if opts.engine == "fast":
-            values = _sgl_fast(index, spec, opts, init, on_progress)
-        else:
-            values, final_slope = _sgl_autograd(checked, truth, spec, opts, init, on_progress)
-            if opts.learn_slope:
-                extra["final_slope_mean"] = final_slope
-    elif method == "default":
-        values = _initial(opts.init, n_classes)
-    elif method == "heuristic":
-        values = _heuristic(index, spec, opts, init, on_progress)
-    elif method == "numeric":
-        values, done = _numeric(checked, truth, spec, opts, init, on_progress)
-        extra["iterations_done"] = done
-    else:
-        values, sweeps = _exact(checked, truth, spec, opts, init)
-        extra["sweeps"] = sweeps
-    if index is not None:
+    problem = _prepare(checked, truth, spec, method, opts)
+    values, extra = _SOLVERS[method].solve(problem, opts, on_progress)
+    if problem.index is not None:
         # Same decisions on the fitting clips, but never within rounding of a score level.
-        values = index.snap(np.clip(values, 0.0, 1.0))
+        values = problem.index.snap(np.clip(values, 0.0, 1.0))
     seconds = time.perf_counter() - start
     values = np.clip(values, 0.0, 1.0)
-    tp, pp, n_pos = _final_counts(index, checked, truth, values)
-    report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
-    per_class: dict[str, list[Any]] = {"positives": [int(n) for n in n_pos], "kept": ["fit"] * n_classes,
-                                       "reason": [None] * n_classes}
+    per_class: dict[str, list[Any]] = {"kept": ["fit"] * n_classes, "reason": [None] * n_classes}
     if guard_folds is not None and method != "default":
-        keep, reasons = _guard(checked, truth, values, spec=spec, method=method, options=options, folds=guard_folds,
-                               default=default_threshold, seed=int(getattr(opts, "seed", 0)))
-        # A kept default stays the default; only one within rounding of a score level (quantised
-        # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
-        default = np.full(n_classes, float(default_threshold))
-        default = np.where(index.near_a_score(default), index.snap(default), default)
-        values = np.where(keep, values, default)
-        per_class["kept"] = ["fit" if k else "default" for k in keep]
-        per_class["reason"] = reasons
-        tp, pp, n_pos = _final_counts(index, checked, truth, values)
-        report = report_from_counts(tp, pp, n_pos, thresholds=values, class_names=names, n_clips=checked.shape[0])
-        extra["guard"] = {"folds": guard_folds, "default_threshold": default_threshold, "n_default": int((~keep).sum())}
-    recorded = dataclasses.asdict(opts)
-    if method != "default":
-        recorded["init_source"] = "given" if opts.init is not None else "label_rate"
-    if spec.name.endswith("fbeta"):
-        recorded["beta"] = spec.beta
-    return Thresholds(
-        values=values,
-        class_names=names,
-        model=model,
-        model_sha256=model_sha256,
-        method=method,
-        options=recorded,
-        objective=spec.name,
-        validation={
-            "objective": float(fbeta_np(tp, pp, n_pos, beta=spec.beta, average=spec.average)),
-            "micro_f1": report.micro_f1,
-            "macro_f1": report.macro_f1,
-            "n_clips": report.n_clips,
-            "fit_seconds": seconds,
-            **extra,
-        },
-        per_class=per_class,
-    )
+        values, kept, extra["guard"] = _apply_guard(problem, values, method=method, options=options, folds=guard_folds,
+                                                    default_threshold=default_threshold,
+                                                    seed=int(getattr(opts, "seed", 0)))
+        per_class.update(kept)
+    provenance = {"model": model, "model_sha256": model_sha256, "method": method,
+                  "options": _recorded_options(opts, method, spec)}
+    return _result(problem, values, names=names, seconds=seconds, extra=extra, per_class=per_class, **provenance)
 
 
 def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: Objective, method: str,

@@ -141,6 +141,73 @@ def _convolve_kernel(grid: np.ndarray, *, step_z: float, slope: float) -> np.nda
     return np.maximum(full[:, half : half + n_nodes], 0.0)
 
 
+def _grid(slope: float | None, grid_step_z: float) -> tuple[float, int]:
+    """The grid's step in score units and its number of nodes (up to one step past 1)."""
+    if slope is None:
+        step = COUNT_GRID_STEP
+    elif not slope > 0 or not grid_step_z > 0:
+        raise CalibrationError(f"slope and grid step must be > 0, got slope={slope}, grid_step_z={grid_step_z}")
+    else:
+        step = grid_step_z / slope
+    # Nodes up to one step past 1: every score in [0, 1] lies below the last edge.
+    n_nodes = int(np.ceil(1.0 / step)) + 2
+    if n_nodes > MAX_GRID:
+        raise CalibrationError(
+            f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
+            "use a smaller slope, a larger grid_step_z, or engine='autograd'"
+        )
+    return step, n_nodes
+
+
+def _index_positives(scores: np.ndarray, labels: np.ndarray, table: np.ndarray, below: np.ndarray,
+                     kernel: np.ndarray | None, *, edges: np.ndarray, step: float, slope: float | None) -> np.ndarray:
+    """Fill the positives' part of the index; return the positives per class.
+
+    ``table`` receives each class's positive scores ascending, then ``WINDOW`` pads; ``below``
+    (C, n_nodes) how many of them lie below each grid edge; ``kernel`` (C, n_nodes) their kernel
+    sums. The positives (a few per clip) are read in the scores' own layout, then sorted class-major.
+    """
+    n_classes, n_nodes = below.shape
+    flat = np.flatnonzero(labels)
+    column = flat % n_classes
+    local = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
+    keys = np.sort(_keys(local, column))
+    column = keys >> 32
+    local = (keys & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    table[:] = _PAD
+    table[np.arange(local.size) + WINDOW * column] = local
+    # Positives below edge j: those whose bin (edges at or below the score) is below j.
+    bins = np.searchsorted(edges, local, side="right")
+    counts = np.bincount(column * (n_nodes + 1) + bins, minlength=n_classes * (n_nodes + 1))
+    below[:] = np.cumsum(counts.reshape(n_classes, n_nodes + 1), axis=1)[:, :n_nodes]
+    if kernel is not None:
+        grid = _bin_scores(local, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
+        kernel[:] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
+    return np.bincount(column, minlength=n_classes)
+
+
+def _index_classes(scores: np.ndarray, part: np.ndarray, below: np.ndarray, kernel: np.ndarray | None, *,
+                   n_clips: int, edges: np.ndarray, step: float, slope: float | None) -> None:
+    """Fill the rows of a block of classes (the columns of ``scores``): sorted and padded scores, bin counts, kernel sums."""
+    part[:, :n_clips] = scores.T
+    part[:, n_clips:] = _PAD
+    part.sort(axis=1)
+    below[:] = np.stack([row[:n_clips].searchsorted(edges) for row in part])
+    if kernel is not None:
+        grid = _bin_sorted_rows(part, below, n_clips=n_clips, step=step)
+        kernel[:] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
+
+
+def _run(tasks: list[Callable[[], object]], workers: int) -> list[object]:
+    """Every task's result, in order; on ``workers`` threads when more than one (numpy releases the GIL)."""
+    if workers <= 1 or len(tasks) <= 2:
+        return [task() for task in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [done.result() for done in [pool.submit(task) for task in tasks]]
+
+
 class ScoreIndex:
     """Sorted per-class scores of one validation set on a grid, ready for many threshold queries.
 
@@ -210,83 +277,32 @@ class ScoreIndex:
         ScoreIndex
         """
         n_clips, n_classes = scores.shape
-        if slope is not None:
-            if not slope > 0 or not grid_step_z > 0:
-                raise CalibrationError(f"slope and grid step must be > 0, got slope={slope}, grid_step_z={grid_step_z}")
-            step = grid_step_z / slope
-        else:
-            step = COUNT_GRID_STEP
-        # Nodes up to one step past 1: every score in [0, 1] lies below the last edge.
-        n_nodes = int(np.ceil(1.0 / step)) + 2
-        if n_nodes > MAX_GRID:
-            raise CalibrationError(
-                f"slope {slope} needs a grid of {n_nodes} nodes (max {MAX_GRID}): "
-                "use a smaller slope, a larger grid_step_z, or engine='autograd'"
-            )
+        step, n_nodes = _grid(slope, grid_step_z)
         edges = (np.arange(n_nodes) * step).astype(np.float32)
+        labels = np.asarray(labels, dtype=bool)
         # One row per class, always a new array (the caller's scores are never reordered),
         # padded so that a window of WINDOW values from any rank stays inside the row.
         n_padded = -(-(n_clips + WINDOW) // WINDOW) * WINDOW
-        n_labels = int(np.count_nonzero(labels))
-        values = np.empty(n_classes * n_padded + n_labels + n_classes * WINDOW, dtype=np.float32)
-        rows = values[: n_classes * n_padded].reshape(n_classes, n_padded)
+        n_rows = n_classes * n_padded
+        values = np.empty(n_rows + int(np.count_nonzero(labels)) + n_classes * WINDOW, dtype=np.float32)
+        rows = values[:n_rows].reshape(n_classes, n_padded)
         below = np.empty((n_classes, n_nodes, 2), dtype=np.int32)
         kernel = np.empty((2, n_classes, n_nodes)) if slope is not None else None
-        n_pos = np.zeros(n_classes, dtype=np.int64)
-
-        def read_positives() -> None:
-            # Positives read in the scores' own layout (a few per clip), then sorted class-major.
-            flat = np.flatnonzero(np.asarray(labels, dtype=bool))
-            column = flat % n_classes
-            local = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[flat // n_classes, column]
-            keys = np.sort(_keys(local, column))
-            column = keys >> 32
-            local = (keys & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
-            n_pos[:] = np.bincount(column, minlength=n_classes)
-            # Each class's positives, then WINDOW pads, after the rows.
-            table = values[n_classes * n_padded :]
-            table[:] = _PAD
-            table[np.arange(local.size) + WINDOW * column] = local
-            # Positives below edge j: those whose bin (edges at or below the score) is below j.
-            bins = np.searchsorted(edges, local, side="right")
-            counts = np.bincount(column * (n_nodes + 1) + bins, minlength=n_classes * (n_nodes + 1))
-            below[:, :, 1] = np.cumsum(counts.reshape(n_classes, n_nodes + 1), axis=1)[:, :n_nodes]
-            if kernel is not None:
-                grid = _bin_scores(local, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
-                kernel[0] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
-
-        def tabulate(first: int, stop: int) -> None:
-            # One block of classes from the transposed copy to its bin counts and kernel sums, in place.
-            part = rows[first:stop]
-            part[:, :n_clips] = scores[:, first:stop].T
-            part[:, n_clips:] = _PAD
-            part.sort(axis=1)
-            counts = np.empty((stop - first, n_nodes), dtype=np.int64)
-            for i in range(stop - first):
-                counts[i] = part[i, :n_clips].searchsorted(edges)
-            below[first:stop, :, 0] = counts
-            if kernel is not None:
-                grid = _bin_sorted_rows(part, counts, n_clips=n_clips, step=step)
-                kernel[1, first:stop] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
-
+        grid = {"edges": edges, "step": step, "slope": slope}
         if workers is None:
             workers = min(usable_cpus(), 4) if n_clips * n_classes >= 1 << 20 else 1
         chunk = max(1, min(CHUNK_CLASSES, -(-n_classes // max(1, workers))))
         # The positives (a few per clip) are one more task beside the blocks of classes.
-        tasks = [read_positives] + [partial(tabulate, first, min(first + chunk, n_classes))
-                                    for first in range(0, n_classes, chunk)]
-        if workers > 1 and len(tasks) > 2:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for done in [pool.submit(task) for task in tasks]:
-                    done.result()
-        else:
-            for task in tasks:
-                task()
+        tasks = [partial(_index_positives, scores, labels, values[n_rows:], below[:, :, 1],
+                         None if kernel is None else kernel[0], **grid)]
+        for first in range(0, n_classes, chunk):
+            block = slice(first, min(first + chunk, n_classes))
+            tasks.append(partial(_index_classes, scores[:, block], rows[block], below[block, :, 0],
+                                 None if kernel is None else kernel[1, block], n_clips=n_clips, **grid))
+        n_pos = _run(tasks, workers)[0]
         starts = np.empty((n_classes, 2), dtype=np.int64)
         starts[:, 0] = np.arange(n_classes) * n_padded
-        starts[:, 1] = n_classes * n_padded + np.concatenate([[0], np.cumsum(n_pos)[:-1]]) + WINDOW * np.arange(n_classes)
+        starts[:, 1] = n_rows + np.cumsum(n_pos) - n_pos + WINDOW * np.arange(n_classes)
         return cls(values=values, n_classes=n_classes, n_padded=n_padded, starts=starts, edges=edges,
                    below=below.reshape(-1, 2), n_pos=n_pos.astype(np.float64), n_clips=n_clips,
                    kernel=None if kernel is None else kernel.reshape(2, -1), grid_step=step, slope=float(slope or 0.0))
