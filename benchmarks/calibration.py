@@ -183,7 +183,7 @@ def fit_breakdown(scores: np.ndarray, labels: np.ndarray, repeats: int) -> None:
 
     from calitag._host import usable_cpus
     from calitag.thresholds import index as index_module
-    from calitag.thresholds.fit import SGLOptions, _sgl_fast
+    from calitag.thresholds.solvers import SGLOptions, _sgl_fast
     from calitag.thresholds.metrics import check_scores_labels
     from calitag.thresholds.objectives import resolve_objective
 
@@ -271,13 +271,12 @@ def reference_check(scores: np.ndarray, labels: np.ndarray, repeats: int, autogr
     The thresholds compared are the raw ones, before fit() snaps them to gap midpoints (the
     autograd engine's come snapped out of fit(), so it is compared snapped).
     """
-    import importlib
-
+    from calitag.thresholds import index as index_module
+    from calitag.thresholds import objectives as objectives_module
+    from calitag.thresholds import sgl_reference
+    from calitag.thresholds import solvers as fit_module
     from calitag.thresholds.metrics import check_scores_labels
 
-    # import_module: ``calitag.thresholds.fit`` the attribute is the function, the module is wanted here.
-    fit_module, index_module, objectives_module, sgl_reference = (
-        importlib.import_module(f"calitag.thresholds.{name}") for name in ("fit", "index", "objectives", "sgl_reference"))
     checked, truth = check_scores_labels(scores, labels, warn_no_positives=False)
     opts = fit_module.SGLOptions()
     index = ScoreIndex.build(checked, truth, slope=opts.slope, grid_step_z=opts.grid_step_z)

@@ -1,8 +1,8 @@
 """Lazy package exports: a name is imported from its module on first access (PEP 562).
 
 Keeps ``import calitag`` (and ``calitag --help``) free of numpy, scipy and torch until a name that
-needs them is used. (``lazy_loader.attach`` does the same; this is the few lines calitag needs, plus
-the one case it does not cover: an exported function named like a submodule, ``thresholds.fit``.)
+needs them is used. (``lazy_loader.attach`` does the same for a package's own submodules; calitag's
+exports also come from sub-subpackages and under other names, e.g. ``fit_thresholds``.)
 """
 
 from __future__ import annotations
@@ -26,14 +26,6 @@ class _LazyPackage(types.ModuleType):
         value = getattr(importlib.import_module(module), attribute or name)
         super().__setattr__(name, value)
         return value
-
-    def __setattr__(self, name: str, value: object) -> None:
-        # Importing submodule `fit` binds it as attribute `fit` of the package; the export of that
-        # name (the function) wins, as it did when the package imported it eagerly.
-        exports = self.__dict__.get("_lazy_exports", {})
-        if isinstance(value, types.ModuleType) and name in exports:
-            return
-        super().__setattr__(name, value)
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self.__dict__.get("_lazy_exports", {})))

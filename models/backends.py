@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calitag.errors import DeviceError, ModelNotFoundError
-from calitag.models.extras import EXTRA_OF_MODULE, import_torch, missing_dependency
+from calitag._extras import EXTRA_OF_MODULE, import_torch, missing_dependency
 from calitag.models.registry import ModelSpec
 
 if TYPE_CHECKING:

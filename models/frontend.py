@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from calitag.errors import AudioError
-from calitag.models.extras import import_optional
+from calitag._extras import import_optional
 from calitag.models.registry import FrontendConfig
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calitag.models.extras import TORCH_REQUIREMENT
+from calitag._extras import TORCH_REQUIREMENT
 from calitag.models.registry import get_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,7 +119,7 @@ def test_tag_with_yamnet_never_imports_torch(tmp_path, yamnet_cached, audio_samp
     assert "torch" not in probe["modules"] and "Speech" in process.stdout
 
 
-@pytest.mark.skipif(imports_torch_at_module_level(REPO / "thresholds" / "fit.py"),
+@pytest.mark.skipif(imports_torch_at_module_level(REPO / "thresholds" / "solvers.py"),
                     reason="the threshold solvers import torch at module level here (numpy SGL not merged)")
 def test_thresholds_fit_never_imports_torch(tmp_path, tagger_like_scores):
     """`calitag thresholds fit` (SGL, fast engine) runs without importing torch."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calitag.thresholds import NoPositivesWarning, ScoreIndex, fit, synthetic_scores
-from calitag.thresholds.fit import SGLOptions, _sgl_fast
+from calitag.thresholds.solvers import SGLOptions, _sgl_fast
 from calitag.thresholds.objectives import resolve_objective
 from calitag.thresholds.sgl_reference import label_rate_thresholds, sgl_thresholds
 

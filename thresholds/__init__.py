@@ -12,7 +12,7 @@ Frame scores have their own decision stack in :mod:`calitag.thresholds.events`.
 
 from calitag._lazy import attach
 
-_FIT = "calitag.thresholds.fit"
+_FIT = "calitag.thresholds.solvers"
 _IO = "calitag.thresholds.io"
 _METRICS = "calitag.thresholds.metrics"
 _OBJECTIVES = "calitag.thresholds.objectives"
@@ -31,6 +31,7 @@ _EXPORTS = {
                      "objective_value", "resolve_objective"), _OBJECTIVES),
     **dict.fromkeys(("SurrogateStep", "ThresholdLayer", "surrogate_step"), "calitag.thresholds.surrogate"),
     "synthetic_scores": "calitag.thresholds.synthetic",
+    **dict.fromkeys(("label_rate_thresholds", "sgl_thresholds"), "calitag.thresholds.sgl_reference"),
 }
 __all__ = sorted(_EXPORTS)
 attach(__name__, _EXPORTS)

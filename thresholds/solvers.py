@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from calitag._extras import import_torch
 from calitag.errors import CalibrationError
 from calitag.thresholds.index import ScoreIndex
 from calitag.thresholds.io import Thresholds
@@ -202,13 +203,7 @@ def _sgl_fast(index: ScoreIndex, spec: Objective, opts: SGLOptions, init: np.nda
 
 def _sgl_autograd(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: SGLOptions, init: np.ndarray,
                   on_progress: ProgressFn | None) -> tuple[np.ndarray, float]:
-    try:
-        import torch
-    except ImportError as err:
-        raise CalibrationError(
-            "engine='autograd' needs PyTorch, which is not installed: pip install 'calitag[torch]', "
-            "or use the default engine='fast'"
-        ) from err
+    torch = import_torch("engine='autograd' (use the default engine='fast' without it)")
     from calitag.thresholds.objectives import objective_value
     from calitag.thresholds.surrogate import ThresholdLayer
 

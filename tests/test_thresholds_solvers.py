@@ -1,4 +1,4 @@
-"""Threshold solvers and the paper's reference numbers (calitag.thresholds.fit)."""
+"""Threshold solvers and the paper's reference numbers (calitag.thresholds.solvers)."""
 
 from __future__ import annotations
 
