@@ -206,6 +206,8 @@ def _cache_rows(path: Path, names: list[str], folder: Path, class_names: tuple[s
 
 def _batch_rows(path: Path, names: list[str], folder: Path | None, thresholds: Thresholds) -> tuple[list[str], list[np.ndarray]]:
     """(names, score rows) of the listed files that a `calitag batch --all-scores` output scored."""
+    if not path.exists():  # else the reader takes it for a Parquet folder and may ask for pyarrow
+        raise ScoresError(f"cannot read batch output {path}: no such file or folder")
     paths, matrix, _ = read_all_scores(path, model=thresholds.model, class_names=thresholds.class_names)
     matched = match_recorded(names, paths, source=str(path), folder=folder, fix=AMBIGUOUS_FOLDER_FIX)
     used = [name for name in names if name in matched]

@@ -222,6 +222,8 @@ def test_report_inputs_refuse_another_models_output_and_ambiguous_names(tmp_path
     batch.write_text("".join(json.dumps(r) + "\n" for r in twice))
     with pytest.raises(LabelsError, match="clips/00.wav matches 2 recorded files.*pass --folder"):
         read_report_inputs(thresholds, batch, labels=labels)
+    with pytest.raises(ScoresError, match="cannot read batch output .*gone.jsonl: no such file"):
+        read_report_inputs(thresholds, tmp_path / "gone.jsonl", labels=labels)
 
 
 def test_report_inputs_from_the_score_cache_by_file_content(tmp_path):
