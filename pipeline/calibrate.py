@@ -1,4 +1,11 @@
-"""Calibrate a model on a labeled folder: score every file once, split, fit, report.
+"""Calibrate a model on a labeled folder: score every file once, split, fit, compare, save.
+
+:func:`calibrate` is a sequence of named steps: :func:`gather_clip_scores` (score the folder
+through its score cache, or take the scores from a batch output) -> :func:`select_classes` ->
+:func:`split_and_fit` (one held-out split or K-fold) -> :func:`compare_with_default` (reports,
+bootstrap intervals, paired gain) -> :func:`provenance` (the thresholds file's record) -> save.
+:func:`run_calibration` is the job as ``calitag calibrate`` asks for it: the output checks, the
+label file and the batch output read, then :func:`calibrate`.
 
 The scores are cached in an npz file keyed by model, checkpoint and file content, so running
 the calibration again (another method, split or objective) decodes nothing.
@@ -7,23 +14,29 @@ the calibration again (another method, split or objective) decodes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from calitag._fileio import atomic_output
-from calitag.errors import LabelsError, OutputError
+from calitag._fileio import atomic_output, check_output
+from calitag.errors import LabelsError, OutputError, ScoresError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
-from calitag.pipeline.labels import ClipLabels, check_label_names
-from calitag.pipeline.tagger import DEFAULT_THRESHOLD, Tagger
+from calitag.pipeline.labels import ClipLabels, check_label_names, match_recorded, read_clip_labels
+from calitag.pipeline.records import read_all_scores
 from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
+from calitag.thresholds.io import DEFAULT_THRESHOLD, is_thresholds_file
 from calitag.thresholds.metrics import report_from_counts
+from calitag.thresholds.html_report import check_report_target
 from calitag.thresholds.splits import kfold_splits, split_indices
+
+if TYPE_CHECKING:
+    from calitag.pipeline.tagger import Tagger
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +47,19 @@ GUARD_FOLDS = 3
 #: Classes with fewer positives than this among the labeled clips are named in a warning.
 FEW_POSITIVES = 5
 
-__all__ = ["CalibrationResult", "Interval", "PairedGain", "bootstrap_f1", "calibrate", "paired_gain"]
+__all__ = [
+    "CalibrationJob",
+    "CalibrationOptions",
+    "CalibrationResult",
+    "Interval",
+    "PairedGain",
+    "ScoreCache",
+    "ScoredFiles",
+    "bootstrap_f1",
+    "calibrate",
+    "paired_gain",
+    "run_calibration",
+]
 
 
 @dataclass(frozen=True)
@@ -114,25 +139,112 @@ class CalibrationResult:
         }
 
 
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """How to calibrate: every choice of :func:`calibrate` but its inputs and outputs.
+
+    method, objective: the solver and what it maximises (:func:`calitag.thresholds.fit`).
+    val_fraction: share of the clips held out for evaluation (stratified split).
+    folds: K-fold cross-validation for the held-out figures instead of one split; the thresholds
+    written are then fitted on all clips.
+    seed: seeds the split, the solver and the bootstrap.
+    skip_missing: drop files listed but absent, and labels that are not model classes, instead of failing.
+    workers: worker processes that score the folder (:func:`calitag.pipeline.batch.run_batch`).
+    guard: keep a class's fitted threshold only when it beats the default threshold under 3-fold
+    cross-validation inside the fitting clips.
+    solver: further options of the solver (``lr``, ``epochs``, ...).
+    """
+
+    method: str = "sgl"
+    objective: str = "micro_f1"
+    val_fraction: float = 0.5
+    folds: int | None = None
+    seed: int = 0
+    skip_missing: bool = False
+    workers: int | None = None
+    guard: bool = True
+    solver: Mapping[str, object] = field(default_factory=dict)
+
+    def with_keywords(self, **keywords: object) -> CalibrationOptions:
+        """These options with ``keywords`` applied: a field's name replaces it, any other name is a solver option."""
+        names = {option.name for option in fields(self)}
+        given = {key: value for key, value in keywords.items() if key in names}
+        extra = {key: value for key, value in keywords.items() if key not in names}
+        return replace(self, **{**given, "solver": {**given.get("solver", self.solver), **extra}})
+
+    def fit_options(self) -> dict[str, object]:
+        """The solver options :func:`calitag.thresholds.fit` receives (the seed for the seeded solvers)."""
+        return {"seed": self.seed, **self.solver} if self.method in ("sgl", "heuristic") else dict(self.solver)
+
+
 # --- the score cache ---------------------------------------------------------------------------
 
 
-class ScoreCache:
-    """Clip scores keyed by ``model:checkpoint:file sha256``, stored in an npz (no pickle); in memory only without a path."""
+def _read_cache_arrays(path: Path) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """(keys, scores, class_names) of a score cache; ScoresError when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["keys"].tolist(), data["scores"], tuple(data["class_names"].tolist())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ScoresError(f"cannot read score cache {path}: {err}") from err
 
-    def __init__(self, path: Path | None, class_names: tuple[str, ...]) -> None:
+
+class ScoreCache:
+    """Clip scores keyed by ``model:checkpoint:file sha256``, stored in an npz (no pickle); in memory only without a path.
+
+    The one reader and writer of the cache ``calitag calibrate`` keeps beside its thresholds file:
+    :meth:`reuse` opens it for scoring, :meth:`read` for a report of the thresholds file.
+    """
+
+    def __init__(self, path: Path | None, class_names: tuple[str, ...],
+                 rows: Mapping[str, np.ndarray] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.class_names = class_names
-        self.rows: dict[str, np.ndarray] = {}
-        if self.path is not None and self.path.exists():
-            try:
-                with np.load(self.path, allow_pickle=False) as data:
-                    if tuple(data["class_names"]) == class_names:
-                        self.rows = dict(zip(data["keys"].tolist(), data["scores"]))
-            except (OSError, ValueError, KeyError) as err:
-                logger.warning("ignoring unreadable score cache %s: %s", self.path, err)
+        self.rows: dict[str, np.ndarray] = dict(rows or {})
+
+    @classmethod
+    def reuse(cls, path: Path | None, class_names: tuple[str, ...]) -> ScoreCache:
+        """The cache to score into: its rows where the file exists, is readable and holds these classes, else empty."""
+        if path is None or not Path(path).exists():
+            return cls(path, class_names)
+        try:
+            keys, scores, names = _read_cache_arrays(Path(path))
+        except ScoresError as err:
+            logger.warning("ignoring unreadable score cache %s: %s", path, err.__cause__)
+            return cls(path, class_names)
+        return cls(path, class_names, dict(zip(keys, scores)) if names == class_names else None)
+
+    @classmethod
+    def read(cls, path: Path, class_names: tuple[str, ...]) -> ScoreCache:
+        """The cache at ``path``, which must hold the scores of ``class_names`` (a thresholds file's classes).
+
+        Raises
+        ------
+        ScoresError
+            The file cannot be read, or holds other classes.
+        """
+        keys, scores, names = _read_cache_arrays(path)
+        if names != class_names:
+            raise ScoresError(f"score cache {path} holds {len(names)} classes that are not the thresholds file's "
+                              f"{len(class_names)}: it was made for another model")
+        return cls(path, class_names, dict(zip(keys, scores)))
+
+    @staticmethod
+    def is_cache(path: Path) -> bool:
+        """Whether ``path`` is an npz with the arrays of a score cache."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return "keys" in data.files and "scores" in data.files
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return False
+
+    def by_file(self) -> dict[str, np.ndarray]:
+        """File sha256 -> score row, whatever model and checkpoint made it."""
+        return {key.rsplit(":", 1)[-1]: row for key, row in self.rows.items()}
 
     def save(self) -> None:
+        """Write the cache atomically (nothing without a path)."""
         if self.path is None:
             return
         keys = sorted(self.rows)
@@ -187,7 +299,6 @@ class ScoredFiles:
     """Clip scores made elsewhere (a ``calitag batch --all-scores`` output), looked up by file name.
 
     paths: the recorded path of each row of ``scores`` (n_files, n_classes); errors: {path: error}.
-    A label-file name matches the one recorded path that equals it or ends with ``/`` + it.
     """
 
     paths: tuple[str, ...]
@@ -195,20 +306,16 @@ class ScoredFiles:
     errors: dict[str, str]
     source: str
 
-    @cached_property
-    def _by_base(self) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for path in (*self.paths, *self.errors):
-            index.setdefault(path.rsplit("/", 1)[-1], []).append(path)
-        return index
+    @classmethod
+    def read(cls, location: str | Path, *, model: str, class_names: tuple[str, ...]) -> ScoredFiles:
+        """The all-scores batch output at ``location`` (see :func:`calitag.pipeline.records.read_all_scores`)."""
+        paths, matrix, errors = read_all_scores(location, model=model, class_names=class_names)
+        return cls(paths=tuple(paths), scores=matrix, errors=errors, source=str(location))
 
-    def find(self, name: str) -> str | None:
-        """The recorded path of a label-file name, None if absent; several matches raise LabelsError."""
-        found = [p for p in self._by_base.get(name.rsplit("/", 1)[-1], []) if p == name or p.endswith("/" + name)]
-        if len(found) > 1:
-            raise LabelsError(f"{self.source}: {name} matches {len(found)} recorded files ({', '.join(found[:3])}); "
-                              "name files by a longer path in the labels")
-        return found[0] if found else None
+    def match(self, names: Sequence[str]) -> dict[str, str]:
+        """Label-file name -> its recorded path (scored or failed), for the names recorded (:func:`match_recorded`)."""
+        recorded = (*self.paths, *self.errors)
+        return {name: recorded[i] for name, i in match_recorded(names, recorded, source=self.source).items()}
 
 
 def _checkpoint_sha256(tagger: Tagger) -> str | None:
@@ -217,13 +324,259 @@ def _checkpoint_sha256(tagger: Tagger) -> str | None:
     return file_digests(path)[0] if path is not None and Path(path).is_file() else None
 
 
-# --- splitting and the bootstrap ------------------------------------------------------------------
+# --- the steps ---------------------------------------------------------------------------------
+
+
+def check_labels(labels: ClipLabels, class_names: tuple[str, ...], *, model: str, skip_missing: bool) -> list[str]:
+    """Notes on the labels that are not model classes; without ``skip_missing`` they raise LabelsError."""
+    known = set(class_names)
+    unknown = sorted({lab for labs in labels.labels.values() for lab in labs if lab not in known})
+    if unknown and not skip_missing:
+        check_label_names(labels, class_names, model=model)
+    return [f"ignored {len(unknown)} label(s) that are not {model} classes: {', '.join(unknown[:8])}"] if unknown else []
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """The labeled clips that have scores, and those left out.
+
+    names: label-file names of the clips scored, in label-file order; scores: (len(names), n_model_classes).
+    failed: files that could not be scored; missing: listed files that are absent; unlabeled: files
+    present (in the folder or the batch output) that the labels do not list.
+    """
+
+    names: tuple[str, ...]
+    scores: np.ndarray
+    failed: tuple[FileResult, ...]
+    missing: tuple[str, ...]
+    unlabeled: tuple[str, ...]
+
+
+def gather_clip_scores(
+    tagger: Tagger,
+    folder: Path,
+    labels: ClipLabels,
+    *,
+    scored: ScoredFiles | None,
+    cache: ScoreCache,
+    checkpoint_sha256: str | None,
+    options: CalibrationOptions,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> ClipScores:
+    """The clip scores of the labeled files: scored in ``folder`` through ``cache``, or taken from ``scored``.
+
+    Raises
+    ------
+    LabelsError
+        Listed files that are absent (unless ``options.skip_missing``); fewer than two clips left
+        because files could not be read.
+    """
+    found = scored.match(list(labels.labels)) if scored is not None else {}
+    if scored is None:
+        missing = tuple(sorted(name for name in labels.labels if not (folder / name).is_file()))
+    else:
+        missing = tuple(sorted(name for name in labels.labels if name not in found))
+    if missing and not options.skip_missing:
+        raise LabelsError(
+            f"{labels.source}: {len(missing)} listed file(s) are not in {folder}: {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "") + "; pass --skip-missing to calibrate without them"
+        )
+    names = [name for name in labels.labels if name not in missing]
+    if scored is None:
+        listed = {(folder / name).resolve() for name in labels.labels}
+        nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
+        unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
+        scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
+                                         checkpoint_sha256=checkpoint_sha256, workers=options.workers,
+                                         on_progress=on_progress)
+    else:
+        unlabeled, scores, ok, failed = _take_scores(scored, [found[n] for n in names])
+    if failed and len(ok) < 2:
+        # The files are the cause, not the labels: say so, with the first decoder message.
+        raise LabelsError(
+            f"{len(failed)} of the {len(names)} labeled clip(s) in {folder} could not be read, leaving {len(ok)}; "
+            f"calibration needs at least 2; e.g. {failed[0].error}"
+        )
+    return ClipScores(tuple(names[i] for i in ok), scores, tuple(failed), missing, unlabeled)
+
+
+def _take_scores(scored: ScoredFiles, recorded: list[str]) -> tuple[tuple[str, ...], np.ndarray, list[int], list[FileResult]]:
+    """(unlabeled paths, scores, indices of the scored names, failures) of ``recorded`` paths of a batch output."""
+    used = set(recorded)
+    unlabeled = tuple(p for p in scored.paths if p not in used)
+    failed = [FileResult(path=p, duration_s=None, scores=None, error=scored.errors[p]) for p in recorded
+              if p in scored.errors]
+    ok = [i for i, p in enumerate(recorded) if p not in scored.errors]
+    row = {p: i for i, p in enumerate(scored.paths)}
+    scores = scored.scores[[row[recorded[i]] for i in ok]].reshape(len(ok), scored.scores.shape[1])
+    return unlabeled, scores, ok, failed
+
+
+@dataclass(frozen=True)
+class LabeledClips:
+    """What the solvers see: the clips, the labeled model classes and their scores and targets.
+
+    classes: the model classes some clip is labeled with, in model order; columns: their model
+    indices; scores, targets: (len(names), len(classes)), float64 scores and 0/1 targets.
+    """
+
+    names: tuple[str, ...]
+    classes: tuple[str, ...]
+    columns: np.ndarray
+    scores: np.ndarray
+    targets: np.ndarray
+
+    def few_positives(self) -> tuple[tuple[str, int], ...]:
+        """(class, positives) of the classes with fewer than FEW_POSITIVES positive clips."""
+        return tuple((name, int(n)) for name, n in zip(self.classes, self.targets.sum(axis=0)) if n < FEW_POSITIVES)
+
+
+def select_classes(clips: ClipScores, labels: ClipLabels, *, class_names: tuple[str, ...], model: str) -> LabeledClips:
+    """Keep the model classes the scored clips are labeled with.
+
+    Raises
+    ------
+    LabelsError
+        No scored clip has a model class; fewer than two clips.
+    """
+    names = list(clips.names)
+    classes = tuple(c for c in class_names if any(c in labels.labels[n] for n in names))
+    if not classes:
+        raise LabelsError(f"{labels.source}: none of the labeled clips has a {model} class")
+    if len(names) < 2:
+        raise LabelsError(f"{labels.source}: {len(names)} usable clip(s); calibration needs at least 2")
+    columns = np.array([class_names.index(c) for c in classes])
+    kept = ClipLabels({n: tuple(l for l in labels.labels[n] if l in classes) for n in names}, labels.source)
+    return LabeledClips(clips.names, classes, columns, clips.scores[:, columns].astype(np.float64),
+                        kept.targets(names, classes))
+
+
+@dataclass(frozen=True)
+class HeldOutFit:
+    """Thresholds fitted for the labeled classes, and those that decide each held-out clip.
+
+    thresholds: fitted on the fitting clips (on all clips with ``folds``); held_out: indices of the
+    held-out clips (every clip with ``folds``); clip_values: (len(held_out), n_classes), the
+    thresholds of the fit that did not see each clip; n_fit: clips the written thresholds saw.
+    """
+
+    thresholds: Thresholds
+    held_out: np.ndarray
+    clip_values: np.ndarray
+    n_fit: int
+    folds: int | None
+
+
+def fit_clips(data: LabeledClips, index: np.ndarray, *, model: str, options: CalibrationOptions) -> Thresholds:
+    """Thresholds of ``data.classes`` fitted on the clips ``index``, with the small-class guard where it can run."""
+    # The guard needs positives in at least two folds; with fewer clips it cannot run.
+    guard = options.guard and options.method != "default" and len(index) >= 2 * GUARD_FOLDS
+    return fit(data.scores[index], data.targets[index], method=options.method, objective=options.objective,
+               class_names=data.classes, model=model, guard_folds=GUARD_FOLDS if guard else None,
+               default_threshold=DEFAULT_THRESHOLD, **options.fit_options())
+
+
+def split_and_fit(data: LabeledClips, *, model: str, options: CalibrationOptions) -> HeldOutFit:
+    """Split the clips (one stratified held-out split, or K folds) and fit.
+
+    Raises
+    ------
+    LabelsError
+        ``folds`` below 2 or above the number of clips.
+    """
+    n_clips, folds = len(data.names), options.folds
+    if not folds:
+        fit_idx, held_idx = split_indices(data.targets, held_out_fraction=options.val_fraction, seed=options.seed)
+        fitted = fit_clips(data, fit_idx, model=model, options=options)
+        clip_values = np.broadcast_to(fitted.values, (len(held_idx), len(data.classes)))
+        return HeldOutFit(fitted, held_idx, clip_values, len(fit_idx), folds)
+    if folds < 2 or folds > n_clips:
+        raise LabelsError(f"--folds must be between 2 and the number of clips ({n_clips}), got {folds}")
+    # Every clip is held out once, and decided with the thresholds of the fold fitted without it.
+    clip_values = np.empty_like(data.scores)
+    for fit_idx, fold_idx in kfold_splits(data.targets, n_folds=folds, seed=options.seed):
+        clip_values[fold_idx] = fit_clips(data, fit_idx, model=model, options=options).values
+    everything = np.arange(n_clips)
+    return HeldOutFit(fit_clips(data, everything, model=model, options=options), everything, clip_values, n_clips,
+                      folds)
 
 
 def _report(decided: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...]) -> ClassificationReport:
     truth = targets > 0
     return report_from_counts((decided & truth).sum(0), decided.sum(0), truth.sum(0), thresholds=thresholds,
                               class_names=classes, n_clips=len(decided))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The held-out clips decided by the default threshold and by the fitted ones.
+
+    scores, targets: (n_held_out, n_classes); decided: the calibrated decisions, same shape;
+    intervals: {"default"|"calibrated": {"micro_f1"|"macro_f1": Interval}}; gains: {"micro_f1"|"macro_f1": PairedGain}.
+    """
+
+    default: ClassificationReport
+    calibrated: ClassificationReport
+    intervals: dict[str, dict[str, Interval]]
+    gains: dict[str, PairedGain]
+    scores: np.ndarray
+    targets: np.ndarray
+    decided: np.ndarray
+
+
+def compare_with_default(data: LabeledClips, fitted: HeldOutFit, *, seed: int) -> Comparison:
+    """Held-out reports of the default and the fitted thresholds, bootstrap intervals and the paired gain."""
+    scores, targets = data.scores[fitted.held_out], data.targets[fitted.held_out]
+    default, calibrated = scores > DEFAULT_THRESHOLD, scores > fitted.clip_values
+    gains = {f"{average}_f1": paired_gain(default, calibrated, targets, average=average, n_resamples=N_BOOTSTRAP,
+                                          seed=seed)
+             for average in ("micro", "macro")}
+    intervals = {kind: {key: getattr(gain, kind) for key, gain in gains.items()} for kind in ("default", "calibrated")}
+    return Comparison(
+        default=_report(default, targets, np.full(len(data.classes), DEFAULT_THRESHOLD), data.classes),
+        calibrated=_report(calibrated, targets, fitted.thresholds.values, data.classes),
+        intervals=intervals, gains=gains, scores=scores, targets=targets, decided=calibrated,
+    )
+
+
+def provenance(data: LabeledClips, fitted: HeldOutFit, comparison: Comparison, *, tagger: Tagger,
+               model_sha256: str | None, source: Path, labels: ClipLabels) -> Thresholds:
+    """The thresholds file's content: one threshold per model class (the default outside the labels),
+    with the fit's options, the held-out figures, the data it came from and the per-class record."""
+    class_names, fitted_thresholds = tagger.class_names, fitted.thresholds
+    values = np.full(len(class_names), DEFAULT_THRESHOLD)
+    values[data.columns] = fitted_thresholds.values
+    held_out = {
+        "n_clips": len(fitted.held_out),
+        "folds": fitted.folds,
+        "default_micro_f1": comparison.default.micro_f1,
+        "calibrated_micro_f1": comparison.calibrated.micro_f1,
+        "default_macro_f1": comparison.default.macro_f1,
+        "calibrated_macro_f1": comparison.calibrated.macro_f1,
+    }
+    return Thresholds(
+        values=values,
+        class_names=class_names,
+        model=tagger.name,
+        model_sha256=model_sha256,
+        method=fitted_thresholds.method,
+        options={**fitted_thresholds.options, "calibrated_classes": list(data.classes),
+                 "other_classes": DEFAULT_THRESHOLD},
+        objective=fitted_thresholds.objective,
+        validation={**fitted_thresholds.validation, "held_out": held_out, "source": str(source),
+                    "labels": labels.source},
+        per_class=_full_per_class(fitted_thresholds, data.columns, len(class_names)),
+    )
+
+
+def _full_per_class(fitted: Thresholds, columns: np.ndarray, n_classes: int) -> dict[str, list[object]]:
+    """The fit's per-class record spread over every model class (unlabeled ones keep the default)."""
+    record: dict[str, list[object]] = {"positives": [0] * n_classes, "kept": ["default"] * n_classes,
+                                       "reason": ["not in the labels"] * n_classes}
+    for j, column in enumerate(columns):
+        for key in record:
+            record[key][int(column)] = (fitted.per_class or {}).get(key, [None] * len(columns))[j]
+    return record
 
 
 # --- the workflow -------------------------------------------------------------------------------
@@ -235,17 +588,10 @@ def calibrate(
     labels: ClipLabels,
     *,
     out: str | Path | None = None,
-    method: str = "sgl",
-    objective: str = "micro_f1",
-    val_fraction: float = 0.5,
-    folds: int | None = None,
-    seed: int = 0,
-    skip_missing: bool = False,
-    workers: int | None = None,
-    guard: bool = True,
-    on_progress: Callable[[BatchProgress], None] | None = None,
+    options: CalibrationOptions | None = None,
     scored: ScoredFiles | None = None,
-    **options: object,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    **keywords: object,
 ) -> CalibrationResult:
     """Fit per-class thresholds for ``tagger`` on a labeled folder and measure them on held-out clips.
 
@@ -258,24 +604,18 @@ def calibrate(
     labels : ClipLabels
         From :func:`calitag.pipeline.labels.read_clip_labels`.
     out : str or Path, optional
-        The thresholds file to write (atomically); the score cache goes beside it. None writes nothing.
-    method, objective, **options
-        Passed to :func:`calitag.thresholds.fit`.
-    val_fraction : float
-        Share of the clips held out for evaluation (stratified split).
-    folds : int or None
-        Use K-fold cross-validation for the held-out figures instead of one split; the thresholds
-        written are then fitted on all clips.
-    seed : int
-        Seeds the split, the solver and the bootstrap.
-    skip_missing : bool
-        Drop files listed but absent, and labels that are not model classes, instead of failing.
+        The thresholds file to write (atomically); the score cache goes beside it. None writes
+        nothing (the scores are then kept in memory only).
+    options : CalibrationOptions, optional
+        Solver, split, seed, guard, workers, skip_missing (see :class:`CalibrationOptions`).
     scored : ScoredFiles or None
         Use these scores (from a batch output) instead of scoring the files in ``folder``, which
         then only names the source in the thresholds file.
-    guard : bool
-        Keep a class's fitted threshold only when it beats the default threshold under 3-fold
-        cross-validation inside the fitting clips (see :func:`calitag.thresholds.fit`).
+    on_progress : callable, optional
+        Called with a :class:`~calitag.pipeline.batch.BatchProgress` as files are scored.
+    **keywords
+        Applied to ``options``: the fields of :class:`CalibrationOptions` (``method="exact"``,
+        ``folds=3``, ``seed=0``, ...); other names are solver options (``epochs=30``).
 
     Returns
     -------
@@ -283,139 +623,143 @@ def calibrate(
 
     Raises
     ------
+    OutputError
+        The folder of ``out`` does not exist (checked before any scoring).
     LabelsError
         Unknown class names or listed files that are missing (unless ``skip_missing``); fewer
-        than two usable clips; no labeled class.
+        than two usable clips; no labeled class; ``folds`` out of range.
     """
+    options = (options or CalibrationOptions()).with_keywords(**keywords)
     folder = Path(folder)
-    out_folder = Path(out).parent if str(Path(out).parent) else Path(".")
-    if not out_folder.is_dir():  # fail before scoring every file, not after
-        raise OutputError(f"cannot write {out}: folder {out_folder} does not exist; create it first")
-    class_names = tagger.class_names
-    known = set(class_names)
-    notes: list[str] = []
-    unknown = sorted({lab for labs in labels.labels.values() for lab in labs if lab not in known})
-    if unknown and not skip_missing:
-        check_label_names(labels, class_names, model=tagger.name)
-    if unknown:
-        notes.append(f"ignored {len(unknown)} label(s) that are not {tagger.name} classes: {', '.join(unknown[:8])}")
-    if scored is None:
-        missing = tuple(sorted(name for name in labels.labels if not (folder / name).is_file()))
-    else:
-        missing = tuple(sorted(name for name in labels.labels if scored.find(name) is None))
-    if missing and not skip_missing:
-        raise LabelsError(
-            f"{labels.source}: {len(missing)} listed file(s) are not in {folder}: {', '.join(missing[:5])}"
-            + (" ..." if len(missing) > 5 else "") + "; pass --skip-missing to calibrate without them"
-        )
-    listed = {(folder / name).resolve() for name in labels.labels}
-    nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
-    names = [name for name in labels.labels if name not in missing]
-    checkpoint_sha256 = _checkpoint_sha256(tagger)
-    n_listed = len(names)
-    if scored is None:
-        unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
-        cache = ScoreCache(cache_path_for(out, tagger.name) if out is not None else None, class_names)
-        scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
-                                         checkpoint_sha256=checkpoint_sha256, workers=workers, on_progress=on_progress)
-    else:
-        recorded = [scored.find(n) for n in names]
-        used = set(recorded)
-        unlabeled = tuple(p for p in scored.paths if p not in used)
-        failed = [FileResult(path=p, duration_s=None, scores=None, error=scored.errors[p]) for p in recorded
-                  if p in scored.errors]
-        ok = [i for i, p in enumerate(recorded) if p not in scored.errors]
-        row = {p: i for i, p in enumerate(scored.paths)}
-        scores = scored.scores[[row[recorded[i]] for i in ok]].reshape(len(ok), len(class_names))
-    names = [names[i] for i in ok]
-    if failed and len(names) < 2:
-        # The files are the cause, not the labels: say so, with the first decoder message.
-        raise LabelsError(
-            f"{len(failed)} of the {n_listed} labeled clip(s) in {folder or labels.source} could not be read, leaving {len(names)}; "
-            f"calibration needs at least 2; e.g. {failed[0].error}"
-        )
-    classes = tuple(c for c in class_names if any(c in labels.labels[n] for n in names))
-    if not classes:
-        raise LabelsError(f"{labels.source}: none of the labeled clips has a {tagger.name} class")
-    if len(names) < 2:
-        raise LabelsError(f"{labels.source}: {len(names)} usable clip(s); calibration needs at least 2")
-    columns = np.array([class_names.index(c) for c in classes])
-    sub_scores = scores[:, columns].astype(np.float64)
-    targets = ClipLabels({n: tuple(l for l in labels.labels[n] if l in classes) for n in names}, labels.source).targets(names, classes)
-    options = {"seed": seed, **options} if method in ("sgl", "heuristic") else dict(options)
-
-    def fit_on(index: np.ndarray) -> Thresholds:
-        # The guard needs positives in at least two folds; with fewer clips it cannot run.
-        folds_in = GUARD_FOLDS if guard and method != "default" and len(index) >= 2 * GUARD_FOLDS else None
-        return fit(sub_scores[index], targets[index], method=method, objective=objective, class_names=classes,
-                   model=tagger.name, guard_folds=folds_in, default_threshold=DEFAULT_THRESHOLD, **options)
-
-    if folds:
-        if folds < 2 or folds > len(names):
-            raise LabelsError(f"--folds must be between 2 and the number of clips ({len(names)}), got {folds}")
-        # Every clip is held out once, and decided with the thresholds of the fold fitted without it.
-        held_idx = np.arange(len(names))
-        clip_values = np.empty_like(sub_scores)
-        for fit_idx, fold_idx in kfold_splits(targets, n_folds=folds, seed=seed):
-            clip_values[fold_idx] = fit_on(fit_idx).values
-        fitted = fit_on(held_idx)
-        n_fit = len(names)
-    else:
-        fit_idx, held_idx = split_indices(targets, held_out_fraction=val_fraction, seed=seed)
-        fitted = fit_on(fit_idx)
-        clip_values = np.broadcast_to(fitted.values, (len(held_idx), len(classes)))
-        n_fit = len(fit_idx)
-    held_scores, held_targets = sub_scores[held_idx], targets[held_idx]
-    decided = {"default": held_scores > DEFAULT_THRESHOLD, "calibrated": held_scores > clip_values}
-    default_report = _report(decided["default"], held_targets, np.full(len(classes), DEFAULT_THRESHOLD), classes)
-    calibrated_report = _report(decided["calibrated"], held_targets, fitted.values, classes)
-    gains = {f"{average}_f1": paired_gain(decided["default"], decided["calibrated"], held_targets, average=average,
-                                          n_resamples=N_BOOTSTRAP, seed=seed)
-             for average in ("micro", "macro")}
-    intervals = {kind: {key: getattr(gain, kind) for key, gain in gains.items()} for kind in ("default", "calibrated")}
-    positives = targets.sum(axis=0)
-    few = tuple((name, int(n)) for name, n in zip(classes, positives) if n < FEW_POSITIVES)
-    n_held = len(held_idx)
-    values = np.full(len(class_names), DEFAULT_THRESHOLD)
-    values[columns] = fitted.values
-    thresholds = Thresholds(
-        values=values,
-        class_names=class_names,
-        model=tagger.name,
-        model_sha256=checkpoint_sha256,
-        method=fitted.method,
-        options={**fitted.options, "calibrated_classes": list(classes), "other_classes": DEFAULT_THRESHOLD},
-        objective=fitted.objective,
-        validation={
-            **fitted.validation,
-            "held_out": {
-                "n_clips": n_held,
-                "folds": folds,
-                "default_micro_f1": default_report.micro_f1,
-                "calibrated_micro_f1": calibrated_report.micro_f1,
-                "default_macro_f1": default_report.macro_f1,
-                "calibrated_macro_f1": calibrated_report.macro_f1,
-            },
-            "source": str(folder),
-            "labels": labels.source,
-        },
-        per_class=_full_per_class(fitted, columns, len(class_names)),
-    )
+    if out is not None:
+        _check_out_folder(Path(out))
+    notes = check_labels(labels, tagger.class_names, model=tagger.name, skip_missing=options.skip_missing)
+    model_sha256 = _checkpoint_sha256(tagger)
+    cache = ScoreCache.reuse(cache_path_for(out, tagger.name) if out is not None and scored is None else None,
+                             tagger.class_names)
+    clips = gather_clip_scores(tagger, folder, labels, scored=scored, cache=cache, checkpoint_sha256=model_sha256,
+                               options=options, on_progress=on_progress)
+    data = select_classes(clips, labels, class_names=tagger.class_names, model=tagger.name)
+    fitted = split_and_fit(data, model=tagger.name, options=options)
+    comparison = compare_with_default(data, fitted, seed=options.seed)
+    thresholds = provenance(data, fitted, comparison, tagger=tagger, model_sha256=model_sha256, source=folder,
+                            labels=labels)
     if out is not None:
         thresholds.save(out)
     return CalibrationResult(
-        thresholds=thresholds, classes=classes, default=default_report, calibrated=calibrated_report,
-        intervals=intervals, gains=gains, n_fit=n_fit, n_held_out=n_held, failed=tuple(failed), unlabeled_files=unlabeled,
-        missing_files=missing, folds=folds, notes=tuple(notes), few_positives=few, held_out_scores=held_scores,
-        held_out_targets=held_targets, held_out_decided=decided["calibrated"],
+        thresholds=thresholds, classes=data.classes, default=comparison.default, calibrated=comparison.calibrated,
+        intervals=comparison.intervals, gains=comparison.gains, n_fit=fitted.n_fit,
+        n_held_out=len(fitted.held_out), failed=clips.failed, unlabeled_files=clips.unlabeled,
+        missing_files=clips.missing, folds=options.folds, notes=tuple(notes), few_positives=data.few_positives(),
+        held_out_scores=comparison.scores, held_out_targets=comparison.targets, held_out_decided=comparison.decided,
     )
 
 
-def _full_per_class(fitted: Thresholds, columns: np.ndarray, n_classes: int) -> dict[str, list[object]]:
-    """The fit's per-class record spread over every model class (unlabeled ones keep the default)."""
-    record: dict[str, list[object]] = {"positives": [0] * n_classes, "kept": ["default"] * n_classes,
-                                       "reason": ["not in the labels"] * n_classes}
-    for j, column in enumerate(columns):
-        for key in record:
-            record[key][int(column)] = (fitted.per_class or {}).get(key, [None] * len(columns))[j]
-    return record
+def _check_out_folder(out: Path) -> None:
+    """Fail before scoring every file, not after, when the thresholds file cannot be written."""
+    out_folder = out.parent if str(out.parent) else Path(".")
+    if not out_folder.is_dir():
+        raise OutputError(f"cannot write {out}: folder {out_folder} does not exist; create it first")
+
+
+# --- the job as the CLI asks for it -------------------------------------------------------------
+
+
+class TaggerSource(Protocol):
+    """A model to load once the outputs are checked (the CLI's model options are one): its name, its weights file."""
+
+    name: str
+    checkpoint: Path | None
+
+    def load(self) -> Tagger:
+        """The Tagger."""
+
+
+@dataclass(frozen=True)
+class CalibrationJob:
+    """What ``calitag calibrate`` is asked for: the inputs, the files to write and the options.
+
+    labels: the clip label file. folder: the audio files, or scores: a ``calitag batch --all-scores``
+    output (a JSONL file or a Parquet folder); exactly one of the two. out: the thresholds file (its
+    score cache goes beside it when a folder is scored). report: an HTML report the caller writes
+    from the result, checked with the other outputs. force: replace an output of another kind.
+    """
+
+    labels: Path
+    out: Path
+    folder: Path | None = None
+    scores: str | Path | None = None
+    report: Path | None = None
+    force: bool = False
+    options: CalibrationOptions = field(default_factory=CalibrationOptions)
+
+    def __post_init__(self) -> None:
+        if (self.folder is None) == (self.scores is None):
+            raise TypeError("CalibrationJob takes either folder or scores")
+
+    @property
+    def source(self) -> Path:
+        """The folder, or the batch output, as the messages and the thresholds file name it."""
+        return Path(self.folder if self.folder is not None else self.scores)
+
+
+def check_outputs(job: CalibrationJob, model: TaggerSource) -> None:
+    """Check, before any scoring, the files ``job`` writes.
+
+    The thresholds file and its score cache may replace neither an input nor a file of another kind
+    (unless ``force``); the report may replace only an earlier report.
+
+    Raises
+    ------
+    OutputError
+        An output that is an input, in a missing folder, or an existing file of another kind.
+    """
+    inputs = [job.labels, model.checkpoint,
+              *(find_audio_files(job.folder, recursive=True) if job.folder is not None else ()),
+              *((Path(job.scores),) if job.scores is not None else ())]
+    inputs = [path for path in inputs if path is not None]
+    check_output(job.out, inputs=inputs, kind="thresholds file", is_kind=is_thresholds_file, force=job.force)
+    if job.scores is None:
+        check_output(cache_path_for(job.out, model.name), inputs=inputs, kind="score cache (.npz)", is_kind=_is_npz,
+                     force=job.force)
+    if job.report is not None:
+        check_report_target(job.report)
+
+
+def _is_npz(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def run_calibration(
+    job: CalibrationJob, model: TaggerSource, *, on_progress: Callable[[BatchProgress], None] | None = None
+) -> CalibrationResult:
+    """``calitag calibrate`` as one call: check the outputs, load the model, read the inputs, calibrate.
+
+    Parameters
+    ----------
+    job : CalibrationJob
+        The inputs, the outputs and the options.
+    model : TaggerSource
+        The model, loaded only after the outputs are checked (a bad ``out`` fails before a download).
+    on_progress : callable, optional
+        Called with a :class:`~calitag.pipeline.batch.BatchProgress` as files are scored.
+
+    Returns
+    -------
+    CalibrationResult
+
+    Raises
+    ------
+    OutputError, LabelsError
+        As :func:`check_outputs`, :func:`calitag.pipeline.records.read_all_scores`,
+        :func:`calitag.pipeline.labels.read_clip_labels` and :func:`calibrate`.
+    """
+    check_outputs(job, model)
+    tagger = model.load()
+    scored = None
+    if job.scores is not None:
+        scored = ScoredFiles.read(job.scores, model=model.name, class_names=tagger.class_names)
+    labels = read_clip_labels(job.labels, class_names=tagger.class_names)
+    return calibrate(tagger, job.source, labels, out=job.out, options=job.options, scored=scored,
+                     on_progress=on_progress)

@@ -1,12 +1,16 @@
-"""Clip-level label files: `filename,labels` CSV/TSV and the DCASE weak-label TSV."""
+"""Clip-level label files (`filename,labels` CSV/TSV, the DCASE weak-label TSV) and their file names.
+
+:func:`match_recorded` is the one matcher of label-file names to the paths a batch output records
+(``calitag calibrate --scores`` and ``calitag thresholds report`` both use it).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -167,3 +171,64 @@ def check_label_names(clip_labels: ClipLabels, class_names: tuple[str, ...], *, 
             f"{clip_labels.source}: {len(unknown)} label(s) are not classes of model {model}: "
             + ", ".join(hints)
         )
+
+
+#: What to do when a label-file name matches several recorded paths, unless the caller knows better.
+AMBIGUOUS_NAME_FIX = "name files by a longer path in the labels"
+
+
+def match_recorded(
+    names: Sequence[str],
+    paths: Sequence[str],
+    *,
+    source: str,
+    folder: Path | None = None,
+    fix: str = AMBIGUOUS_NAME_FIX,
+) -> dict[str, int]:
+    """Match label-file names to the paths a batch output records.
+
+    A name matches the recorded path that is ``folder / name`` (both resolved; only with ``folder``),
+    else the recorded path that equals it or ends with ``/`` + it, compared as POSIX paths (so
+    ``./a.wav`` is ``a.wav`` and ``b/a.wav`` does not match ``/x/ab/a.wav``).
+
+    Parameters
+    ----------
+    names : sequence of str
+        File names as a label file writes them.
+    paths : sequence of str
+        The recorded paths.
+    source : str
+        The batch output, for messages.
+    folder : Path, optional
+        The folder the names are relative to.
+    fix : str
+        How to resolve a name that matches several paths (ends the error message).
+
+    Returns
+    -------
+    dict
+        Name -> index into ``paths``, for the names that match one.
+
+    Raises
+    ------
+    LabelsError
+        A name (the first in ``names`` order) matches several recorded paths.
+    """
+    resolved = {str(Path(p).resolve()): i for i, p in enumerate(paths)} if folder is not None else {}
+    posix = [PurePath(p).as_posix() for p in paths]
+    by_base: dict[str, list[int]] = {}
+    for i, path in enumerate(posix):
+        by_base.setdefault(path.rsplit("/", 1)[-1], []).append(i)
+    matched: dict[str, int] = {}
+    for name in names:
+        if folder is not None and (index := resolved.get(str((folder / name).resolve()))) is not None:
+            matched[name] = index
+            continue
+        key = PurePath(name).as_posix()
+        found = [i for i in by_base.get(key.rsplit("/", 1)[-1], []) if posix[i] == key or posix[i].endswith("/" + key)]
+        if len(found) > 1:
+            listed = ", ".join(paths[i] for i in found[:3])
+            raise LabelsError(f"{source}: {name} matches {len(found)} recorded files ({listed}); {fix}")
+        if found:
+            matched[name] = found[0]
+    return matched

@@ -3,15 +3,13 @@
 The report itself is :func:`calitag.thresholds.html_report.report`; this module finds its inputs in
 what calitag writes: a `calibrate` result, a score file as `calitag thresholds fit` reads it, the
 score cache `calitag calibrate` keeps beside its thresholds file (``*.scores.npz``, keyed by file
-content, so it needs the labelled folder), or `calitag batch` output with all scores (JSONL or CSV).
+content, so it needs the labelled folder), or `calitag batch` output with all scores (JSONL, CSV or
+Parquet, read by :func:`calitag.pipeline.records.read_all_scores`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,15 @@ import numpy as np
 
 from calitag.errors import LabelsError, ScoresError
 from calitag.models.checkpoints import file_digests
-from calitag.pipeline.labels import ClipLabels, read_clip_labels
+from calitag.pipeline.calibrate import ScoreCache
+from calitag.pipeline.labels import ClipLabels, match_recorded, read_clip_labels
+from calitag.pipeline.records import read_all_scores
 from calitag.thresholds.io import Thresholds
-from calitag.thresholds.scorefiles import read_scores
 from calitag.thresholds.html_report import report
+from calitag.thresholds.scorefiles import read_scores
+
+#: How to resolve a label-file name that matches several records of a batch output.
+AMBIGUOUS_FOLDER_FIX = "pass --folder to say which folder the label file's names are relative to"
 
 
 @dataclass(frozen=True)
@@ -96,77 +99,6 @@ def calibration_report(result: Any, *, meta: Mapping[str, Any] | None = None, de
 # --- reading scores from files ------------------------------------------------------------------
 
 
-def _match_files(label_names: Sequence[str], paths: Sequence[str], folder: Path | None, source: str) -> dict[str, int]:
-    """Label-file name -> index into ``paths`` (batch record paths), by folder or by path suffix."""
-    by_resolved = {}
-    if folder is not None:
-        by_resolved = {str(Path(p).resolve()): i for i, p in enumerate(paths)}
-    by_suffix: dict[str, list[int]] = {}
-    for i, p in enumerate(paths):
-        parts = Path(p).as_posix().split("/")
-        for k in range(1, len(parts) + 1):
-            by_suffix.setdefault("/".join(parts[-k:]), []).append(i)
-    matched = {}
-    for name in label_names:
-        if folder is not None and str((folder / name).resolve()) in by_resolved:
-            matched[name] = by_resolved[str((folder / name).resolve())]
-            continue
-        hits = by_suffix.get(Path(name).as_posix(), [])
-        if len(hits) > 1:
-            raise LabelsError(f"{name} matches {len(hits)} records of {source}: pass --folder to say which folder "
-                              "the label file's names are relative to")
-        if hits:
-            matched[name] = hits[0]
-    return matched
-
-
-def _read_batch(path: Path) -> tuple[list[str], list[dict[str, float]]]:
-    """(paths, all-score dicts) of the successful records of a `calitag batch` JSONL or CSV file."""
-    paths, scores = [], []
-    try:
-        # newline="": a CR inside a quoted CSV file name stays part of the name.
-        with open(path, encoding="utf-8", newline="") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScoresError(f"cannot read batch output {path}: {err}") from err
-    if path.suffix.lower() == ".csv":
-        for row in csv.DictReader(io.StringIO(text, newline="")):
-            if row.get("error") or not row.get("scores"):
-                continue
-            pairs = (item.rsplit("=", 1) for item in row["scores"].split(";") if item)
-            paths.append(row["path"])
-            scores.append({label: float(value) for label, value in pairs})
-    else:
-        # Records end in "\n" only; splitlines() would also split at U+2028 or U+0085 in a name.
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ScoresError(f"{path} line {number} is not JSON: {err}") from err
-            if "error" in record or not isinstance(record.get("scores"), dict):
-                continue
-            paths.append(record["path"])
-            scores.append({str(k): float(v) for k, v in record["scores"].items()})
-    if not paths:
-        raise ScoresError(f"{path} holds no record with scores: expected `calitag batch --all-scores` output")
-    return paths, scores
-
-
-def _cache_scores(path: Path, class_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """File sha256 -> score row from a calibrate score cache (any model and checkpoint prefix)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys, rows, names = data["keys"].tolist(), data["scores"], tuple(data["class_names"].tolist())
-    except (OSError, ValueError, KeyError) as err:
-        raise ScoresError(f"cannot read score cache {path}: {err}") from err
-    if names != class_names:
-        raise ScoresError(f"score cache {path} holds {len(names)} classes that are not the thresholds file's "
-                          f"{len(class_names)}: it was made for another model")
-    return {key.rsplit(":", 1)[-1]: row for key, row in zip(keys, rows)}
-
-
 def read_report_inputs(
     thresholds: Thresholds,
     scores_path: str | Path,
@@ -184,7 +116,8 @@ def read_report_inputs(
     scores_path : path-like
         A score file as `calitag thresholds fit` reads it (``.npz`` with val/eval arrays, ``.npy``
         or ``.csv`` with ``labels``); a calibrate score cache (``*.scores.npz``); or `calitag batch`
-        output with all scores (``.jsonl``/``.csv`` with a ``scores`` column).
+        output with all scores (``.jsonl``, ``.csv`` with a ``scores`` column, or a Parquet folder),
+        read by :func:`calitag.pipeline.records.read_all_scores`.
     labels : path-like, optional
         For a ``.npy``/``.csv`` score matrix: its 0/1 label matrix. For a score cache or batch
         output: the clip label file (``filename,labels``); default: the one recorded in the
@@ -201,16 +134,16 @@ def read_report_inputs(
 
     Raises
     ------
-    ScoresError, LabelsError
-        Unreadable files, missing labels, class lists that differ from the thresholds file.
+    ScoresError, OutputError, LabelsError
+        Unreadable files, missing labels, class lists that differ from the thresholds file, batch
+        output of another model.
     """
     path = Path(scores_path)
-    is_cache = path.suffix.lower() == ".npz" and _is_cache(path)
-    if path.suffix.lower() in (".jsonl", ".json") or is_cache or (path.suffix.lower() == ".csv" and _is_batch_csv(path)):
+    suffix = path.suffix.lower()
+    is_cache = suffix == ".npz" and ScoreCache.is_cache(path)
+    is_batch = suffix in (".jsonl", ".json", ".parquet") or path.is_dir() or (suffix == ".csv" and _is_batch_csv(path))
+    if is_cache or is_batch:
         return _read_clip_scores(thresholds, path, labels=labels, folder=folder, is_cache=is_cache)
-    if path.suffix.lower() == ".parquet":
-        raise ScoresError(f"{path}: reading Parquet batch output is not supported here; write JSONL "
-                          "(`calitag batch --all-scores --out results.jsonl`)")
     data = read_scores(path, labels=labels)
     use = ("eval" if data.eval_scores is not None else "val") if split == "auto" else split
     if use == "eval" and data.eval_scores is None:
@@ -226,14 +159,6 @@ def read_report_inputs(
     return ReportInputs(scores, targets, tuple(names), f"the {part} split of {path.name} ({len(scores)} clips)")
 
 
-def _is_cache(path: Path) -> bool:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return "keys" in data.files and "scores" in data.files
-    except (OSError, ValueError):
-        return False
-
-
 def _is_batch_csv(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8") as handle:
@@ -243,7 +168,8 @@ def _is_batch_csv(path: Path) -> bool:
     return first.strip().startswith("path,") and "scores" in first.split(",")
 
 
-def _read_clip_scores(thresholds: Thresholds, path: Path, *, labels, folder, is_cache: bool) -> ReportInputs:
+def _read_clip_scores(thresholds: Thresholds, path: Path, *, labels: str | Path | None, folder: str | Path | None,
+                      is_cache: bool) -> ReportInputs:
     """Scores of labelled clips from a score cache or batch output, matched through the label file."""
     recorded_labels, recorded_folder = thresholds.validation.get("labels"), thresholds.validation.get("source")
     labels = labels or recorded_labels
@@ -252,35 +178,45 @@ def _read_clip_scores(thresholds: Thresholds, path: Path, *, labels, folder, is_
     folder_path = Path(folder or recorded_folder) if (folder or recorded_folder) else None
     clip_labels: ClipLabels = read_clip_labels(labels, class_names=thresholds.class_names)
     names = list(clip_labels.labels)
-    rows: list[np.ndarray] = []
-    used: list[str] = []
     if is_cache:
         if folder_path is None or not folder_path.is_dir():
             raise LabelsError(f"{path} is a score cache keyed by file content: pass --folder with the labelled audio "
                               f"files (the thresholds file records {recorded_folder!r})")
-        by_digest = _cache_scores(path, thresholds.class_names)
-        for name in names:
-            file = folder_path / name
-            if file.is_file():
-                row = by_digest.get(file_digests(file)[0])
-                if row is not None:
-                    rows.append(row)
-                    used.append(name)
+        used, rows = _cache_rows(path, names, folder_path, thresholds.class_names)
     else:
-        record_paths, record_scores = _read_batch(path)
-        matched = _match_files(names, record_paths, folder_path, str(path))
-        for name in names:
-            if name not in matched:
-                continue
-            scores = record_scores[matched[name]]
-            absent = [c for c in thresholds.class_names if c not in scores]
-            if absent:
-                raise ScoresError(f"{path}: the record of {name} lacks the scores of {len(absent)} classes "
-                                  f"(e.g. {absent[0]!r}): run `calitag batch` with --all-scores")
-            rows.append(np.array([scores[c] for c in thresholds.class_names]))
-            used.append(name)
+        used, rows = _batch_rows(path, names, folder_path, thresholds)
     if len(used) < 1:
         raise LabelsError(f"none of the {len(names)} clips of {labels} has scores in {path}")
+    return _labelled_inputs(thresholds, clip_labels, used, rows, n_listed=len(names), path=path)
+
+
+def _cache_rows(path: Path, names: list[str], folder: Path, class_names: tuple[str, ...]) -> tuple[list[str], list[np.ndarray]]:
+    """(names, score rows) of the listed files of ``folder`` that a calibrate score cache holds (by file content)."""
+    by_file = ScoreCache.read(path, class_names).by_file()
+    used, rows = [], []
+    for name in names:
+        file = folder / name
+        if file.is_file():
+            row = by_file.get(file_digests(file)[0])
+            if row is not None:
+                rows.append(row)
+                used.append(name)
+    return used, rows
+
+
+def _batch_rows(path: Path, names: list[str], folder: Path | None, thresholds: Thresholds) -> tuple[list[str], list[np.ndarray]]:
+    """(names, score rows) of the listed files that a `calitag batch --all-scores` output scored."""
+    if not path.exists():  # else the reader takes it for a Parquet folder and may ask for pyarrow
+        raise ScoresError(f"cannot read batch output {path}: no such file or folder")
+    paths, matrix, _ = read_all_scores(path, model=thresholds.model, class_names=thresholds.class_names)
+    matched = match_recorded(names, paths, source=str(path), folder=folder, fix=AMBIGUOUS_FOLDER_FIX)
+    used = [name for name in names if name in matched]
+    return used, [matrix[matched[name]] for name in used]
+
+
+def _labelled_inputs(thresholds: Thresholds, clip_labels: ClipLabels, used: list[str], rows: list[np.ndarray], *,
+                     n_listed: int, path: Path) -> ReportInputs:
+    """The report's columns: the classes labelled among ``used`` clips or calibrated, with their scores and targets."""
     known = set(thresholds.class_names)
     labelled = {lab for name in used for lab in clip_labels.labels[name] if lab in known}
     calibrated = thresholds.options.get("calibrated_classes") or []
@@ -289,7 +225,7 @@ def _read_clip_scores(thresholds: Thresholds, path: Path, *, labels, folder, is_
     scores = np.clip(np.stack(rows)[:, columns].astype(np.float64), 0.0, 1.0)
     kept = ClipLabels({n: tuple(l for l in clip_labels.labels[n] if l in classes) for n in used}, clip_labels.source)
     targets = kept.targets(used, classes).astype(bool)
-    missing = len(names) - len(used)
+    missing = n_listed - len(used)
     note = f"; {missing} listed clip(s) without scores left out" if missing else ""
     return ReportInputs(scores, targets, classes,
                         f"all {len(used)} labelled clips with scores in {path.name} (fitting clips included){note}")

@@ -1,4 +1,4 @@
-"""Clip-level label files (pipeline/labels.py): CSV, TSV, DCASE weak labels, and their errors."""
+"""Clip-level label files (pipeline/labels.py): CSV, TSV, DCASE weak labels, their errors, and name matching."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calitag.errors import LabelsError
-from calitag.pipeline.labels import check_label_names, read_clip_labels
+from calitag.pipeline.labels import check_label_names, match_recorded, read_clip_labels
 
 NAMES = ("Speech", "Music", "Beep, bleep", "Alarm clock")
 
@@ -71,3 +71,30 @@ def test_unknown_class_names_are_reported_with_suggestions(tmp_path):
     labels = read_clip_labels(_write(tmp_path, "l.csv", "filename,labels\na.wav,Speach\n"))
     with pytest.raises(LabelsError, match="'Speach' \\(did you mean 'Speech'"):
         check_label_names(labels, NAMES, model="yamnet")
+
+
+def test_names_match_recorded_paths_by_whole_trailing_components():
+    """A name matches the recorded path equal to it or ending in / + it, never a longer last component."""
+    paths = ["/data/clips/a.wav", "/data/clips/sub/b.wav", "/data/xsub/c.wav", "rel/d.wav"]
+    matched = match_recorded(["a.wav", "sub/b.wav", "clips/sub/b.wav", "sub/c.wav", "./rel/d.wav", "e.wav"], paths,
+                             source="out.jsonl")
+    assert matched == {"a.wav": 0, "sub/b.wav": 1, "clips/sub/b.wav": 1, "./rel/d.wav": 3}
+
+
+def test_an_ambiguous_name_raises_with_the_callers_fix():
+    """A name that matches two recorded paths raises LabelsError naming both and the fix given."""
+    paths = ["/x/one/a.wav", "/x/two/a.wav"]
+    with pytest.raises(LabelsError, match=r"out.jsonl: a.wav matches 2 recorded files \(/x/one/a.wav, /x/two/a.wav\); "
+                                          "name files by a longer path"):
+        match_recorded(["a.wav"], paths, source="out.jsonl")
+    with pytest.raises(LabelsError, match="pass --folder"):
+        match_recorded(["a.wav"], paths, source="out.jsonl", fix="pass --folder")
+    assert match_recorded(["one/a.wav"], paths, source="out.jsonl") == {"one/a.wav": 0}
+
+
+def test_a_folder_resolves_names_before_suffix_matching(tmp_path):
+    """With a folder, folder / name picks its record among paths that share the name."""
+    paths = [str(tmp_path / "one" / "a.wav"), str(tmp_path / "two" / "a.wav")]
+    assert match_recorded(["a.wav"], paths, source="out.jsonl", folder=tmp_path / "two") == {"a.wav": 1}
+    with pytest.raises(LabelsError, match="matches 2"):
+        match_recorded(["a.wav"], paths, source="out.jsonl", folder=tmp_path / "three")

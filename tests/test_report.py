@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -13,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from calitag.cli import main
-from calitag.errors import OutputError, ScoresError
-from calitag.thresholds import evaluate, fit
+from calitag.errors import LabelsError, OutputError, ScoresError
+from calitag.thresholds import Thresholds, evaluate, fit
 from calitag.thresholds.html_report import is_report, report, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -140,6 +141,114 @@ def test_write_report_replaces_only_reports(tmp_path, dcase2017):
     assert notes.read_text() == "<html>my notes</html>"
     write_report(notes, text, force=True)
     assert is_report(notes)
+
+
+# --- pipeline/report.py: the report's inputs from batch output and the score cache ----------------
+
+STUB_CLASSES = ("Speech", "Music", "Dog")
+
+
+def _stub_batch(tmp_path: Path) -> tuple[list[dict], Path, Thresholds]:
+    """All-scores records of a stub model (4-decimal scores), a label file in other paths' terms, thresholds."""
+    rng = np.random.default_rng(1)
+    records = [{"path": f"/rec/clips/{i:02d}.wav", "duration_s": 1.0, "tags": [], "model": "stub",
+                "scores": {c: round(float(v), 4) for c, v in zip(STUB_CLASSES, rng.random(3))}} for i in range(12)]
+    records.append({"path": "/rec/clips/bad.wav", "model": "stub", "error": "not audio"})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,labels\n" + "".join(f"clips/{i:02d}.wav,{'Speech' if i % 2 else 'Music'}\n"
+                                                    for i in range(12)) + "bad.wav,Speech\nghost.wav,Dog\n")
+    thresholds = Thresholds(values=np.array([0.5, 0.4, 0.6]), class_names=STUB_CLASSES, model="stub",
+                            options={"calibrated_classes": ["Speech", "Music"]})
+    return records, labels, thresholds
+
+
+def _expected_inputs(records: list[dict]) -> np.ndarray:
+    return np.array([[r["scores"]["Speech"], r["scores"]["Music"]] for r in records[:12]], dtype=np.float32)
+
+
+def test_report_inputs_from_jsonl_batch_output(tmp_path):
+    """JSONL batch output: labelled clips matched by path suffix, failed and absent ones left out and counted."""
+    from calitag.pipeline.report import read_report_inputs
+
+    records, labels, thresholds = _stub_batch(tmp_path)
+    batch = tmp_path / "out.jsonl"
+    batch.write_text("".join(json.dumps(r) + "\n" for r in records))
+    inputs = read_report_inputs(thresholds, batch, labels=labels)
+    assert inputs.class_names == ("Speech", "Music")
+    np.testing.assert_array_equal(inputs.scores, _expected_inputs(records).astype(np.float64))
+    assert inputs.targets[:, 0].tolist() == [bool(i % 2) for i in range(12)]
+    assert "all 12 labelled clips" in inputs.description and "2 listed clip(s) without scores" in inputs.description
+
+
+def test_report_inputs_from_parquet_batch_output(tmp_path):
+    """A Parquet batch output gives the report the same clips and scores as JSONL (one reader for all formats)."""
+    pytest.importorskip("pyarrow", reason="Parquet needs pyarrow: pip install 'calitag[parquet]'")
+    from calitag.pipeline.records import ParquetWriter
+    from calitag.pipeline.report import read_report_inputs
+
+    records, labels, thresholds = _stub_batch(tmp_path)
+    parquet = tmp_path / "out.parquet"
+    with ParquetWriter(parquet, class_names=STUB_CLASSES, model="stub", all_scores=True) as writer:
+        for record in records:
+            writer.write(record)
+    inputs = read_report_inputs(thresholds, parquet, labels=labels)
+    assert inputs.class_names == ("Speech", "Music") and "2 listed clip(s) without scores" in inputs.description
+    np.testing.assert_array_equal(inputs.scores, _expected_inputs(records).astype(np.float64))
+
+
+def test_report_inputs_from_csv_batch_output(tmp_path):
+    """A CSV batch output (4-decimal scores) gives the report the same clips and scores as JSONL."""
+    from calitag.pipeline.records import CSV_HEADER, FORMATTERS
+    from calitag.pipeline.report import read_report_inputs
+
+    records, labels, thresholds = _stub_batch(tmp_path)
+    csv_out = tmp_path / "out.csv"
+    csv_out.write_bytes(CSV_HEADER.encode() + b"".join(FORMATTERS["csv"](r) for r in records))
+    inputs = read_report_inputs(thresholds, csv_out, labels=labels)
+    assert inputs.class_names == ("Speech", "Music") and "2 listed clip(s) without scores" in inputs.description
+    np.testing.assert_allclose(inputs.scores, _expected_inputs(records), atol=1e-7)
+
+
+def test_report_inputs_refuse_another_models_output_and_ambiguous_names(tmp_path):
+    """Batch output of another model is refused; a name matching two records asks for --folder."""
+    from calitag.pipeline.report import read_report_inputs
+
+    records, labels, thresholds = _stub_batch(tmp_path)
+    batch = tmp_path / "out.jsonl"
+    batch.write_text("".join(json.dumps({**r, "model": "other"}) + "\n" for r in records))
+    with pytest.raises(OutputError, match="'other', not 'stub'"):
+        read_report_inputs(thresholds, batch, labels=labels)
+    twice = [*records, {**records[0], "path": "/elsewhere/clips/00.wav"}]
+    batch.write_text("".join(json.dumps(r) + "\n" for r in twice))
+    with pytest.raises(LabelsError, match="clips/00.wav matches 2 recorded files.*pass --folder"):
+        read_report_inputs(thresholds, batch, labels=labels)
+    with pytest.raises(ScoresError, match="cannot read batch output .*gone.jsonl: no such file"):
+        read_report_inputs(thresholds, tmp_path / "gone.jsonl", labels=labels)
+
+
+def test_report_inputs_from_the_score_cache_by_file_content(tmp_path):
+    """A calibrate score cache gives the rows of the folder's listed files by content; other classes are refused."""
+    from calitag.models.checkpoints import file_digests
+    from calitag.pipeline.calibrate import ScoreCache
+    from calitag.pipeline.report import read_report_inputs
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    cache = ScoreCache(tmp_path / "th.stub.scores.npz", STUB_CLASSES)
+    for i in range(4):
+        (folder / f"{i}.wav").write_bytes(bytes([i]) * 10)
+        cache.rows[f"stub:none:{file_digests(folder / f'{i}.wav')[0]}"] = np.array([i / 10, 0.5, 0.9], np.float32)
+    cache.save()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,labels\n0.wav,Speech\n1.wav,Music\n2.wav,Speech\n3.wav,Music\n4.wav,Dog\n")
+    thresholds = Thresholds(values=np.full(3, 0.5), class_names=STUB_CLASSES, model="stub")
+    inputs = read_report_inputs(thresholds, cache.path, labels=labels, folder=folder)
+    assert inputs.class_names == ("Speech", "Music")
+    np.testing.assert_allclose(inputs.scores[:, 0], [0.0, 0.1, 0.2, 0.3], atol=1e-7)
+    assert "1 listed clip(s) without scores" in inputs.description
+    other = Thresholds(values=np.full(2, 0.5), class_names=STUB_CLASSES[:2], model="stub")
+    with pytest.raises(ScoresError, match="made for another model"):
+        read_report_inputs(other, cache.path, labels=labels, folder=folder)
 
 
 # --- the commands, on the debug model (offline) -------------------------------------------------

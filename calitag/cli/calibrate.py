@@ -15,9 +15,7 @@ from calitag.cli._common import (
     METHODS,
     ModelChoice,
     Progress,
-    check_out,
     echo_skip,
-    is_thresholds_file,
     model_options,
     reported,
 )
@@ -64,45 +62,21 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
     clips. Classes absent from the labels keep 0.5.
     With --scores, the clip scores come from a batch output of the same model instead.
     """
-    from calitag.pipeline.batch import find_audio_files
-    from calitag.pipeline.calibrate import ScoredFiles, cache_path_for, calibrate
-    from calitag.pipeline.labels import read_clip_labels
-    from calitag.thresholds.html_report import check_report_target
+    from calitag.pipeline.calibrate import CalibrationJob, CalibrationOptions, run_calibration
 
     if (folder is None) == (scores_path is None):
         raise click.UsageError("give either FOLDER or --scores")
-    # Before any scoring: the thresholds file and its score cache beside it may replace neither an input
-    # nor a file of another kind.
-    inputs = [labels_path, model.checkpoint,
-              *(find_audio_files(folder, recursive=True) if folder is not None else ()),
-              *((Path(scores_path),) if scores_path is not None else ())]
-    check_out(out_path, inputs=inputs, kind="thresholds file", is_kind=is_thresholds_file, force=force)
-    if scores_path is None:
-        check_out(cache_path_for(out_path, model.name), inputs=inputs, kind="score cache (.npz)",
-                  is_kind=lambda p: p.read_bytes()[:4] == b"PK\x03\x04", force=force)
-    if report_path is not None:
-        with reported():
-            check_report_target(report_path)  # before the work, not after it
-    tagger = model.load()
-    progress = scored = None
+    options = CalibrationOptions(method=method, objective=objective.replace("-", "_"), val_fraction=val_fraction,
+                                 folds=folds, seed=seed, skip_missing=skip_missing, workers=workers, guard=guard)
+    job = CalibrationJob(labels=labels_path, out=out_path, folder=folder, scores=scores_path, report=report_path,
+                         force=force, options=options)
+    progress = _LazyProgress("scoring")
     try:
         with reported():
-            if scores_path is not None:
-                from calitag.pipeline.records import read_all_scores
-
-                paths, matrix, errors = read_all_scores(scores_path, model=model.name, class_names=tagger.class_names)
-                scored = ScoredFiles(paths=tuple(paths), scores=matrix, errors=errors, source=scores_path)
-                folder = Path(scores_path)
-            labels = read_clip_labels(labels_path, class_names=tagger.class_names)
-            progress = Progress(len(labels.labels), "scoring")
-            result = calibrate(tagger, folder, labels, out=out_path, method=method,
-                               objective=objective.replace("-", "_"), val_fraction=val_fraction, folds=folds,
-                               seed=seed, skip_missing=skip_missing, workers=workers, guard=guard,
-                               on_progress=progress, scored=scored)
+            result = run_calibration(job, model, on_progress=progress)
     finally:
-        if progress is not None:
-            progress.close()
-    _echo_notes(result, folder=folder, labels_path=labels_path)
+        progress.close()
+    _echo_notes(result, folder=job.source, labels_path=labels_path)
     if report_path is not None:
         from calitag.pipeline.report import calibration_report
         from calitag.thresholds.html_report import write_report
@@ -115,6 +89,23 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
         return
     _echo_table(result, model=model.name)
     click.echo(f"wrote {out_path}")
+
+
+class _LazyProgress:
+    """The scoring progress, started by the first file scored (a run that scores nothing shows none)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.progress: Progress | None = None
+
+    def __call__(self, update: Any) -> None:
+        if self.progress is None:
+            self.progress = Progress(update.total, self.desc)
+        self.progress(update)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 def _echo_notes(result: Any, *, folder: Path, labels_path: Path) -> None:

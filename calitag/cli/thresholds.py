@@ -181,7 +181,7 @@ def thresholds_evaluate(scores_path: Path, thresholds_path: Path, labels_path: P
 
 @thresholds_group.command("report")
 @click.argument("thresholds_path", metavar="TH.json", type=click.Path(dir_okay=False, path_type=Path))
-@_SCORES_ARGUMENT
+@click.argument("scores_path", metavar="SCORES", type=click.Path(path_type=Path))  # a Parquet output is a folder
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Labels of SCORES: a 0/1 matrix (.npy/.csv) for a score matrix, or the clip label file "
                    "(filename,labels) for a score cache or batch output (default: the one the thresholds file records).")
@@ -199,7 +199,8 @@ def thresholds_report(thresholds_path: Path, scores_path: Path, labels_path: Pat
     """Write an HTML report of TH.json on the clips of SCORES: summary, sortable table, figures per class.
 
     SCORES: a score file as `thresholds fit` reads it, the score cache `calibrate` keeps beside its
-    thresholds file (*.scores.npz, with --folder), or `calitag batch --all-scores` output (JSONL/CSV).
+    thresholds file (*.scores.npz, with --folder), or `calitag batch --all-scores` output (JSONL, CSV or a
+    Parquet folder).
     """
     from calitag.pipeline.report import report_from_files
     from calitag.thresholds.html_report import check_report_target, write_report
