@@ -1,4 +1,4 @@
-"""The HTML calibration report (thresholds/report.py, pipeline/report.py, `calibrate --report`,
+"""The HTML calibration report (thresholds/html_report.py, pipeline/report.py, `calibrate --report`,
 `thresholds report`), checked as text and rendered in headless Chromium."""
 
 from __future__ import annotations
