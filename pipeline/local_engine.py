@@ -1,19 +1,22 @@
-"""Batch processing of whole folders: parallel decoding, batched inference, one record per file.
+"""The local batch engine: decoder processes, batched inference in this process, one result per file.
 
-Worker processes read and resample files (:func:`calitag.pipeline.audio.stream_windows`) and send
+Worker processes read and resample files (:meth:`calitag.pipeline.engine.Windowing.windows`) and send
 their analysis windows back, each on its own connection with a bounded buffer; the main process
 stacks windows of equal length from any files into batches, runs the model, folds window scores
-into clip scores and hands one :class:`FileResult` per file to the caller as soon as the file is
-complete. The buffer bound keeps memory flat whatever the number or the length of the files.
+into clip scores (:class:`calitag.pipeline.engine.FileFold`) and hands one :class:`FileResult` per
+file to the caller as soon as the file is complete. The buffer bound keeps memory flat whatever the
+number or the length of the files.
 
 For the YAMNet models on the CPU (numpy frontend, onnxruntime network) the workers do all of it
 instead: each decodes, computes the log-Mel and runs its own single-threaded copy of the network,
 and sends back window scores, one worker per CPU by default. Nothing is shared between them, so
-every CPU computes all the time; the main process only folds scores and writes records.
+every CPU computes all the time; the main process only folds scores.
 
 The main process waits on the connections and the processes together, so a decoder that dies is
 noticed at once and replaced (its file is read again once, then reported failed), and decoders end
 when the main process dies, however it dies.
+
+Called by :func:`calitag.pipeline.batch.run_batch`, which expands sources, decides tags and writes records.
 """
 
 from __future__ import annotations
@@ -38,10 +41,8 @@ import numpy as np
 
 from calitag._host import usable_cpus
 from calitag.errors import AudioError, TaggingError
-from calitag.pipeline.audio import (
-    AUDIO_EXTENSIONS, Aggregate, RunningAggregate, check_finite_scores, probe_audio, stream_windows,
-)
-from calitag.pipeline.types import Scores
+from calitag.pipeline.audio import Aggregate
+from calitag.pipeline.engine import BatchProgress, FileFold, FileResult, Windowing
 
 if TYPE_CHECKING:  # decoder processes import this module: keep torch out of it
     from calitag.pipeline.tagger import Tagger
@@ -60,124 +61,6 @@ MAX_DEATHS_PER_WORKER = 3
 PARENT_POLL_S = 0.5
 #: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """The outcome for one file: its clip scores and tags, or the error that stopped it.
-
-    scores: float32 (n_classes,) or None when ``error`` is set.
-    tags: (label, score) pairs that passed their thresholds, by decreasing score.
-    """
-
-    path: str
-    duration_s: float | None
-    scores: np.ndarray | None
-    tags: tuple[tuple[str, float], ...] = ()
-    error: str | None = None
-    notes: tuple[str, ...] = ()  #: what went wrong on the way and was recovered (a decoder died and it was read again)
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    """Counts reported after each model batch and each file.
-
-    audio_s: seconds of audio scored so far (files done plus the scored part of files in progress);
-    audio_total_s: the seconds of all files when known (``run_batch(audio_total_s=...)``), else None.
-    """
-
-    done: int
-    total: int
-    failed: int
-    elapsed_s: float
-    audio_s: float = 0.0
-    audio_total_s: float | None = None
-
-
-@dataclass
-class _Pending:
-    """A file whose windows are still arriving or waiting in a batch."""
-
-    folded: RunningAggregate
-    windows_in: int = 0
-    ended: bool = False
-    n_samples: int = 0
-    scored_samples: int = 0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class FolderScan:
-    """What a folder holds: the files to process and the entries left out, each with the reason.
-
-    files: audio files by extension (or matching the pattern), sorted; broken symbolic links among them are
-    kept, so that processing reports them. ignored: (path, reason) of every other entry.
-    """
-
-    files: list[Path]
-    ignored: list[tuple[Path, str]]
-
-
-def _is_link_to_nothing(path: Path) -> bool:
-    return path.is_symlink() and not path.exists()
-
-
-def scan_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> FolderScan:
-    """The audio files in a folder, sorted, and every entry left out with the reason.
-
-    Parameters
-    ----------
-    root : str or Path
-        A folder (or a single file, returned as is).
-    recursive : bool
-        Also look in sub-folders.
-    pattern : str or None
-        A glob on the file name (e.g. ``"*.flac"``); default: every known audio extension.
-
-    Raises
-    ------
-    AudioError
-        If ``root`` does not exist.
-    """
-    root = Path(root)
-    if root.is_file():
-        return FolderScan([root], [])
-    if not root.is_dir():
-        raise AudioError(f"{root}: no such file or folder")
-    candidates = root.rglob(pattern or "*") if recursive else root.glob(pattern or "*")
-    files: list[Path] = []
-    ignored: list[tuple[Path, str]] = []
-    for path in candidates:
-        wanted = pattern is not None or path.suffix.lower() in AUDIO_EXTENSIONS
-        if path.is_file() or (wanted and _is_link_to_nothing(path)):
-            if wanted:
-                files.append(path)
-            else:
-                ignored.append((path, f"not an audio file name ({path.suffix.lower() or 'no extension'})"))
-        elif path.is_dir():
-            if not recursive:
-                ignored.append((path, "a folder (--recursive to enter it)"))
-        elif _is_link_to_nothing(path):
-            ignored.append((path, "a broken symbolic link"))
-        else:
-            ignored.append((path, "not a regular file"))
-    return FolderScan(sorted(files), sorted(ignored))
-
-
-def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> list[Path]:
-    """The audio files in a folder, sorted: :func:`scan_audio_files`'s files less its broken links."""
-    return [p for p in scan_audio_files(root, recursive=recursive, pattern=pattern).files if not _is_link_to_nothing(p)]
-
-
-def audio_seconds(paths: Iterable[str | Path]) -> float:
-    """The total duration of ``paths`` from their headers (files that cannot be probed count 0), for progress."""
-    total = 0.0
-    for path in paths:
-        try:
-            total += probe_audio(path).duration_s
-        except TaggingError:
-            continue
-    return total
 
 
 class WorkerScorer:
@@ -239,22 +122,21 @@ def default_workers(tagger: Tagger) -> int:
 
 
 def _file_messages(
-    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None,
-    frontend: Callable[[np.ndarray], np.ndarray] | None = None, scorer: WorkerScorer | None = None,
+    index: int, path: str, *, windowing: Windowing, frontend: Callable[[np.ndarray], np.ndarray] | None = None,
+    scorer: WorkerScorer | None = None,
 ) -> Iterator[tuple]:
-    """The messages of one file: its windows (samples or their features, end sample) or, with a ``scorer``,
-    their clip scores (scores, end sample), then end (with its length) or error."""
+    """The messages of one file: its windows (samples or their features, end sample, segment) or, with a
+    ``scorer``, their clip scores (scores, end sample, segment), then end (with its length) or error."""
     n_samples = 0
     try:
-        for window in stream_windows(
-            path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
-        ):
-            n_samples = max(n_samples, window.start + window.n_valid)
+        for segment, window in windowing.windows(path):
+            end = window.start + window.n_valid
+            n_samples = max(n_samples, end)
             if scorer is not None:
-                yield ("scores", index, (scorer(window.samples[None])[0], window.start + window.n_valid))
+                yield ("scores", index, (scorer(window.samples[None])[0], end, segment))
                 continue
             payload = window.samples if frontend is None else frontend(window.samples[None])[0]
-            yield ("window", index, (payload, window.start + window.n_valid))
+            yield ("window", index, (payload, end, segment))
     except TaggingError as err:
         yield ("error", index, str(err))
         return
@@ -262,7 +144,6 @@ def _file_messages(
         yield ("error", index, f"{path}: {type(err).__name__}: {err}")
         return
     yield ("end", index, n_samples)
-
 
 def _exit_with_parent(parent_pid: int, *, pdeathsig: bool) -> None:
     """Make this decoder process end when the batch process dies, however it dies (even SIGKILL)."""
@@ -284,14 +165,14 @@ def _exit_with_parent(parent_pid: int, *, pdeathsig: bool) -> None:
     threading.Thread(target=watch, name="calitag-parent-watch", daemon=True).start()
 
 
-def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, pdeathsig: bool) -> None:
+def _decode(conn: Connection, options: dict, prefetch: int, parent_pid: int, pdeathsig: bool) -> None:
     """Decoder process: the messages of each (index, path) task received on ``conn``, sent back on it.
 
     A sender thread drains a bounded outbox, so the next windows are decoded while the batch process
     is busy with the model; a None task (or the batch process going away) ends the process.
     """
     _exit_with_parent(parent_pid, pdeathsig=pdeathsig)
-    scorer = windowing.get("scorer")
+    scorer = options.get("scorer")
     if scorer is None:
         # Decoding is background work: at a lower priority it fills the queue in the model's gaps
         # instead of preempting its threads (on 2 cores that preemption cost about 15% of the run).
@@ -314,7 +195,7 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
             except Exception:  # noqa: BLE001  the scorer raises it again for each file, which reports it
                 pass
         while (task := conn.recv()) is not None:
-            for message in _file_messages(*task, **windowing):
+            for message in _file_messages(*task, **options):
                 outbox.put(message)
     except (EOFError, OSError):
         os._exit(1)
@@ -322,28 +203,25 @@ def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, p
     sender.join()
 
 
-def _windowing(tagger: Tagger, scorer: WorkerScorer | None = None) -> dict:
-    spec = tagger.spec
-    return {"sample_rate": spec.frontend.sample_rate, "window_s": spec.window_s, "hop_s": spec.hop_s,
-            "min_window_s": spec.min_window_s, "frontend": getattr(tagger, "window_frontend", None),
-            "scorer": scorer}
+def _message_options(tagger: Tagger, windowing: Windowing, scorer: WorkerScorer | None = None) -> dict:
+    """The keyword arguments of :func:`_file_messages` for ``tagger``'s files."""
+    return {"windowing": windowing, "frontend": getattr(tagger, "window_frontend", None), "scorer": scorer}
 
 
 class _InProcess:
     """The same messages as the decoder processes, made in this process (``workers=0``)."""
 
-    def __init__(self, paths: Sequence[str], tagger: Tagger) -> None:
+    def __init__(self, paths: Sequence[str], tagger: Tagger, windowing: Windowing) -> None:
         self._paths = paths
-        self._windowing = _windowing(tagger)
+        self._options = _message_options(tagger, windowing)
         self.notes: dict[int, str] = {}
 
     def messages(self) -> Iterator[tuple]:
         for task in enumerate(self._paths):
-            yield from _file_messages(*task, **self._windowing)
+            yield from _file_messages(*task, **self._options)
 
     def close(self) -> None:
         pass
-
 
 def _exit_reason(exitcode: int | None) -> str:
     if exitcode is None:
@@ -375,7 +253,8 @@ class _Decoders:
     read again once by a new process, then reported failed, and the run goes on.
     """
 
-    def __init__(self, paths: Sequence[str], tagger: Tagger, workers: int, scorer: WorkerScorer | None = None) -> None:
+    def __init__(self, paths: Sequence[str], tagger: Tagger, windowing: Windowing, workers: int,
+                 scorer: WorkerScorer | None = None) -> None:
         # fork starts a decoder in milliseconds, as torch's DataLoader workers do; the children only
         # read and resample audio (no torch, no CUDA), and with a scorer make their own onnxruntime
         # session. Elsewhere, spawn.
@@ -383,13 +262,12 @@ class _Decoders:
         if scorer is not None and self._ctx.get_start_method() == "fork" and scorer.forks_with_its_model:
             # Made and run once here, inherited by every worker: its first file then costs what the others
             # cost (a fresh session's first run and the frontend's first call take several times longer).
-            spec = tagger.spec
             try:
-                scorer(np.zeros((1, round(spec.window_s * spec.frontend.sample_rate)), np.float32))
+                scorer(np.zeros((1, round(windowing.window_s * windowing.sample_rate)), np.float32))
             except Exception:  # noqa: BLE001  each worker then tries itself and reports the failure per file
                 scorer.forget()
         self._paths = paths
-        self._windowing = _windowing(tagger, scorer)
+        self._options = _message_options(tagger, windowing, scorer)
         self._prefetch = max(2, QUEUE_BATCHES * tagger.batch_size // workers)
         self._todo: deque[int] = deque(range(len(paths)))
         self._attempts: dict[int, int] = {}
@@ -406,7 +284,7 @@ class _Decoders:
     def _spawn(self) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_decode, args=(child_conn, self._windowing, self._prefetch, os.getpid(), self._pdeathsig),
+            target=_decode, args=(child_conn, self._options, self._prefetch, os.getpid(), self._pdeathsig),
             daemon=True, name="calitag-decoder")
         proc.start()
         child_conn.close()  # only the child holds its end now: its death reads as end-of-file here
@@ -516,18 +394,132 @@ class _Decoders:
         self._workers, self._retired = [], []
 
 
-def run_batch(
+@dataclass
+class _Pending:
+    """A file whose windows are still arriving or waiting in a batch."""
+
+    fold: FileFold
+    windows_in: int = 0
+    ended: bool = False
+    n_samples: int = 0
+    scored_samples: int = 0
+
+
+class _LocalRun:
+    """One :func:`score_locally` call: the files in progress, the windows waiting for a batch, the counts."""
+
+    def __init__(self, tagger: Tagger, paths: Sequence[str], windowing: Windowing, *, aggregate: Aggregate,
+                 on_result: Callable[[FileResult], None] | None,
+                 on_progress: Callable[[BatchProgress], None] | None, audio_total_s: float | None) -> None:
+        self.tagger, self.paths, self.windowing, self.aggregate = tagger, paths, windowing, aggregate
+        self.on_result, self.on_progress, self.audio_total_s = on_result, on_progress, audio_total_s
+        self.pending: dict[int, _Pending] = {}
+        #: window (or features) shape -> (file index, payload, end sample, segment) waiting for a forward pass
+        self.batches: dict[tuple, list[tuple[int, np.ndarray, int, int]]] = {}
+        # With a window frontend the decoders send features, and this process only runs the network.
+        self.score = (tagger.score_features if getattr(tagger, "window_frontend", None) is not None
+                      else tagger.score_windows)
+        self.notes: dict[int, str] = {}  # the decoders' notes, by file index
+        self.results: list[FileResult] = []
+        self.failed = 0
+        self.audio_done_s = 0.0
+        self.start = time.perf_counter()
+
+    def handle(self, kind: str, index: int, payload: Any) -> None:
+        """Take one message of a decoder (or of :class:`_InProcess`)."""
+        if kind == "restart":  # its decoder died: what arrived of this file is void
+            self.drop_windows(index)
+            self.pending.pop(index, None)
+            return
+        if index not in self.pending:
+            self.pending[index] = _Pending(FileFold(self.paths[index], how=self.aggregate))
+        state = self.pending[index]
+        if kind == "scores":  # scored by the worker
+            row, end, segment = payload
+            state.windows_in += 1
+            self.fold(index, row, None, end, segment)
+            self.report()
+        elif kind == "window":
+            data, end, segment = payload  # samples, or their features when the decoders run the frontend
+            state.windows_in += 1
+            batch = self.batches.setdefault(data.shape, [])
+            batch.append((index, data, end, segment))
+            if len(batch) == self.tagger.batch_size:
+                self.run(data.shape)
+        elif kind == "error":
+            self.drop_windows(index)  # its windows still waiting in a batch; the file is reported failed
+            state.fold.error = payload
+            self.finish(index)
+        elif kind == "end":
+            state.ended = True
+            state.n_samples = payload
+            if state.fold.count == state.windows_in:
+                self.finish(index)
+
+    def fold(self, index: int, row: np.ndarray, samples: np.ndarray | None, end: int, segment: int) -> None:
+        """One window's scores into its file's fold."""
+        state = self.pending[index]
+        state.fold.add(row, segment=segment, samples=samples)
+        state.scored_samples = max(state.scored_samples, end)
+
+    def run(self, shape: tuple) -> None:
+        """Score the windows waiting with ``shape`` in one forward pass; finish the files they complete."""
+        members = self.batches.pop(shape)
+        probs = self.score(np.stack([data for _, data, _, _ in members]))
+        for (index, data, end, segment), row in zip(members, probs):
+            self.fold(index, row, data if data.ndim == 1 else None, end, segment)
+        for index in {member[0] for member in members}:
+            state = self.pending[index]
+            if state.ended and state.fold.count == state.windows_in:
+                self.finish(index)
+        self.report()
+
+    def flush(self) -> None:
+        """Score every window still waiting (the decoders are done)."""
+        for shape in list(self.batches):
+            self.run(shape)
+
+    def drop_windows(self, index: int) -> None:
+        for shape in list(self.batches):
+            self.batches[shape] = [member for member in self.batches[shape] if member[0] != index]
+            if not self.batches[shape]:
+                del self.batches[shape]
+
+    def finish(self, index: int) -> None:
+        state = self.pending.pop(index)
+        notes = (self.notes[index],) if index in self.notes else ()
+        result = state.fold.result(n_samples=state.n_samples, windowing=self.windowing,
+                                   class_names=self.tagger.class_names, model=self.tagger.name, notes=notes)
+        if result.error is not None:
+            self.failed += 1
+        else:
+            self.audio_done_s += state.n_samples / self.windowing.sample_rate
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+        self.report()
+
+    def report(self) -> None:
+        if self.on_progress is not None:
+            in_progress = sum(state.scored_samples for state in self.pending.values()) / self.windowing.sample_rate
+            self.on_progress(BatchProgress(
+                done=len(self.results), total=len(self.paths), failed=self.failed,
+                elapsed_s=time.perf_counter() - self.start, audio_s=self.audio_done_s + in_progress,
+                audio_total_s=self.audio_total_s))
+
+
+def score_locally(
     tagger: Tagger,
     paths: Iterable[str | Path],
     *,
     workers: int | None = None,
     aggregate: Aggregate = "max",
-    with_tags: bool = True,
+    segment_s: float | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
     audio_total_s: float | None = None,
 ) -> list[FileResult]:
-    """Score and tag many files, one :class:`FileResult` per file, errors included.
+    """Score many files on this machine, one :class:`FileResult` per file (without tags), errors included.
 
     Parameters
     ----------
@@ -538,26 +530,32 @@ def run_batch(
     workers : int or None
         Worker processes; 0 decodes and scores in this process. For the YAMNet models on the CPU
         each worker decodes, computes the log-Mel and runs its own copy of the network, on
-        ``usable_cpus() // min(workers, number of files)`` onnxruntime threads (at least one), and this process only
-        collects scores; for the others the workers decode and the model runs here. None:
+        ``usable_cpus() // min(workers, number of files)`` onnxruntime threads (at least one), and this
+        process only collects scores; for the others the workers decode and the model runs here. None:
         :func:`default_workers` (one per usable CPU for YAMNet, else one).
     aggregate : {"max", "mean"}
-        How window scores become the clip score.
-    with_tags : bool
-        Apply the tagger's thresholds; False leaves ``tags`` empty (scores only).
+        How window scores become the clip score (each segment's score, with ``segment_s``).
+    segment_s : float or None
+        Also score consecutive segments of this many seconds; the clip score is their maximum.
     on_result : callable or None
-        Called with each result as soon as it is complete (e.g. to append it to a file).
+        Called with each result as soon as it is complete.
     on_progress : callable or None
         Called with a :class:`BatchProgress` after each model batch and each file.
     audio_total_s : float or None
-        The seconds of audio in ``paths`` (:func:`audio_seconds`), passed on in the progress reports.
+        The seconds of audio in ``paths``, passed on in the progress reports.
 
     Returns
     -------
     list of FileResult
         In completion order.
+
+    Raises
+    ------
+    AudioError
+        A negative ``workers``, an unknown ``aggregate`` or a bad ``segment_s``.
     """
-    RunningAggregate(aggregate)  # checks the name before any decoder starts
+    windowing = Windowing.of(tagger.spec, segment_s=segment_s)
+    FileFold("", how=aggregate)  # checks the name before any decoder starts
     if workers is None:
         workers = default_workers(tagger)
     if workers < 0:
@@ -567,104 +565,14 @@ def run_batch(
     # this process competes with them, and nothing waits on another stage.
     processes = min(workers, len(paths))
     scorer = worker_scorer(tagger, threads=max(1, usable_cpus() // processes)) if processes > 0 else None
-    rate = tagger.spec.frontend.sample_rate
-    pending: dict[int, _Pending] = {}
-    batches: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}  # window (or features) shape -> (file index, payload, end)
-    # With a window frontend the decoders send features, and the main process only runs the network.
-    score = tagger.score_features if getattr(tagger, "window_frontend", None) is not None else tagger.score_windows
-    results: list[FileResult] = []
-    failed = 0
-    audio_done_s = 0.0
-    start = time.perf_counter()
-
-    def report() -> None:
-        if on_progress is not None:
-            in_progress = sum(state.scored_samples for state in pending.values()) / rate
-            on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
-                                      elapsed_s=time.perf_counter() - start, audio_s=audio_done_s + in_progress,
-                                      audio_total_s=audio_total_s))
-
-    def finish(index: int) -> None:
-        nonlocal failed, audio_done_s
-        state = pending.pop(index)
-        notes = (source.notes[index],) if index in source.notes else ()
-        if state.error is not None or not state.folded.count:
-            result = FileResult(path=paths[index], duration_s=None, scores=None,
-                                error=state.error or f"{paths[index]}: no audio windows", notes=notes)
-            failed += 1
-        else:
-            clip = state.folded.result().astype(np.float32)
-            scores = Scores(probs=clip[None, :], class_names=tagger.class_names, model=tagger.name,
-                            sources=(paths[index],))
-            tags = tagger.tags_from_scores(scores)[0].labels if with_tags else ()
-            result = FileResult(path=paths[index], duration_s=state.n_samples / rate, scores=clip, tags=tags,
-                                notes=notes)
-            audio_done_s += state.n_samples / rate
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-        report()
-
-    def drop_windows(index: int) -> None:
-        for length in list(batches):
-            batches[length] = [member for member in batches[length] if member[0] != index]
-            if not batches[length]:
-                del batches[length]
-
-    def fold(index: int, row: np.ndarray, samples: np.ndarray | None, end: int) -> None:
-        # One window's scores into its file's clip score; non-finite scores make the file an error.
-        state = pending[index]
-        try:
-            check_finite_scores(row, samples, paths[index])
-        except TaggingError as err:
-            state.error = state.error or str(err)
-        state.folded.add(row)
-        state.scored_samples = max(state.scored_samples, end)
-
-    def run(shape: tuple) -> None:
-        members = batches.pop(shape)
-        probs = score(np.stack([data for _, data, _ in members]))
-        for (index, data, end), row in zip(members, probs):
-            fold(index, row, data if data.ndim == 1 else None, end)
-        for index in {i for i, _, _ in members}:
-            state = pending[index]
-            if state.ended and state.folded.count == state.windows_in:
-                finish(index)
-        report()
-
-    source = _Decoders(paths, tagger, workers, scorer) if workers > 0 and paths else _InProcess(paths, tagger)
+    run = _LocalRun(tagger, paths, windowing, aggregate=aggregate, on_result=on_result, on_progress=on_progress,
+                    audio_total_s=audio_total_s)
+    source = _Decoders(paths, tagger, windowing, workers, scorer) if processes > 0 else _InProcess(paths, tagger, windowing)
+    run.notes = source.notes
     try:
-        for kind, index, payload in source.messages():
-            if kind == "restart":  # its decoder died: what arrived of this file is void
-                drop_windows(index)
-                pending.pop(index, None)
-                continue
-            if index not in pending:
-                pending[index] = _Pending(RunningAggregate(aggregate))
-            state = pending[index]
-            if kind == "scores":  # scored by the worker
-                row, end = payload
-                state.windows_in += 1
-                fold(index, row, None, end)
-                report()
-            elif kind == "window":
-                data, end = payload  # samples, or their features when the decoders run the frontend
-                state.windows_in += 1
-                batch = batches.setdefault(data.shape, [])
-                batch.append((index, data, end))
-                if len(batch) == tagger.batch_size:
-                    run(data.shape)
-            elif kind == "error":
-                drop_windows(index)  # its windows still waiting in a batch; the file is reported failed
-                state.error = payload
-                finish(index)
-            elif kind == "end":
-                state.ended = True
-                state.n_samples = payload
-                if state.folded.count == state.windows_in:
-                    finish(index)
-        for length in list(batches):
-            run(length)
+        for message in source.messages():
+            run.handle(*message)
+        run.flush()
     finally:
         source.close()
-    return results
+    return run.results

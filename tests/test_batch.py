@@ -63,7 +63,7 @@ def test_batch_scores_equal_tagger_scores(debug_tagger, mixed_folder, workers):
 
 def test_torch_models_keep_one_decoder_and_run_the_model_here(debug_tagger):
     """A torch model's workers only decode (no worker scorer), one by default; the model runs in this process."""
-    from calitag.pipeline.batch import default_workers, worker_scorer
+    from calitag.pipeline.local_engine import default_workers, worker_scorer
 
     assert worker_scorer(debug_tagger) is None and default_workers(debug_tagger) == 1
 
@@ -192,7 +192,7 @@ def test_a_file_that_kills_its_decoder_twice_is_reported(debug_tagger, mixed_fol
     """A file whose decoding kills the process each time is tried twice, then reported; the others are tagged."""
     import signal
 
-    import calitag.pipeline.batch as batch
+    import calitag.pipeline.local_engine as batch
 
     real = batch._file_messages
 
@@ -319,7 +319,7 @@ def test_progress_counts_audio_seconds_within_long_files(debug_tagger, long_fold
     files = sorted(long_folder.iterdir())[:2]
     total = audio_seconds(files)
     seen = []
-    run_batch(debug_tagger, files, workers=0, on_progress=seen.append, audio_total_s=total)
+    run_batch(debug_tagger, files, workers=0, on_progress=seen.append)
     assert total == pytest.approx(120.0, abs=0.1)
     assert any(p.done == 0 and 0 < p.audio_s < 60 for p in seen)  # before the first file is done
     assert [p.audio_s for p in seen] == sorted(p.audio_s for p in seen)
