@@ -367,9 +367,9 @@ class ParquetWriter:
         import time
         import uuid
 
+        self._pa, self._pq = _pyarrow()  # first: a missing pyarrow names its extra
         from pyarrow.fs import FileType
 
-        self._pa, self._pq = _pyarrow()
         self.path = str(path)
         self.format = "parquet"
         self.class_names = tuple(class_names)
