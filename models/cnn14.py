@@ -1,6 +1,6 @@
 """PANNs Cnn14 (Kong et al. 2020) on log-Mel features, clip-level or decision-level (frames).
 
-The module takes the log-Mel features of :class:`calitag.pipeline.features.LogMel` with the
+The module takes the log-Mel features of :class:`calitag.models.torch_frontend.LogMel` with the
 ``cnn14`` frontend (32 kHz, window 1024, hop 320, 64 mels, 50-14000 Hz) and returns clip
 probabilities over the 527 AudioSet classes. Its parameter names and shapes are those of
 ``Cnn14`` in qiuqiangkong/audioset_tagging_cnn (pytorch/models.py), so the published

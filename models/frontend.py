@@ -1,6 +1,6 @@
 """Log-Mel frontends in numpy, and the fixed weights (window, mel filters) every frontend uses.
 
-calitag.pipeline.features.LogMel (torch) runs the same weights; checkpoint loaders (PANNs
+calitag.models.torch_frontend.LogMel (torch) runs the same weights; checkpoint loaders (PANNs
 checkpoints store their frontend) compare a file's stored frontend with them. One definition
 serves all. The periodic Hann window and the HTK / TensorFlow mel matrices are written here in
 numpy, so the YAMNet path imports neither librosa nor scipy; only the Slaney-style filters of
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from calitag.errors import AudioError
+from calitag.models.extras import import_optional
 from calitag.models.registry import FrontendConfig
 
 
@@ -49,8 +50,8 @@ def mel_filters(config: FrontendConfig) -> np.ndarray:
         return htk_mel_matrix(
             sample_rate=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, f_min=config.f_min, f_max=f_max
         )
-    import librosa  # Slaney-style filters (PANNs, DCASE2019 CRNN): the torch models' extra
-
+    # Slaney-style filters (PANNs, DCASE2019 CRNN): librosa comes with the torch models' extra.
+    librosa = import_optional("librosa", extra="torch", what="the Slaney mel filters of the torch models")
     return librosa.filters.mel(
         sr=config.sample_rate,
         n_fft=config.n_fft,
@@ -156,7 +157,7 @@ def _one_blas_thread() -> Any:
 class NumpyLogMel:
     """Waveforms (batch, n_samples) -> log-Mel features (batch, n_mels, n_frames), in numpy.
 
-    The numpy twin of ``calitag.pipeline.features.LogMel`` for frontends framed without
+    The numpy twin of ``calitag.models.torch_frontend.LogMel`` for frontends framed without
     centring (``center=False``) and scaled by ``log(S + offset)``: YAMNet's. The spectrum is
     computed in float64 (as fast as float32 here, and closer to the exact result than the
     float32 torch frontend, which is off by up to about 2e-3 on quiet bins); the result is float32.

@@ -67,7 +67,7 @@ class ModelSpec:
     builder: "module:attr" of a callable returning the nn.Module (or runtime) for this model.
     prepare_features: "module:attr" of a function applied to the frontend's features before the
       model (e.g. the CRNN's padding to 431 frames), or None.
-    runtime: "torch": the frontend is calitag.pipeline.features.LogMel and the model takes and gives
+    runtime: "torch": the frontend is calitag.models.torch_frontend.LogMel and the model takes and gives
       tensors; "numpy": ``array_frontend`` ("module:attr" of a class built from the FrontendConfig)
       maps waveforms (batch, n_samples) to features, and the model takes and gives numpy arrays, so
       torch is never imported.

@@ -1,4 +1,4 @@
-"""Audio I/O, features, the Tagger, the batch runner and the jobs over many files (names load on first use).
+"""Audio I/O, the Tagger, the batch runner and the jobs over many files (names load on first use).
 
 Decoder processes import only calitag.pipeline.audio, so they start in a fraction of a second.
 """
@@ -10,8 +10,10 @@ _TAGGER = "calitag.pipeline.tagger"
 _EXPORTS = {
     **dict.fromkeys(("AudioInfo", "RunningAggregate", "Window", "aggregate", "load_audio", "probe_audio", "resample",
                      "stream_audio", "stream_windows", "windows"), _AUDIO),
-    **dict.fromkeys(("Features", "FrameScores", "Scores", "Tags", "Waveform"), "calitag.pipeline.types"),
-    **dict.fromkeys(("DEFAULT_THRESHOLD", "Tagger", "load_tagger", "resolve_device"), _TAGGER),
+    **dict.fromkeys(("FrameScores", "Scores", "SegmentScores", "Tags", "Waveform"), "calitag.pipeline.types"),
+    **dict.fromkeys(("Tagger", "TaggerConfig", "load_tagger"), _TAGGER),
+    "DEFAULT_THRESHOLD": "calitag.thresholds.io",  # defined once, with the Thresholds that use it
+    "resolve_device": "calitag.models.backends",
 }
 __all__ = sorted(_EXPORTS)
 attach(__name__, _EXPORTS)

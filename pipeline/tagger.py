@@ -1,15 +1,15 @@
-"""The Tagger: the one orchestrator of audio -> windows -> log-Mel -> model -> scores -> tags.
+"""The Tagger: the one orchestrator of audio -> windows -> model backend -> scores -> tags.
 
-It picks the device once (:func:`resolve_device`), moves tensors there, batches analysis windows
-across recordings, and aggregates window scores into one clip score per class.
+It cuts recordings into analysis windows, batches windows across recordings, runs them through
+its model backend (:mod:`calitag.models.backends`: frontend then network, torch or onnxruntime),
+folds window scores into one clip score per class (:class:`~calitag.pipeline.audio.RunningAggregate`)
+and turns scores into tags through its :class:`~calitag.thresholds.io.Thresholds`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from calitag.errors import (
-    AudioError, AudioTypeError, DeviceError, MissingDependencyError, ModelNotFoundError, ThresholdsMismatchError,
-)
-from calitag.models.checkpoints import resolve_checkpoint
+from calitag.errors import AudioError, AudioTypeError, ModelNotFoundError, ThresholdsMismatchError
+from calitag.models.backends import Backend, backend_for, build_model, make_backend, resolve_device
+from calitag.models.checkpoints import file_digests, known_sha256, resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
 from calitag.pipeline.audio import (
     Aggregate, RunningAggregate, Window, _sizes, check_finite_scores, resample, split_segments, stream_audio,
@@ -28,14 +27,15 @@ from calitag.pipeline.audio import (
 )
 from calitag.pipeline.precision import resolve_precision
 from calitag.pipeline.types import FrameScores, Scores, SegmentScores, Tags, Waveform
+from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["DEFAULT_THRESHOLD", "AudioInput", "Tagger", "TaggerConfig", "load_tagger", "resolve_device"]
+
 logger = logging.getLogger(__name__)
 
-#: Threshold used for every class when no thresholds file is given.
-DEFAULT_THRESHOLD = 0.5
 DEFAULT_BATCH_SIZE = 8
 
 #: A recording: a path, a Waveform (any rate: resampled), or an array at the model's rate: (n,), or
@@ -43,83 +43,41 @@ DEFAULT_BATCH_SIZE = 8
 AudioInput = Union[str, Path, Waveform, np.ndarray]
 
 
-def import_torch(what: str) -> Any:
-    """``import torch``, or a one-line error naming the extra that installs it.
+@dataclass(frozen=True)
+class TaggerConfig:
+    """How to build a Tagger again, e.g. in a Ray actor or a worker process (:meth:`Tagger.from_config`).
 
-    Raises
-    ------
-    MissingDependencyError
-        torch is not installed.
-    """
-    try:
-        import torch
-    except ImportError as err:
-        raise MissingDependencyError(
-            f"{what} needs PyTorch, which is not installed: pip install \"calitag[torch]\" "
-            "(CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu first)"
-        ) from err
-    return torch
+    Paths are strings, so the object pickles and prints the same everywhere. The thresholds travel
+    beside it (a file name or a Thresholds object): they are a decision, not a way to build the model.
 
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn a device request into a torch device, checking that it is available.
-
-    Parameters
+    Attributes
     ----------
-    device : str or torch.device
-        "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or "mps".
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    DeviceError
-        For an unknown device or one this machine does not have.
-    MissingDependencyError
-        torch is not installed.
+    model : str
+        A registered model name.
+    checkpoint : str or None
+        Weights to use instead of the cached published ones.
+    cache_dir : str or None
+        Overrides the checkpoint cache folder.
+    device : str
+        "auto", "cpu", "cuda", "cuda:N" or "mps".
+    batch_size : int
+        Analysis windows per forward pass.
+    optimize : bool
+        Trace and freeze the network on its first batch (CPU, traceable torch models).
+    precision : str
+        "fp32", "bf16" or "auto" (see :mod:`calitag.pipeline.precision`).
+    seed : int
+        Seed of random weights, for models without published weights.
     """
-    torch = import_torch("choosing a torch device")
-    if isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        resolved = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError) as err:
-        raise DeviceError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from err
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device {device!r} requested but CUDA is not available (torch {torch.__version__}); "
-                "use --device cpu or auto"
-            )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif resolved.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DeviceError(f"device {device!r} requested but MPS is not available here; use cpu or auto")
-    elif resolved.type != "cpu":
-        raise DeviceError(f"unsupported device {device!r}; expected auto, cpu, cuda, cuda:N or mps")
-    return resolved
 
-
-def resolve_numpy_device(device: Any = "auto") -> str:
-    """The device of a numpy/onnxruntime model: "cpu", or "cuda[:N]" when asked for (the model checks it).
-
-    "auto" is the CPU: numpy models run there unless CUDA is requested explicitly.
-
-    Raises
-    ------
-    DeviceError
-        For a name other than auto, cpu, cuda or cuda:N.
-    """
-    name = str(device).strip().lower()
-    if name in ("auto", "cpu"):
-        return "cpu"
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise DeviceError(f"unknown device {device!r} for a numpy model; expected auto, cpu, cuda or cuda:N")
+    model: str = "yamnet"
+    checkpoint: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optimize: bool = False
+    precision: str = "fp32"
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,11 +87,58 @@ class _Item:
     windows: Iterator[Window]
 
 
-class Tagger:
-    """A loaded model with its frontend, device and decision thresholds.
+def _path_str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
 
-    Build it with :meth:`Tagger.load`. ``scores`` gives clip scores, ``frame_scores`` frame
-    scores (frame-level models), ``tag`` the labels whose scores pass their thresholds.
+
+def _read_thresholds(
+    thresholds: str | Path | Thresholds | None, spec: ModelSpec, checkpoint: Path | None
+) -> tuple[Thresholds | None, Path | None]:
+    """The thresholds for ``spec`` (read from a file, or checked) and the file they came from.
+
+    Raises
+    ------
+    ThresholdsMismatchError
+        Thresholds for another model or class list, or fitted on other weights than ``checkpoint``.
+    ThresholdsError
+        A malformed file.
+    """
+    path = None
+    if isinstance(thresholds, (str, Path)):
+        path = Path(thresholds)
+        thresholds = Thresholds.load(path, expected_model=spec.name, expected_classes=spec.class_names)
+    elif thresholds is not None:
+        thresholds.check_compatible(expected_model=spec.name, expected_classes=spec.class_names)
+    if thresholds is not None and thresholds.model_sha256 is not None and checkpoint is not None:
+        # Compared only where the weights' hash is already known (a verified checkpoint).
+        running = known_sha256(checkpoint)
+        if running is not None and running != thresholds.model_sha256:
+            raise ThresholdsMismatchError(
+                f"the thresholds were fitted on {spec.name} weights with sha256 {thresholds.model_sha256[:12]}..., "
+                f"this tagger runs {checkpoint} (sha256 {running[:12]}...): re-run `calitag calibrate` for these weights"
+            )
+    return thresholds, path
+
+
+class Tagger:
+    """A loaded model behind its backend, with its windowing, batching and decision thresholds.
+
+    Build it with :meth:`Tagger.load` (or :meth:`Tagger.from_config`). ``scores`` gives clip scores,
+    ``frame_scores`` frame scores (frame-level models), ``tag`` the labels whose scores pass their
+    thresholds.
+
+    Attributes
+    ----------
+    backend : Backend
+        The frontend and network on their device (:mod:`calitag.models.backends`).
+    thresholds : Thresholds or None
+        The thresholds given (a file or an object); None when none was given.
+    decision : Thresholds
+        What turns scores into tags: ``thresholds``, else ``DEFAULT_THRESHOLD`` for every class.
+    thresholds_path : Path or None
+        The thresholds file ``thresholds`` were read from (None: given as an object, or none).
+    precision : str
+        "fp32" or "bf16": what runs (see :mod:`calitag.pipeline.precision`).
     """
 
     def __init__(
@@ -143,7 +148,7 @@ class Tagger:
         *,
         device: torch.device | str,
         checkpoint: Path | None = None,
-        thresholds: Any = None,
+        thresholds: Thresholds | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         optimize: bool = False,
         frontend: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -152,40 +157,19 @@ class Tagger:
         if batch_size < 1:
             raise AudioError(f"batch_size must be at least 1, got {batch_size}")
         self.spec = spec
-        self.device = device
         self.checkpoint = checkpoint
-        self.thresholds = thresholds
-        #: The thresholds file these thresholds were read from (None: given as an object, or none).
-        self.thresholds_path: Path | None = None
         self.batch_size = batch_size
         self.class_names: tuple[str, ...] = spec.class_names
-        self.model = model.eval().to(device)
-        # numpy models (spec.runtime "numpy") get an array frontend and never touch torch.
-        self._numpy = spec.runtime == "numpy"
-        if frontend is not None:
-            self.frontend = frontend
-        elif self._numpy:
-            self.frontend = spec.resolve_array_frontend()(spec.frontend)
-        else:
-            from calitag.pipeline.features import LogMel
-
-            self.frontend = LogMel(spec.frontend).to(device)
-        self._prepare = getattr(model, "prepare_features", None) or spec.resolve_prepare_features()
-        #: "fp32" or "bf16": what runs (see calitag.pipeline.precision).
-        self.precision = resolve_precision(precision, device=device, spec=spec, model=model)
-        # bf16 on the CPU casts the network's body; on CUDA autocast does it per op, weights stay float32.
-        self._autocast = self.precision == "bf16" and device.type == "cuda"
-        if self.precision == "bf16" and not self._autocast:
-            import torch
-
-            model.set_body_dtype(torch.bfloat16)
-        # A picklable numpy frontend that batch decoders run on each window, so that the main process
-        # only runs the network (:meth:`score_features`); None for the torch models.
-        self.window_frontend = self.frontend if self._numpy else None
+        self.thresholds = thresholds
+        self.thresholds_path: Path | None = None
+        self._default_decision = Thresholds.uniform(self.class_names, model=spec.name)
+        resolved = backend_for(spec).device_for(spec, device)
+        self.precision = resolve_precision(precision, device=resolved, spec=spec, model=model)
+        self.backend: Backend = make_backend(spec, model, device=resolved, precision=self.precision,
+                                             optimize=optimize, frontend=frontend)
+        self._config = TaggerConfig(model=spec.name, checkpoint=_path_str(checkpoint), device=str(resolved),
+                                    batch_size=batch_size, optimize=optimize, precision=precision)
         self._warned_default = False
-        # Traced on the first batch: see ModelSpec.traceable. Frame outputs stay eager.
-        self._optimize = optimize and spec.traceable and not self._numpy and getattr(device, "type", device) == "cpu"
-        self._traced: Any = None
 
     @property
     def name(self) -> str:
@@ -193,17 +177,46 @@ class Tagger:
         return self.spec.name
 
     @property
-    def prepare_features(self) -> Callable[[np.ndarray], np.ndarray] | None:
+    def decision(self) -> Thresholds:
+        """What turns scores into tags: :attr:`thresholds`, else ``DEFAULT_THRESHOLD`` for every class."""
+        return self.thresholds if self.thresholds is not None else self._default_decision
+
+    @property
+    def model(self) -> Any:
+        """The network (an nn.Module, or the onnxruntime model of YAMNet)."""
+        return self.backend.model
+
+    @property
+    def device(self) -> Any:
+        """Where the network runs: a torch.device, or "cpu"/"cuda[:N]" for numpy models."""
+        return self.backend.device
+
+    @property
+    def frontend(self) -> Callable[[Any], Any]:
+        """Waveforms (B, n_samples) -> log-Mel features (B, n_mels, n_frames), on the model's device."""
+        return self.backend.frontend
+
+    @property
+    def window_frontend(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A picklable numpy frontend that batch decoders run on each window, so that the main process
+        only runs the network (:meth:`score_features`); None for the torch models."""
+        return self.backend.window_frontend
+
+    @property
+    def prepare_features(self) -> Callable[[Any], Any] | None:
         """What the model applies to the frontend's features first (padding, ...), or None."""
-        return self._prepare
+        return self.backend.prepare_features
+
+    @property
+    def config(self) -> TaggerConfig:
+        """How to build this Tagger again (:meth:`from_config`), its thresholds aside."""
+        return self._config
 
     @property
     def thresholds_id(self) -> str | None:
         """``file name:first 12 hex digits of its sha256`` of the thresholds file, so results stay traceable."""
         if self.thresholds_path is None:
             return None
-        from calitag.models.checkpoints import file_digests
-
         return f"{self.thresholds_path.name}:{file_digests(self.thresholds_path)[0][:12]}"
 
     @classmethod
@@ -213,14 +226,14 @@ class Tagger:
         *,
         device: str | torch.device = "auto",
         checkpoint: str | Path | None = None,
-        thresholds: str | Path | Any | None = None,
+        thresholds: str | Path | Thresholds | None = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         optimize: bool = False,
         precision: str = "fp32",
         on_progress: Callable[[int, int], None] | None = None,
-    ) -> "Tagger":
+    ) -> Tagger:
         """Load a registered model, its weights and (optionally) a thresholds file.
 
         Parameters
@@ -258,6 +271,8 @@ class Tagger:
         ------
         ModelNotFoundError
             Unknown model, or weights neither cached nor downloadable (the message says how).
+        MissingDependencyError
+            A torch model where torch (or another package of the torch extra) is not installed.
         ChecksumError, CheckpointError
             Weights that are corrupt or do not fit the architecture.
         DeviceError
@@ -267,60 +282,56 @@ class Tagger:
         ThresholdsMismatchError, ThresholdsError
             A thresholds file for another model or class list, or a malformed one.
         """
-        spec = get_spec(name)
-        if spec.runtime != "numpy":
-            import_torch(f"model {spec.name!r} (a torch model)")  # say so before anything else is asked of torch
-        resolved_device = resolve_numpy_device(device) if spec.runtime == "numpy" else resolve_device(device)
-        path = resolve_checkpoint(spec.name, checkpoint, cache_dir, on_progress=on_progress)
+        config = TaggerConfig(model=name, checkpoint=_path_str(checkpoint), cache_dir=_path_str(cache_dir),
+                              device=str(device), batch_size=batch_size, optimize=optimize, precision=precision,
+                              seed=seed)
+        return cls.from_config(config, thresholds=thresholds, on_progress=on_progress)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TaggerConfig,
+        *,
+        thresholds: str | Path | Thresholds | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Tagger:
+        """Build the Tagger that ``config`` describes (see :meth:`load` for the options and errors).
+
+        Parameters
+        ----------
+        config : TaggerConfig
+            The model, its weights, device, batch size, optimization and precision.
+        thresholds : str or Path or Thresholds or None
+            A thresholds file (or object) fitted for this model.
+        on_progress : callable or None
+            ``on_progress(bytes_done, bytes_total)`` while a missing checkpoint downloads.
+
+        Returns
+        -------
+        Tagger
+            Its :attr:`config` is ``config``.
+        """
+        spec = get_spec(config.model)
+        device = backend_for(spec).device_for(spec, config.device)  # a missing runtime is named before any download
+        path = resolve_checkpoint(spec.name, config.checkpoint, config.cache_dir, on_progress=on_progress)
         if path is None:
             logger.warning(
                 "%s: no published weights and none imported: using random weights (seed %d); "
-                "its scores carry no meaning", spec.name, seed,
+                "its scores carry no meaning", spec.name, config.seed,
             )
-        try:
-            builder = spec.resolve_builder()
-        except (ImportError, AttributeError) as err:
-            raise ModelNotFoundError(f"the {spec.name} architecture ({spec.builder}) is not available: {err}") from err
-        model = builder(path, seed=seed)
-        thresholds_path = None
-        if isinstance(thresholds, (str, Path)):
-            from calitag.thresholds.io import Thresholds
-
-            thresholds_path = Path(thresholds)
-            thresholds = Thresholds.load(thresholds, expected_model=spec.name, expected_classes=spec.class_names)
-        elif thresholds is not None:
-            thresholds.check_compatible(expected_model=spec.name, expected_classes=spec.class_names)
-        if thresholds is not None and thresholds.model_sha256 is not None and path is not None:
-            # Compared only where the weights' hash is already known (a verified checkpoint).
-            from calitag.models.checkpoints import known_sha256
-
-            running = known_sha256(path)
-            if running is not None and running != thresholds.model_sha256:
-                raise ThresholdsMismatchError(
-                    f"the thresholds were fitted on {spec.name} weights with sha256 {thresholds.model_sha256[:12]}..., "
-                    f"this tagger runs {path} (sha256 {running[:12]}...): re-run `calitag calibrate` for these weights"
-                )
-        tagger = cls(spec, model, device=resolved_device, checkpoint=path, thresholds=thresholds,
-                     batch_size=batch_size, optimize=optimize, precision=precision)
+        model = build_model(spec, path, seed=config.seed)
+        thresholds, thresholds_path = _read_thresholds(thresholds, spec, path)
+        tagger = cls(spec, model, device=device, checkpoint=path, thresholds=thresholds,
+                     batch_size=config.batch_size, optimize=config.optimize, precision=config.precision)
         tagger.thresholds_path = thresholds_path
+        tagger._config = config
         return tagger
 
     # --- inputs -> windows ---------------------------------------------------------------------
 
-    def _item(
-        self, index: int, item: AudioInput, *, window_s: float | None = None, hop_s: float | None = None,
-        min_window_s: float | None = None,
-    ) -> _Item:
-        spec = self.spec
-        rate = spec.frontend.sample_rate
-        window_s = window_s or spec.window_s
-        hop_s = hop_s or spec.hop_s
-        min_window_s = min_window_s or spec.min_window_s
-        if isinstance(item, (str, Path)):
-            stream = stream_windows(
-                item, sample_rate=rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
-            )
-            return _Item(index, str(item), stream)
+    def _waveform(self, index: int, item: AudioInput) -> Waveform:
+        """An in-memory input at the model's rate: arrays are taken to be at it, Waveforms are resampled."""
+        rate = self.spec.frontend.sample_rate
         if isinstance(item, np.ndarray):
             item = Waveform(samples=item, sample_rate=rate, source=f"<array {index}>")
         if not isinstance(item, Waveform):
@@ -329,7 +340,22 @@ class Tagger:
                 f"input {index}: expected a path, a Waveform or a numpy array of samples, got "
                 f"{type(item).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
             )
-        wave = resample(item, sample_rate=rate)
+        return resample(item, sample_rate=rate)
+
+    def _item(
+        self, index: int, item: AudioInput, *, window_s: float | None = None, hop_s: float | None = None,
+        min_window_s: float | None = None,
+    ) -> _Item:
+        spec = self.spec
+        window_s = window_s or spec.window_s
+        hop_s = hop_s or spec.hop_s
+        min_window_s = min_window_s or spec.min_window_s
+        if isinstance(item, (str, Path)):
+            stream = stream_windows(
+                item, sample_rate=spec.frontend.sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
+            )
+            return _Item(index, str(item), stream)
+        wave = self._waveform(index, item)
         cut = windows(wave, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s)
         return _Item(index, wave.source, iter(cut))
 
@@ -346,74 +372,38 @@ class Tagger:
             f"{type(items).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
         )
 
-    def _forward(self, batch: np.ndarray, *, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
-        """Waveforms (B, n) -> clip probs (B, C), frame probs (B, T_out, C) or None, feature frames."""
-        if self._numpy:
-            features = self.frontend(batch)
-            if self._prepare is not None:
-                features = self._prepare(features)
-            n_feature_frames = int(features.shape[-1])
-            if frames:
-                clip, frame_probs = self.model.forward_frames(features)
-                return np.asarray(clip, np.float32), np.asarray(frame_probs, np.float32), n_feature_frames
-            return np.asarray(self.model(features), np.float32), None, n_feature_frames
-        import torch
-
-        with torch.inference_mode():
-            waves = torch.from_numpy(batch).to(self.device)
-            features = self.frontend(waves)
-            if self._prepare is not None:
-                features = self._prepare(features)
-            n_feature_frames = int(features.shape[-1])
-            # The frontend above stays float32: autocast covers the network only.
-            autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self._autocast
-                        else contextlib.nullcontext())
-            with autocast:
-                if frames:
-                    clip, frame_probs = self.model.forward_frames(features)
-                    return clip.float().cpu().numpy(), frame_probs.float().cpu().numpy(), n_feature_frames
-                probs = self._clip_model(features)(features)
-            return probs.float().cpu().numpy(), None, n_feature_frames
-
-    def _clip_model(self, features: torch.Tensor) -> Any:
-        """The model for clip scores: eager, or traced and frozen on the first batch when optimizing."""
-        if not self._optimize:
-            return self.model
-        if self._traced is None:
-            import torch
-
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                # The shape checks in forward() are fixed by the trace; inputs here always pass them.
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                traced = torch.jit.trace(self.model, features[:1].clone())
-                self._traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-        return self._traced
-
-    def _batches(self, items: Iterable[_Item]) -> Iterator[tuple[list[tuple[int, Window]], np.ndarray]]:
+    def _batches(self, items: Iterable[_Item]) -> Iterator[tuple[list[tuple[_Item, Window]], np.ndarray]]:
         """Group windows of consecutive recordings into batches of equal-length windows."""
-        pending: list[tuple[int, Window]] = []
+        pending: list[tuple[_Item, Window]] = []
         for item in items:
             for window in item.windows:
                 if pending and (len(pending) == self.batch_size or len(pending[0][1].samples) != len(window.samples)):
                     yield pending, np.stack([w.samples for _, w in pending])
                     pending = []
-                pending.append((item.index, window))
+                pending.append((item, window))
         if pending:
             yield pending, np.stack([w.samples for _, w in pending])
+
+    def _fold(self, items: Iterable[_Item], *, aggregate: Aggregate) -> list[np.ndarray]:
+        """Window scores of each item folded into one float64 row per item (see RunningAggregate), in item order."""
+        folded: dict[int, RunningAggregate] = {}
+        for members, batch in self._batches(items):
+            for (item, window), row in zip(members, self.score_windows(batch)):
+                check_finite_scores(row, window.samples, item.source)
+                folded.setdefault(item.index, RunningAggregate(aggregate)).add(row)
+        return [folded[index].result() for index in sorted(folded)]
 
     # --- public API ------------------------------------------------------------------------------
 
     def score_windows(self, batch: np.ndarray) -> np.ndarray:
         """Clip probabilities (B, n_classes) of equally long windows (B, n_samples) at the model's rate."""
-        return self._forward(batch)[0]
+        return self.backend.forward(self.backend.features(batch))
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Clip probabilities (B, n_classes) of ``window_frontend`` features of equally long windows."""
         if self.window_frontend is None:
             raise AudioError(f"{self.name} computes its features on the torch side: use score_windows")
-        if self._prepare is not None:
-            features = self._prepare(features)
-        return np.asarray(self.model(features), np.float32)
+        return self.backend.forward(self.backend.prepare(features))
 
     def scores(self, items: AudioInput | Sequence[AudioInput], *, aggregate: Aggregate = "max") -> Scores:
         """Clip-level scores of one or more recordings.
@@ -443,8 +433,6 @@ class Tagger:
         RunningAggregate(aggregate)  # checks the name before any file is read
         entries = self._as_list(items)
         sources = [""] * len(entries)
-        # Folded as windows arrive, so a long file holds one row per class, not one per window.
-        folded = [RunningAggregate(aggregate) for _ in entries]
 
         def prepared() -> Iterator[_Item]:
             for index, entry in enumerate(entries):
@@ -452,12 +440,8 @@ class Tagger:
                 sources[index] = item.source
                 yield item
 
-        for members, batch in self._batches(prepared()):
-            probs, _, _ = self._forward(batch)
-            for (index, window), row in zip(members, probs):
-                check_finite_scores(row, window.samples, sources[index])
-                folded[index].add(row)
-        rows = [acc.result() for acc in folded if acc.count]
+        # Folded as windows arrive, so a long file holds one row per class, not one per window.
+        rows = self._fold(prepared(), aggregate=aggregate)
         clip = np.asarray(rows, dtype=np.float32).reshape(len(entries), len(self.class_names))
         return Scores(probs=clip, class_names=self.class_names, model=self.name, sources=tuple(sources))
 
@@ -491,51 +475,30 @@ class Tagger:
         """
         if not isinstance(segment_s, (int, float)) or not math.isfinite(segment_s) or segment_s <= 0:
             raise AudioError(f"segment_s must be a positive number of seconds, got {segment_s!r}")
-        if aggregate not in ("max", "mean"):
-            raise AudioError(f"unknown aggregation {aggregate!r}; expected 'max' or 'mean'")
+        RunningAggregate(aggregate)  # checks the name before the file is read
         spec = self.spec
         rate = spec.frontend.sample_rate
-        segment = max(1, int(round(segment_s * rate)))
         if isinstance(item, (str, Path)):
             source, chunks = str(item), stream_audio(item, sample_rate=rate)
         else:
-            if isinstance(item, np.ndarray):
-                item = Waveform(samples=item, sample_rate=rate, source="<array 0>")
-            if not isinstance(item, Waveform):
-                raise AudioTypeError(f"expected a path, a Waveform or a numpy array of samples, got {type(item).__name__}")
-            wave = resample(item, sample_rate=rate)
+            wave = self._waveform(0, item)
             source, chunks = wave.source, iter([wave.samples])
         window, hop, min_length = _sizes(rate, spec.window_s, spec.hop_s, spec.min_window_s)
         bounds: list[tuple[int, int]] = []
 
         def items() -> Iterator[_Item]:
-            for index, (start, samples) in enumerate(split_segments(chunks, segment_samples=segment)):
+            segments = split_segments(chunks, segment_samples=max(1, int(round(segment_s * rate))))
+            for index, (start, samples) in enumerate(segments):
                 bounds.append((start, start + len(samples)))
                 cut = window_chunks([samples], window=window, hop=hop, min_length=min_length, source=source)
                 yield _Item(index, source, cut)
 
-        rows = self._fold(items(), aggregate=aggregate, source=source)
+        rows = self._fold(items(), aggregate=aggregate)
         return SegmentScores(
             probs=np.asarray(rows, dtype=np.float32).reshape(len(bounds), len(self.class_names)),
             starts_s=np.array([b[0] / rate for b in bounds]), ends_s=np.array([b[1] / rate for b in bounds]),
             class_names=self.class_names, model=self.name, source=source,
         )
-
-    def _fold(self, items: Iterable[_Item], *, aggregate: Aggregate, source: str) -> list[np.ndarray]:
-        """Window scores of each item folded into one row per item, in item order."""
-        folded: dict[int, np.ndarray] = {}
-        counts: dict[int, int] = {}
-        for members, batch in self._batches(items):
-            probs, _, _ = self._forward(batch)
-            for (index, window), row in zip(members, probs):
-                check_finite_scores(row, window.samples, source)
-                row = row.astype(np.float64)
-                if index not in folded:
-                    folded[index], counts[index] = row, 1
-                    continue
-                folded[index] = np.maximum(folded[index], row) if aggregate == "max" else folded[index] + row
-                counts[index] += 1
-        return [folded[i] / counts[i] if aggregate == "mean" else folded[i] for i in sorted(folded)]
 
     def frame_scores(self, item: AudioInput) -> FrameScores:
         """Frame-level scores of one recording, for models with frame outputs.
@@ -569,8 +532,10 @@ class Tagger:
         pieces: list[tuple[int, np.ndarray]] = []
         hop_s = feature_hop_s
         for members, batch in self._batches([entry]):
-            _, frames, n_feature_frames = self._forward(batch, frames=True)
-            hop_s = feature_hop_s * n_feature_frames / frames.shape[1]  # type: ignore[union-attr]
+            features = self.backend.features(batch)
+            n_feature_frames = int(features.shape[-1])
+            _, frames = self.backend.forward_frames(features)
+            hop_s = feature_hop_s * n_feature_frames / frames.shape[1]
             for (_, window), rows in zip(members, frames):
                 check_finite_scores(rows, window.samples, entry.source)
                 # Drop output frames that only saw padding (of the audio, or of the features).
@@ -592,8 +557,7 @@ class Tagger:
         n_frames = 0
         rows: dict[int, np.ndarray] = {}
         for members, batch in self._batches([entry]):
-            probs, _, _ = self._forward(batch)
-            for (_, window), row in zip(members, probs):
+            for (_, window), row in zip(members, self.score_windows(batch)):
                 check_finite_scores(row, window.samples, entry.source)
                 # The last window is aligned to the end of the recording: it goes to the nearest frame.
                 offset = int(round(window.start / (hop_s * rate)))
@@ -612,17 +576,26 @@ class Tagger:
             return 1 + n_samples // cfg.hop_length
         return max(0, 1 + (n_samples - (cfg.win_length or cfg.n_fft)) // cfg.hop_length)
 
-    def decide(self, scores: Scores) -> np.ndarray:
-        """Binary decisions (n_clips, n_classes) from the thresholds file, else the default 0.5."""
-        if self.thresholds is not None:
-            return np.asarray(self.thresholds.apply(scores.probs), dtype=bool)
-        if not self._warned_default:
+
+    def _decision(self) -> Thresholds:
+        """The thresholds that decide; the first use of the default ones says so, once."""
+        if self.thresholds is None and not self._warned_default:
             logger.warning(
                 "no thresholds file given: using %.2f for every %s class; fit per-class thresholds "
                 "with `calitag calibrate` and pass them with --thresholds", DEFAULT_THRESHOLD, self.name,
             )
             self._warned_default = True
-        return scores.probs > DEFAULT_THRESHOLD
+        return self.decision
+
+    def decide(self, scores: Scores) -> np.ndarray:
+        """Binary decisions (n_clips, n_classes) of :attr:`decision`: the thresholds file, else the default 0.5.
+
+        Raises
+        ------
+        ScoresError
+            Scores with another number of classes, or NaN/inf.
+        """
+        return self._decision().apply(scores.probs)
 
     def tag(
         self, items: AudioInput | Sequence[AudioInput], *, top_k: int | None = None, aggregate: Aggregate = "max"
@@ -649,14 +622,16 @@ class Tagger:
         return self.tags_from_scores(scores, top_k=top_k)
 
     def tags_from_scores(self, scores: Scores, *, top_k: int | None = None) -> list[Tags]:
-        """Turn clip scores into tag sets with this Tagger's thresholds (see :meth:`tag`)."""
-        decisions = self.decide(scores)
-        tags = []
-        for row, passed, source in zip(scores.probs, decisions, scores.sources or ("",) * len(scores.probs)):
-            chosen = [(scores.class_names[c], float(row[c])) for c in np.flatnonzero(passed)]
-            chosen.sort(key=lambda pair: -pair[1])
-            tags.append(Tags(source=source, labels=tuple(chosen[:top_k]), model=scores.model))
-        return tags
+        """Turn clip scores into tag sets with this Tagger's :attr:`decision` (see :meth:`tag`).
+
+        Raises
+        ------
+        ScoresError
+            Scores with another number of classes, or NaN/inf.
+        """
+        labels = self._decision().labels(scores.probs, top_k=top_k)
+        sources = scores.sources or ("",) * len(labels)
+        return [Tags(source=source, labels=pairs, model=scores.model) for source, pairs in zip(sources, labels)]
 
     # --- the user's jobs (see calitag.pipeline.jobs) -----------------------------------------------
 
@@ -719,6 +694,7 @@ class Tagger:
         return calibrate_events(self, folder, events, out=out, **options)
 
 
+
 def load_tagger(
     name: str = "yamnet",
     *,
@@ -732,7 +708,7 @@ def load_tagger(
 
     Raises
     ------
-    ModelNotFoundError, CheckpointError, DeviceError, ThresholdsError
+    ModelNotFoundError, MissingDependencyError, CheckpointError, DeviceError, ThresholdsError
         As :meth:`Tagger.load`.
     """
     return Tagger.load(name, device=device, thresholds=thresholds, checkpoint=checkpoint, cache_dir=cache_dir,

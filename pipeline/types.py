@@ -1,14 +1,14 @@
-"""The typed objects that travel between the stages: Waveform -> Features -> Scores -> Tags."""
+"""The typed objects that travel between the stages: Waveform -> Scores -> Tags.
+
+The features between them (log-Mel, on the model's device) stay inside the model backend
+(:mod:`calitag.models.backends`), which maps windows of a Waveform to Scores.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # annotations only: decoder processes import this module without torch
-    import torch
 
 
 @dataclass(frozen=True)
@@ -27,20 +27,6 @@ class Waveform:
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate
-
-
-@dataclass(frozen=True)
-class Features:
-    """Log-Mel features of one or more equally long windows.
-
-    values: tensor, shape (batch, n_mels, n_frames).
-    frame_rate_hz: frames per second (sample_rate / hop_length).
-    source: where the audio came from.
-    """
-
-    values: torch.Tensor
-    frame_rate_hz: float
-    source: str = "<array>"
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,24 +183,47 @@ def test_offline_error_says_what_to_download_and_how_to_import(tmp_path: Path, m
     assert not list((tmp_path / "cnn14").iterdir())
 
 
-def test_unusable_cache_folder_is_a_clear_error(tmp_path: Path) -> None:
-    """A cache path that is a file, or a read-only folder, raises CacheError naming the setting to change."""
+@contextlib.contextmanager
+def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``folder`` made read-only for this process: by its mode, and for root (whom modes do not stop) by the
+    immutable attribute; where neither holds (root in a container without CAP_LINUX_IMMUTABLE), the OS's
+    access check answers for it as it does for a user without write permission."""
+    folder.chmod(0o500)
+    immutable = False
+    if os.access(folder, os.W_OK) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    if os.access(folder, os.W_OK):
+        real_access = os.access
+
+        def access(path: str | Path, mode: int, **options: object) -> bool:
+            inside = Path(path).resolve().is_relative_to(folder.resolve())
+            return False if inside and mode & os.W_OK else real_access(path, mode, **options)
+
+        monkeypatch.setattr(os, "access", access)
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o700)
+
+
+def test_unusable_cache_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache path that is a file, lies under a file, or is a read-only folder raises CacheError naming the
+    setting to change, whoever runs it (root included)."""
     from calitag.errors import CacheError
 
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
     with pytest.raises(CacheError, match="CALITAG_CACHE"):
         fetch("cnn14", cache_dir=not_a_folder)
+    with pytest.raises(CacheError, match="a part of that path is a file.*CALITAG_CACHE"):
+        fetch("cnn14", cache_dir=not_a_folder / "cache")
     read_only = tmp_path / "ro"
     read_only.mkdir()
-    read_only.chmod(0o500)
-    try:
-        if os.access(read_only, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
-        with pytest.raises(CacheError, match="not writable|cannot create"):
-            fetch("cnn14", cache_dir=read_only)
-    finally:
-        read_only.chmod(0o700)
+    with read_only_folder(read_only, monkeypatch), pytest.raises(CacheError, match="not writable|cannot create"):
+        fetch("cnn14", cache_dir=read_only)
+    assert not (read_only / "cnn14").exists() or not any((read_only / "cnn14").iterdir())
 
 
 def test_missing_pip_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import calitag.models
 from calitag.errors import AudioError, CheckpointError
 from calitag.models import cnn14
 from calitag.models.registry import MODELS
-from calitag.pipeline.features import LogMel
+from calitag.models.torch_frontend import LogMel
 
 SECONDS = 3.0
 PANNS_ARGS = dict(

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="the torch models need the torch ext
 from calitag.errors import AudioError, CheckpointError
 from calitag.models import cnn_transformer
 from calitag.models.registry import MODELS
-from calitag.pipeline.features import LogMel
+from calitag.models.torch_frontend import LogMel
 
 CLIP = "soundscapes/tune_00.flac"  # 10 s of speech and an alarm bell
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calitag.models.extras import TORCH_REQUIREMENT
 from calitag.models.registry import get_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,12 +86,27 @@ def test_thresholds_evaluate_runs_without_torch(tmp_path, tagger_like_scores):
 
 
 def test_torch_model_without_torch_names_the_extra(tmp_path, audio_samples):
-    """Asking for a torch model where torch is missing exits 1 with one line naming calitag[torch], no traceback."""
+    """Asking for a torch model where torch is missing exits 1 with one line: the pinned CPU torch, then the
+    checkout's torch extra (calitag is not on PyPI), no traceback."""
     probe, process = run_calitag(tmp_path, "tag", str(audio_samples / "speech_01.wav"), "--model", "debug",
                                  block_torch=True)
     assert probe["code"] == 1
-    assert 'pip install "calitag[torch]"' in process.stderr and "Traceback" not in process.stderr
+    assert f"pip install {TORCH_REQUIREMENT}, then pip install -e \".[torch]\"" in process.stderr
+    assert "calitag[torch]" not in process.stderr and "Traceback" not in process.stderr
     assert len(process.stderr.strip().splitlines()) == 1
+
+
+def test_missing_package_of_an_architecture_names_the_extra(monkeypatch):
+    """A model whose architecture needs a package that is not installed (h5py for the CRNN's weights) raises
+    MissingDependencyError naming the torch extra, not a bare ImportError."""
+    from calitag.errors import MissingDependencyError
+    from calitag.models.backends import build_model
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` fails as where it is not installed
+    monkeypatch.delitem(sys.modules, "calitag.models.keras_h5", raising=False)
+    spec = dataclasses.replace(get_spec("crnn-dcase2019"), builder="calitag.models.keras_h5:read_keras_weights")
+    with pytest.raises(MissingDependencyError, match=r"'crnn-dcase2019' needs h5py.*the torch extra.*\.\[torch\]"):
+        build_model(spec, None)
 
 
 @pytest.mark.skipif(get_spec("yamnet").runtime == "torch",

@@ -13,7 +13,7 @@ from calitag.models import crnn
 from calitag.models.checkpoints import file_digests, verify_file
 from calitag.models.keras_h5 import read_keras_weights
 from calitag.models.registry import MODELS
-from calitag.pipeline.features import LogMel
+from calitag.models.torch_frontend import LogMel
 
 H5_NAME = "crnn_dcase2019_pellegrini_irit_task4_1.h5"
 GOLDEN_NAME = "crnn_dcase2019_golden.npz"

@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the torch models need the torch extra")  # noqa: E402
 
 from calitag.models.registry import MODELS
-from calitag.pipeline.features import LogMel, tf_mel_matrix
+from calitag.models.frontend import tf_mel_matrix
+from calitag.models.torch_frontend import LogMel
 
 
 def test_yamnet_frontend_matches_tf_framing_reference(wideband_16k):

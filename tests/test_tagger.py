@@ -134,6 +134,36 @@ def test_default_threshold_tags_and_warns_once(speech_clip: Path, caplog: pytest
     assert caplog.text.count("no thresholds file given") == 1
 
 
+def test_without_a_thresholds_file_the_decision_is_the_uniform_default(speech_clip: Path) -> None:
+    """With no thresholds given, ``thresholds`` stays None and the decision the tags come from is DEFAULT_THRESHOLD
+    for every class; thresholds set later decide instead."""
+    tagger = Tagger.load("debug", device="cpu")
+    assert tagger.thresholds is None and tagger.decision.model == "debug"
+    assert tagger.decision.class_names == tagger.class_names
+    assert np.array_equal(tagger.decision.values, np.full(len(tagger.class_names), DEFAULT_THRESHOLD))
+    probs = tagger.scores(speech_clip).probs
+    assert tagger.tag(speech_clip)[0].labels == tagger.decision.labels(probs)[0]
+    tagger.thresholds = Thresholds(values=np.zeros(5), class_names=tagger.class_names, model="debug")
+    (tags,) = tagger.tag(speech_clip)
+    assert len(tags.labels) == 5 and tagger.decide(tagger.scores(speech_clip)).all()
+
+
+def test_config_builds_the_same_tagger_again(speech_clip: Path) -> None:
+    """``Tagger.config`` records how a Tagger was loaded (paths as str); from_config builds one that scores the same."""
+    import pickle
+
+    from calitag.pipeline.tagger import TaggerConfig
+
+    tagger = Tagger.load("debug", device="cpu", seed=5, batch_size=3, cache_dir=Path("/nonexistent/cache"))
+    assert tagger.config == TaggerConfig(model="debug", cache_dir="/nonexistent/cache", device="cpu", batch_size=3,
+                                         seed=5)
+    again = Tagger.from_config(pickle.loads(pickle.dumps(tagger.config)))
+    assert again.config == tagger.config and again.batch_size == 3
+    assert np.array_equal(again.scores(speech_clip).probs, tagger.scores(speech_clip).probs)
+    assert not np.array_equal(Tagger.from_config(TaggerConfig(model="debug", device="cpu")).scores(speech_clip).probs,
+                              tagger.scores(speech_clip).probs)  # seed 0: other weights
+
+
 def test_top_k_keeps_the_highest_scores(speech_clip: Path) -> None:
     """top_k=1 keeps only the best of the tags that pass their thresholds."""
     tagger = Tagger.load("debug", device="cpu", thresholds=Thresholds(values=np.zeros(5), class_names=get_spec("debug").class_names, model="debug"))
@@ -191,7 +221,8 @@ def test_score_windows_matches_scores_of_one_window(tagger: Tagger, speech_clip:
 
 
 def test_optimized_tagger_traces_once_and_keeps_the_scores() -> None:
-    """optimize=True runs a frozen TorchScript graph of a traceable model with the eager scores."""
+    """optimize=True scores a traceable model with a graph traced once: the eager scores, and never again the
+    module's Python forward, at any batch size."""
     from calitag.models import cnn_transformer
 
     spec = get_spec("cnn-transformer")
@@ -201,8 +232,14 @@ def test_optimized_tagger_traces_once_and_keeps_the_scores() -> None:
     rng = np.random.default_rng(0)
     batch = (0.1 * rng.standard_normal((3, 2 * spec.frontend.sample_rate))).astype(np.float32)
     np.testing.assert_allclose(fast.score_windows(batch), eager.score_windows(batch), atol=1e-5)
-    assert isinstance(fast._traced, torch.jit.ScriptModule)
-    assert fast.score_windows(batch[:1]).shape == (1, len(spec.class_names))  # other batch sizes reuse it
+
+    def eager_forward(*_: object) -> None:
+        raise AssertionError("the eager forward ran")
+
+    model.forward = eager_forward  # a trace (or an eager run) from now on would call it
+    assert fast.score_windows(batch[:1]).shape == (1, len(spec.class_names))  # other batch sizes reuse the graph
+    with pytest.raises(AssertionError, match="the eager forward ran"):
+        eager.score_windows(batch[:1])
 
 
 def test_thresholds_fitted_on_other_weights_are_refused(yamnet_cached):

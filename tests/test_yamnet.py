@@ -230,7 +230,7 @@ def test_tf_mel_matrix_is_triangular_in_mel():
     """TF-style filters: zero DC column, unit peaks at the mel-spaced centres, close to librosa's HTK filters."""
     librosa = pytest.importorskip("librosa", reason="librosa is the reference, in the torch extra")
     pytest.importorskip("torch", reason="the torch frontend is the torch extra")
-    from calitag.pipeline.features import tf_mel_matrix
+    from calitag.models.frontend import tf_mel_matrix
 
     cfg = SPEC.frontend
     matrix = tf_mel_matrix(
@@ -376,7 +376,7 @@ def test_numpy_frontend_equals_torch_frontend(audio_samples_dir):
     torch = pytest.importorskip("torch", reason="the torch frontend is the torch extra")
     from calitag.models.frontend import hann_periodic
     from calitag.pipeline.audio import load_audio
-    from calitag.pipeline.features import LogMel
+    from calitag.models.torch_frontend import LogMel
 
     numpy_frontend = NumpyLogMel(SPEC.frontend)
     torch64 = LogMel(SPEC.frontend).double()
@@ -414,7 +414,7 @@ def test_tagger_scores_yamnet_without_the_torch_frontend(yamnet_cached, audio_sa
     """The Tagger runs yamnet through its numpy frontend: same scores as the torch frontend path to 5e-3."""
     torch = pytest.importorskip("torch", reason="the torch frontend is the torch extra")
     librosa = pytest.importorskip("librosa", reason="librosa is the reference, in the torch extra")
-    from calitag.pipeline.features import LogMel
+    from calitag.models.torch_frontend import LogMel
     from calitag.pipeline.tagger import Tagger
 
     tagger = Tagger.load("yamnet", device="cpu")

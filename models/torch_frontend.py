@@ -1,4 +1,8 @@
-"""Log-Mel frontends in torch: torch.stft + librosa's mel filters, batched, device-agnostic."""
+"""The log-Mel frontend of the torch models: torch.stft + the mel filters of calitag.models.frontend.
+
+Batched and device-agnostic; the torch backend (calitag.models.backends.TorchBackend) runs it on the
+model's device. The numpy twin, for YAMNet, is calitag.models.frontend.NumpyLogMel.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from calitag.models.frontend import analysis_window, mel_filters, tf_mel_matrix
+from calitag.models.frontend import analysis_window, mel_filters
 from calitag.models.registry import FrontendConfig
 
-__all__ = ["LogMel", "analysis_window", "mel_filters", "tf_mel_matrix"]
+__all__ = ["LogMel"]
 
 
 class LogMel(nn.Module):
