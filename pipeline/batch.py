@@ -29,7 +29,7 @@ from calitag.errors import AudioError, EngineError, OutputError, TaggingError
 from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
 from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s
 from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, open_writer
-from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
+from calitag.thresholds.io import DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     from calitag.pipeline.ray_engine import RayOptions
@@ -267,20 +267,21 @@ class _Recorder:
                  with_tags: bool, on_result: Callable[[FileResult], None] | None) -> None:
         self.tagger, self.writer, self.records = tagger, writer, records
         self.with_tags, self.on_result = with_tags, on_result
-        self.thresholds: Thresholds | None = tagger.thresholds
         self.thresholds_id = tagger.thresholds_id
         self.results: list[FileResult] = []
+        self._warned = False
 
     def decide(self, result: FileResult) -> FileResult:
-        """``result`` with its tags and its segments' tags: the thresholds' decision, the only one."""
-        if self.thresholds is None:
+        """``result`` with its tags and its segments' tags: the decision of the tagger's thresholds, the only one."""
+        if self.tagger.thresholds is None and not self._warned:
             logger.warning(
                 "no thresholds file given: using %.2f for every %s class; fit per-class thresholds "
                 "with `calitag calibrate` and pass them with --thresholds", DEFAULT_THRESHOLD, self.tagger.name,
             )
-            self.thresholds = Thresholds.uniform(self.tagger.class_names, model=self.tagger.name)
-        segment_tags = () if result.segments is None else tuple(self.thresholds.labels(result.segments.probs))
-        return dataclasses.replace(result, tags=self.thresholds.labels(result.scores)[0], segment_tags=segment_tags)
+            self._warned = True
+        decision = self.tagger.decision
+        segment_tags = () if result.segments is None else tuple(decision.labels(result.segments.probs))
+        return dataclasses.replace(result, tags=decision.labels(result.scores)[0], segment_tags=segment_tags)
 
     def __call__(self, result: FileResult) -> None:
         if self.with_tags and result.error is None:

@@ -23,6 +23,7 @@ Ray is an optional dependency (the ``ray`` extra), imported only here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -35,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from calitag.errors import EngineError, MissingDependencyError, TaggingError
+from calitag.errors import EngineError, TaggingError
+from calitag.models.extras import import_optional
 from calitag.pipeline.audio import Aggregate
 from calitag.pipeline.engine import BatchProgress, FileFold, FileResult, Windowing
 
@@ -65,14 +67,8 @@ def import_ray() -> Any:
     MissingDependencyError
         Ray Data is not installed (the message names the ``ray`` extra and how to install it).
     """
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as err:
-        raise MissingDependencyError(
-            "--engine ray needs Ray Data, which is not installed (the calitag[ray] extra): "
-            'pip install -e ".[ray]" in the calitag checkout') from err
-    return ray
+    import_optional("ray.data", extra="ray", what="the Ray engine (--engine ray)")
+    return import_optional("ray", extra="ray", what="the Ray engine (--engine ray)")
 
 
 def _is_uri(text: str) -> bool:
@@ -174,10 +170,9 @@ class _Scorer:
 
 
 def _actor_loader(tagger: Tagger, *, device: str) -> Callable[[], Tagger]:
-    """What each actor calls to rebuild ``tagger`` on ``device``: a method of its class, pickled by reference."""
-    # Until Tagger.config lands (pipeline/tagger.py): the load arguments from the tagger's attributes.
-    return functools.partial(type(tagger).load, tagger.name, device=device, checkpoint=tagger.checkpoint,
-                             batch_size=tagger.batch_size, optimize=tagger._optimize, precision=tagger.precision)
+    """What each actor calls to rebuild ``tagger`` on ``device``: its class's ``from_config``, pickled by
+    reference, with its config (the driver decides the tags, so the actors need no thresholds)."""
+    return functools.partial(type(tagger).from_config, dataclasses.replace(tagger.config, device=device))
 
 
 # --- the driver ----------------------------------------------------------------------------------------

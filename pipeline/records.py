@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calitag._fileio import check_output
-from calitag.errors import MissingDependencyError, OutputError
+from calitag.errors import OutputError
 
 if TYPE_CHECKING:  # this module imports no numpy: `calitag --help` reads its FORMATTERS
     import numpy as np
@@ -286,14 +286,11 @@ def _pyarrow() -> tuple[Any, Any]:
     MissingDependencyError
         pyarrow is not installed (the message names the ``parquet`` extra and how to install it).
     """
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise MissingDependencyError(
-            "Parquet needs pyarrow, which is not installed (the calitag[parquet] extra): "
-            'pip install -e ".[parquet]" in the calitag checkout') from err
-    return pa, pq
+    from calitag.models.extras import import_optional
+
+    what = "Parquet output (and URI sources)"
+    return import_optional("pyarrow", extra="parquet", what=what), import_optional("pyarrow.parquet", extra="parquet",
+                                                                                     what=what)
 
 
 def output_filesystem(location: str | os.PathLike):

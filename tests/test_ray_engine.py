@@ -264,7 +264,7 @@ def test_missing_ray_names_the_extra(monkeypatch):
     from calitag.pipeline.ray_engine import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(MissingDependencyError, match=r"calitag\[ray\].*pip install -e \"\.\[ray\]\""):
+    with pytest.raises(MissingDependencyError, match=r"the ray extra.*pip install -e \"\.\[ray\]\""):
         import_ray()
 
 

@@ -212,5 +212,5 @@ def test_missing_pyarrow_names_the_parquet_extra(tmp_path, monkeypatch):
     from calitag.pipeline.records import ParquetWriter
 
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with pytest.raises(MissingDependencyError, match=r'calitag\[parquet\].*pip install -e "\.\[parquet\]"'):
+    with pytest.raises(MissingDependencyError, match=r'the parquet extra.*pip install -e "\.\[parquet\]"'):
         ParquetWriter(tmp_path / "out", class_names=CLASSES, model="debug", all_scores=True)
