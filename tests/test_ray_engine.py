@@ -158,14 +158,14 @@ def test_run_batch_on_ray_with_segments_equals_local(ray_local, folder, tmp_path
     results = calitag.run_batch(tagger, folder, out=outputs["ray"], engine="ray", segment_s=1.5, records=records)
     assert len(results) == 47 and all(r.segments is not None for r in results if r.error is None)
     local, remote = _jsonl(outputs["local"]), _jsonl(outputs["ray"])
-    assert sorted(local) == sorted(remote)
+    assert sorted(local) == sorted(remote) and sum(len(r.get("segments", ())) > 1 for r in local.values()) > 30
     for path, mine in local.items():
         theirs = remote[path]
         assert ("error" in mine) == ("error" in theirs), path
         if "error" in mine:
             continue
         assert theirs["tags"] == mine["tags"] and theirs["duration_s"] == mine["duration_s"]
-        assert len(theirs["segments"]) == len(mine["segments"]) > 1
+        assert len(theirs["segments"]) == len(mine["segments"])
         for a, b in zip(mine["segments"] + [mine], theirs["segments"] + [theirs]):
             assert (a.get("start_s"), a.get("end_s"), a["tags"]) == (b.get("start_s"), b.get("end_s"), b["tags"])
             np.testing.assert_allclose([b["scores"][c] for c in a["scores"]], list(a["scores"].values()), atol=1e-6)
