@@ -1,7 +1,7 @@
 """Ray engine overhead: `calitag batch --engine ray` against the local engine on the same files, one machine.
 
 Both engines tag the same directory of 10-s 44.1 kHz clips (made as benchmarks/batch.py makes them)
-with the same model; the local engine runs ``run_batch`` with decoder processes, the Ray engine a
+with the same model; the local engine runs ``run_batch(engine="local")`` with decoder processes, the Ray engine a
 local Ray instance with ``--actors`` scoring actors and decoding tasks beside them. Ray's start-up
 (``ray.init``) is timed apart: on a cluster it is paid once, not per job. Each engine runs once to
 warm up (model load, actor start-up) on a few files, then on all of them; the clip scores of the
@@ -37,7 +37,7 @@ def main() -> None:
     import ray
 
     from calitag.pipeline.batch import run_batch
-    from calitag.pipeline.ray_engine import RayOptions, run_ray_batch
+    from calitag.pipeline.ray_engine import RayOptions
     from calitag.pipeline.tagger import Tagger
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,10 +54,10 @@ def main() -> None:
         try:
             options = RayOptions(actors=args.actors)
             start = time.perf_counter()
-            run_ray_batch(args.model, paths[:4], options=options, batch_size=args.batch_size, with_tags=False)
+            run_batch(tagger, paths[:4], engine="ray", ray=options, with_tags=False)
             warm_s = time.perf_counter() - start
             start = time.perf_counter()
-            remote = run_ray_batch(args.model, paths, options=options, batch_size=args.batch_size, with_tags=False)
+            remote = run_batch(tagger, paths, engine="ray", ray=options, with_tags=False)
             ray_s = time.perf_counter() - start
         finally:
             ray.shutdown()

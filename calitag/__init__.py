@@ -43,7 +43,7 @@ _EXPORTS = {
     "load_tagger": "calitag.pipeline.tagger",
     "Tagger": "calitag.pipeline.tagger",
     "available_models": "calitag.models.registry",
-    "run_batch": "calitag.pipeline.jobs",
+    "run_batch": "calitag.pipeline.batch",
     "load_audio": "calitag.pipeline.audio",
     "Waveform": "calitag.pipeline.types",
     "Scores": "calitag.pipeline.types",

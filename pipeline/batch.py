@@ -1,109 +1,53 @@
-"""Batch processing of whole folders: parallel decoding, batched inference, one record per file.
+"""The batch job: every audio file of a source scored and tagged, one record per file, on one engine.
 
-Worker processes read and resample files (:func:`calitag.pipeline.audio.stream_windows`) and send
-their analysis windows back, each on its own connection with a bounded buffer; the main process
-stacks windows of equal length from any files into batches, runs the model, folds window scores
-into clip scores and hands one :class:`FileResult` per file to the caller as soon as the file is
-complete. The buffer bound keeps memory flat whatever the number or the length of the files.
+:func:`run_batch` is the one entry point (``calitag.run_batch`` and ``calitag batch``). It does, once
+for every engine:
 
-For the YAMNet models on the CPU (numpy frontend, onnxruntime network) the workers do all of it
-instead: each decodes, computes the log-Mel and runs its own single-threaded copy of the network,
-and sends back window scores, one worker per CPU by default. Nothing is shared between them, so
-every CPU computes all the time; the main process only folds scores and writes records.
+- expand the source into files (:func:`scan_source`: a folder, a list of paths, a URI or the files themselves);
+- open the output (:func:`calitag.pipeline.records.open_writer`) and skip the files already there (resume);
+- run an engine, which only turns files into :class:`FileResult` objects (scores, errors):
+  :func:`calitag.pipeline.local_engine.score_locally` (this machine's processes) or
+  :func:`calitag.pipeline.ray_engine.score_on_ray` (Ray Data);
+- decide each file's tags (and its segments') with the thresholds (:meth:`calitag.thresholds.io.Thresholds.labels`),
+  write its record, and hand the result on.
 
-The main process waits on the connections and the processes together, so a decoder that dies is
-noticed at once and replaced (its file is read again once, then reported failed), and decoders end
-when the main process dies, however it dies.
+Without ``out`` nothing is written and the results come back in memory.
 """
 
 from __future__ import annotations
 
-import ctypes
+import dataclasses
+import fnmatch
 import logging
-import multiprocessing as mp
 import os
-import queue
-import signal
-import sys
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+from calitag.errors import AudioError, EngineError, OutputError, TaggingError
+from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
+from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s
+from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, open_writer
+from calitag.thresholds.io import DEFAULT_THRESHOLD
 
-from calitag._host import usable_cpus
-from calitag.errors import AudioError, TaggingError
-from calitag.pipeline.audio import (
-    AUDIO_EXTENSIONS, Aggregate, RunningAggregate, check_finite_scores, probe_audio, stream_windows,
-)
-from calitag.pipeline.types import Scores
-
-if TYPE_CHECKING:  # decoder processes import this module: keep torch out of it
+if TYPE_CHECKING:
+    from calitag.pipeline.ray_engine import RayOptions
     from calitag.pipeline.tagger import Tagger
+
+__all__ = [
+    "BatchPlan", "BatchProgress", "BatchSummary", "FileResult", "FolderScan", "RecordOptions", "audio_seconds",
+    "find_audio_files", "list_sources", "run_batch", "scan_audio_files", "scan_source",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Windows waiting between the decoders and the model, per batch slot (shared among the decoders).
-QUEUE_BATCHES = 4
-#: Seconds the batch process waits for a message before looking again (deaths wake it at once).
-POLL_S = 1.0
-#: Files handed to a decoder ahead, so it never waits for the batch process between files.
-TASKS_AHEAD = 2
-#: Decoder deaths tolerated per decoder slot before the files left are reported instead of read.
-MAX_DEATHS_PER_WORKER = 3
-#: Seconds between a decoder's checks that the batch process still lives (where prctl is missing).
-PARENT_POLL_S = 0.5
-#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
+#: The engines of :func:`run_batch`.
+ENGINES = ("local", "ray")
+Engine = Literal["local", "ray"]
 
 
-@dataclass(frozen=True)
-class FileResult:
-    """The outcome for one file: its clip scores and tags, or the error that stopped it.
-
-    scores: float32 (n_classes,) or None when ``error`` is set.
-    tags: (label, score) pairs that passed their thresholds, by decreasing score.
-    """
-
-    path: str
-    duration_s: float | None
-    scores: np.ndarray | None
-    tags: tuple[tuple[str, float], ...] = ()
-    error: str | None = None
-    notes: tuple[str, ...] = ()  #: what went wrong on the way and was recovered (a decoder died and it was read again)
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    """Counts reported after each model batch and each file.
-
-    audio_s: seconds of audio scored so far (files done plus the scored part of files in progress);
-    audio_total_s: the seconds of all files when known (``run_batch(audio_total_s=...)``), else None.
-    """
-
-    done: int
-    total: int
-    failed: int
-    elapsed_s: float
-    audio_s: float = 0.0
-    audio_total_s: float | None = None
-
-
-@dataclass
-class _Pending:
-    """A file whose windows are still arriving or waiting in a batch."""
-
-    folded: RunningAggregate
-    windows_in: int = 0
-    ended: bool = False
-    n_samples: int = 0
-    scored_samples: int = 0
-    error: str | None = None
+# --- sources ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -111,15 +55,20 @@ class FolderScan:
     """What a folder holds: the files to process and the entries left out, each with the reason.
 
     files: audio files by extension (or matching the pattern), sorted; broken symbolic links among them are
-    kept, so that processing reports them. ignored: (path, reason) of every other entry.
+    kept, so that processing reports them (Paths from :func:`scan_audio_files`, str from :func:`scan_source`).
+    ignored: (path, reason) of every other entry.
     """
 
-    files: list[Path]
+    files: list
     ignored: list[tuple[Path, str]]
 
 
 def _is_link_to_nothing(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
+
+
+def _is_uri(text: str) -> bool:
+    return "://" in text
 
 
 def scan_audio_files(root: str | Path, *, recursive: bool = False, pattern: str | None = None) -> FolderScan:
@@ -169,6 +118,94 @@ def find_audio_files(root: str | Path, *, recursive: bool = False, pattern: str 
     return [p for p in scan_audio_files(root, recursive=recursive, pattern=pattern).files if not _is_link_to_nothing(p)]
 
 
+def scan_source(source: str | os.PathLike | Iterable[str | os.PathLike], *, recursive: bool = False,
+                pattern: str | None = None) -> FolderScan:
+    """The files of a batch source, and the entries of a folder left out with the reason.
+
+    Parameters
+    ----------
+    source : str, path-like, or an iterable of them
+        A local folder (:func:`scan_audio_files`), an audio file, a text file with one path or URI per
+        line (blank lines and ``#`` comments skipped; relative paths are relative to the list's folder),
+        a URI of a folder or file that pyarrow's filesystems open (``file:///data/clips``,
+        ``s3://bucket/clips``, ``gs://...``; credentials as pyarrow reads them), or the files themselves.
+    recursive : bool
+        Also list sub-folders.
+    pattern : str or None
+        A glob on file names; default: the known audio extensions.
+
+    Returns
+    -------
+    FolderScan
+        ``files`` as str: local paths, and URIs for files on other filesystems.
+
+    Raises
+    ------
+    AudioError
+        A source that does not exist or cannot be listed.
+    MissingDependencyError
+        A URI without pyarrow installed.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return FolderScan([os.fspath(p) for p in source], [])
+    text = os.fspath(source)
+    if _is_uri(text):
+        return FolderScan(_list_uri(text, recursive=recursive, pattern=pattern), [])
+    path = Path(text)
+    if path.is_file() and path.suffix.lower() not in AUDIO_EXTENSIONS and (pattern is None or
+                                                                        not fnmatch.fnmatch(path.name, pattern)):
+        return FolderScan(_read_path_list(path), [])
+    scan = scan_audio_files(path, recursive=recursive, pattern=pattern)
+    return FolderScan([str(p) for p in scan.files], scan.ignored)
+
+
+def list_sources(source: str | os.PathLike, *, recursive: bool = False, pattern: str | None = None) -> list[str]:
+    """The files of a batch source, sorted as listed: :func:`scan_source`'s files."""
+    return scan_source(source, recursive=recursive, pattern=pattern).files
+
+
+def _read_path_list(path: Path) -> list[str]:
+    """The paths a list file names, one per line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise AudioError(f"{path}: neither an audio file name nor a UTF-8 list of paths ({err})") from err
+    listed = []
+    # One path per line (read_text has turned CRLF and CR into "\n"); splitlines() would also cut a name
+    # at U+2028 or U+0085.
+    for line in text.split("\n"):
+        line = line.strip(" \t")
+        if line and not line.startswith("#"):
+            listed.append(line if _is_uri(line) or Path(line).is_absolute() else str(path.parent / line))
+    return listed
+
+
+def _list_uri(uri: str, *, recursive: bool, pattern: str | None) -> list[str]:
+    from calitag.pipeline.records import output_filesystem
+
+    fs, root = output_filesystem(uri)  # first: says which extra a missing pyarrow is
+    from pyarrow.fs import FileSelector, FileType, LocalFileSystem
+
+    try:
+        info = fs.get_file_info(root)
+        if info.type == FileType.NotFound:
+            raise AudioError(f"{uri}: no such file or folder")
+        infos = [info] if info.type == FileType.File else fs.get_file_info(FileSelector(root, recursive=recursive))
+    except TaggingError:
+        raise
+    except Exception as err:
+        raise AudioError(f"cannot list {uri}: {err}") from err
+
+    def wanted(name: str) -> bool:
+        return fnmatch.fnmatch(name, pattern) if pattern else Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+    found = sorted(i.path for i in infos if i.type == FileType.File and wanted(i.base_name))
+    if isinstance(fs, LocalFileSystem):
+        return found  # file:// URIs become plain local paths
+    scheme = uri.split("://", 1)[0]
+    return [f"{scheme}://{p}" for p in found]
+
+
 def audio_seconds(paths: Iterable[str | Path]) -> float:
     """The total duration of ``paths`` from their headers (files that cannot be probed count 0), for progress."""
     total = 0.0
@@ -180,491 +217,198 @@ def audio_seconds(paths: Iterable[str | Path]) -> float:
     return total
 
 
-class WorkerScorer:
-    """Windows -> clip probabilities inside a batch worker process: the numpy frontend, then the network.
+# --- the run ----------------------------------------------------------------------------------------
 
-    Each worker runs its own copy of the network, made from its recipe. A single-threaded onnxruntime
-    session has no threads of its own, so a forked worker uses the one made here before the fork
-    (:meth:`load`, once, instead of once per worker at the same time: about 30 ms against 150 ms for the
-    float graph on 2 cores); a session with a thread pool does not survive ``fork``, so with more threads
-    each worker makes its own, as it does after pickling (spawn).
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a run is about to do, reported once before the first file (``run_batch(on_start=...)``).
+
+    files: every file of the source; todo: those without a record yet (all of them without ``resume``);
+    ignored: (path, reason) of the folder's other entries; audio_total_s: the seconds of ``todo`` when the
+    local engine reports progress, else None.
     """
 
-    def __init__(self, frontend: Callable[[np.ndarray], np.ndarray], prepare: Callable | None, recipe: Any) -> None:
-        self.frontend = frontend
-        self.prepare = prepare
-        self.recipe = recipe
-        self._model: Any = None
-        self._pid: int | None = None
+    files: tuple[str, ...]
+    todo: tuple[str, ...]
+    ignored: tuple[tuple[Path, str], ...]
+    audio_total_s: float | None = None
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_model": None, "_pid": None}
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The outcome of a run: files tagged, files failed, and the notes of files recovered on the way.
+
+    recovered: ``path: note`` of each file read again after its decoder process died (its result is complete).
+    """
+
+    tagged: int
+    failed: int
+    recovered: tuple[str, ...]
+
+    @classmethod
+    def of(cls, results: Iterable[FileResult]) -> BatchSummary:
+        """The summary of :func:`run_batch`'s results."""
+        results = list(results)
+        failed = sum(r.error is not None for r in results)
+        notes = tuple(f"{r.path}: {note}" for r in results for note in r.notes)
+        return cls(tagged=len(results) - failed, failed=failed, recovered=notes)
 
     @property
-    def forks_with_its_model(self) -> bool:
-        """Whether a model made before a fork can run in the child: one intra-op thread, so no thread pool."""
-        return self.recipe.threads == 1
-
-    def load(self) -> None:
-        """Make this process's copy of the network, unless it has one (or inherited a fork-safe one)."""
-        if self._model is None or (self._pid != os.getpid() and not self.forks_with_its_model):
-            self._model, self._pid = self.recipe.load(), os.getpid()
-
-    def forget(self) -> None:
-        """Drop the copy made in this process (the next call makes one again)."""
-        self._model = self._pid = None
-
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """Clip probabilities, float32 (B, n_classes), of equally long windows (B, n_samples)."""
-        self.load()
-        features = self.frontend(windows)
-        if self.prepare is not None:
-            features = self.prepare(features)
-        return np.asarray(self._model(features), np.float32)
+    def clean(self) -> bool:
+        """Whether every file was tagged at the first attempt."""
+        return not self.failed and not self.recovered
 
 
-def worker_scorer(tagger: Tagger, *, threads: int | None = None) -> WorkerScorer | None:
-    """A :class:`WorkerScorer` of ``tagger`` whose copies run ``threads`` intra-op threads each; None where the
-    workers cannot run the model (torch models, a device other than the CPU): they then only decode."""
-    recipe = getattr(tagger.model, "recipe", None)
-    if getattr(tagger, "window_frontend", None) is None or recipe is None or str(tagger.device) != "cpu":
-        return None
-    return WorkerScorer(tagger.window_frontend, tagger.prepare_features, recipe(threads=threads))
+class _Recorder:
+    """Each engine result in turn: its tags decided, its record written, handed to the caller."""
+
+    def __init__(self, tagger: Tagger, writer: RecordWriter | ParquetWriter | None, records: RecordOptions, *,
+                 with_tags: bool, on_result: Callable[[FileResult], None] | None) -> None:
+        self.tagger, self.writer, self.records = tagger, writer, records
+        self.with_tags, self.on_result = with_tags, on_result
+        self.thresholds_id = tagger.thresholds_id
+        self.results: list[FileResult] = []
+        self._warned = False
+
+    def decide(self, result: FileResult) -> FileResult:
+        """``result`` with its tags and its segments' tags: the decision of the tagger's thresholds, the only one."""
+        if self.tagger.thresholds is None and not self._warned:
+            logger.warning(
+                "no thresholds file given: using %.2f for every %s class; fit per-class thresholds "
+                "with `calitag calibrate` and pass them with --thresholds", DEFAULT_THRESHOLD, self.tagger.name,
+            )
+            self._warned = True
+        decision = self.tagger.decision
+        segment_tags = () if result.segments is None else tuple(decision.labels(result.segments.probs))
+        return dataclasses.replace(result, tags=decision.labels(result.scores)[0], segment_tags=segment_tags)
+
+    def __call__(self, result: FileResult) -> None:
+        if self.with_tags and result.error is None:
+            result = self.decide(result)
+        if self.writer is not None:
+            self.writer.write(self.records.record(result, class_names=self.tagger.class_names, model=self.tagger.name,
+                                                  thresholds_id=self.thresholds_id))
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
 
 
-def default_workers(tagger: Tagger) -> int:
-    """Worker processes when none are asked for: one per usable CPU where the workers run the model
-    (:func:`worker_scorer`), else one decoder process beside the model's own threads."""
-    return usable_cpus() if worker_scorer(tagger) is not None else 1
+def _check_engine(engine: str, *, workers: int | None, ray: RayOptions | None) -> None:
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "ray" and workers is not None:
+        raise EngineError("workers are the local engine's processes: size the Ray engine with ray=RayOptions(...)")
+    if engine == "local" and ray is not None:
+        raise EngineError("ray options need engine='ray'")
+    if engine == "ray":
+        from calitag.pipeline.ray_engine import import_ray
+
+        import_ray()  # before anything is listed or written
 
 
-def _file_messages(
-    index: int, path: str, *, sample_rate: int, window_s: float, hop_s: float, min_window_s: float | None,
-    frontend: Callable[[np.ndarray], np.ndarray] | None = None, scorer: WorkerScorer | None = None,
-) -> Iterator[tuple]:
-    """The messages of one file: its windows (samples or their features, end sample) or, with a ``scorer``,
-    their clip scores (scores, end sample), then end (with its length) or error."""
-    n_samples = 0
-    try:
-        for window in stream_windows(
-            path, sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, min_window_s=min_window_s
-        ):
-            n_samples = max(n_samples, window.start + window.n_valid)
-            if scorer is not None:
-                yield ("scores", index, (scorer(window.samples[None])[0], window.start + window.n_valid))
-                continue
-            payload = window.samples if frontend is None else frontend(window.samples[None])[0]
-            yield ("window", index, (payload, window.start + window.n_valid))
-    except TaggingError as err:
-        yield ("error", index, str(err))
-        return
-    except Exception as err:  # one odd file must never stop a batch
-        yield ("error", index, f"{path}: {type(err).__name__}: {err}")
-        return
-    yield ("end", index, n_samples)
+def _open_output(tagger: Tagger, out: str | os.PathLike, files: Sequence[str], *, records: RecordOptions,
+                 segmented: bool, resume: bool, force: bool) -> RecordWriter | ParquetWriter:
+    """The writer of ``out``, checked to hold segments when ``segmented``."""
+    inputs = [*files, *(p for p in (tagger.thresholds_path, tagger.checkpoint) if p is not None)]
+    writer = open_writer(out, records, model=tagger.name, class_names=tagger.class_names, resume=resume,
+                         force=force, inputs=inputs)
+    if segmented and writer.format != "jsonl":
+        writer.close()
+        raise OutputError(f"--segment-s writes a list of segments per record, which {writer.format} cannot hold: "
+                          "use a JSON lines --out (--format jsonl)")
+    return writer
 
 
-def _exit_with_parent(parent_pid: int, *, pdeathsig: bool) -> None:
-    """Make this decoder process end when the batch process dies, however it dies (even SIGKILL)."""
-    if pdeathsig and sys.platform.startswith("linux"):
-        try:  # the kernel sends SIGKILL to this process when the thread that forked it ends
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
+def _score(engine: Engine, tagger: Tagger, paths: Sequence[str], recorder: _Recorder, *, workers: int | None,
+           ray: RayOptions | None, aggregate: Aggregate, segment_s: float | None,
+           on_progress: Callable[[BatchProgress], None] | None, audio_total_s: float | None) -> None:
+    """Run ``engine`` on ``paths``, each result to ``recorder``."""
+    if engine == "ray":
+        from calitag.pipeline.ray_engine import RayOptions, score_on_ray
 
-    def watch() -> None:  # portable fallback: once orphaned, a process is re-parented
-        while True:
-            time.sleep(PARENT_POLL_S)
-            if os.getppid() != parent_pid:
-                os._exit(1)
+        score_on_ray(tagger, paths, options=ray or RayOptions(), aggregate=aggregate, segment_s=segment_s,
+                     on_result=recorder, on_progress=on_progress)
+    else:
+        from calitag.pipeline.local_engine import score_locally
 
-    threading.Thread(target=watch, name="calitag-parent-watch", daemon=True).start()
-
-
-def _decode(conn: Connection, windowing: dict, prefetch: int, parent_pid: int, pdeathsig: bool) -> None:
-    """Decoder process: the messages of each (index, path) task received on ``conn``, sent back on it.
-
-    A sender thread drains a bounded outbox, so the next windows are decoded while the batch process
-    is busy with the model; a None task (or the batch process going away) ends the process.
-    """
-    _exit_with_parent(parent_pid, pdeathsig=pdeathsig)
-    scorer = windowing.get("scorer")
-    if scorer is None:
-        # Decoding is background work: at a lower priority it fills the queue in the model's gaps
-        # instead of preempting its threads (on 2 cores that preemption cost about 15% of the run).
-        os.nice(10)
-    outbox: queue.Queue = queue.Queue(maxsize=prefetch)
-
-    def send() -> None:
-        try:
-            while (message := outbox.get()) is not None:
-                conn.send(message)
-        except OSError:  # the batch process is gone
-            os._exit(1)
-
-    sender = threading.Thread(target=send, name="calitag-sender", daemon=True)
-    sender.start()
-    try:
-        if scorer is not None:
-            try:
-                scorer.load()  # while the first files are on their way
-            except Exception:  # noqa: BLE001  the scorer raises it again for each file, which reports it
-                pass
-        while (task := conn.recv()) is not None:
-            for message in _file_messages(*task, **windowing):
-                outbox.put(message)
-    except (EOFError, OSError):
-        os._exit(1)
-    outbox.put(None)
-    sender.join()
-
-
-def _windowing(tagger: Tagger, scorer: WorkerScorer | None = None) -> dict:
-    spec = tagger.spec
-    return {"sample_rate": spec.frontend.sample_rate, "window_s": spec.window_s, "hop_s": spec.hop_s,
-            "min_window_s": spec.min_window_s, "frontend": getattr(tagger, "window_frontend", None),
-            "scorer": scorer}
-
-
-class _InProcess:
-    """The same messages as the decoder processes, made in this process (``workers=0``)."""
-
-    def __init__(self, paths: Sequence[str], tagger: Tagger) -> None:
-        self._paths = paths
-        self._windowing = _windowing(tagger)
-        self.notes: dict[int, str] = {}
-
-    def messages(self) -> Iterator[tuple]:
-        for task in enumerate(self._paths):
-            yield from _file_messages(*task, **self._windowing)
-
-    def close(self) -> None:
-        pass
-
-
-def _exit_reason(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with status {exitcode}"
-
-
-@dataclass
-class _Worker:
-    """One decoder process, its connection, and the files it was given, oldest first."""
-
-    proc: mp.process.BaseProcess
-    conn: Connection
-    assigned: list[int] = field(default_factory=list)
-
-
-class _Decoders:
-    """Decoder processes, each fed files and read through its own connection.
-
-    The connections are waited on together with the processes' sentinels, so a process that dies
-    (OOM killer, kill -9, a crash in a decoding library) is seen at once: the file it was reading is
-    read again once by a new process, then reported failed, and the run goes on.
-    """
-
-    def __init__(self, paths: Sequence[str], tagger: Tagger, workers: int, scorer: WorkerScorer | None = None) -> None:
-        # fork starts a decoder in milliseconds, as torch's DataLoader workers do; the children only
-        # read and resample audio (no torch, no CUDA), and with a scorer make their own onnxruntime
-        # session. Elsewhere, spawn.
-        self._ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        if scorer is not None and self._ctx.get_start_method() == "fork" and scorer.forks_with_its_model:
-            # Made and run once here, inherited by every worker: its first file then costs what the others
-            # cost (a fresh session's first run and the frontend's first call take several times longer).
-            spec = tagger.spec
-            try:
-                scorer(np.zeros((1, round(spec.window_s * spec.frontend.sample_rate)), np.float32))
-            except Exception:  # noqa: BLE001  each worker then tries itself and reports the failure per file
-                scorer.forget()
-        self._paths = paths
-        self._windowing = _windowing(tagger, scorer)
-        self._prefetch = max(2, QUEUE_BATCHES * tagger.batch_size // workers)
-        self._todo: deque[int] = deque(range(len(paths)))
-        self._attempts: dict[int, int] = {}
-        self._suspects: set[int] = set()
-        self._respawns_left = MAX_DEATHS_PER_WORKER * workers
-        # PR_SET_PDEATHSIG fires when the forking *thread* ends: only safe from the main thread.
-        self._pdeathsig = threading.current_thread() is threading.main_thread()
-        self._workers: list[_Worker] = []
-        self._retired: list[_Worker] = []
-        self.notes: dict[int, str] = {}
-        for _ in range(min(workers, len(paths))):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_decode, args=(child_conn, self._windowing, self._prefetch, os.getpid(), self._pdeathsig),
-            daemon=True, name="calitag-decoder")
-        proc.start()
-        child_conn.close()  # only the child holds its end now: its death reads as end-of-file here
-        worker = _Worker(proc, parent_conn)
-        self._workers.append(worker)
-        self._feed(worker)
-
-    def _feed(self, worker: _Worker) -> None:
-        """Give ``worker`` files until it holds TASKS_AHEAD; a file read again is given alone."""
-        while self._todo and len(worker.assigned) < TASKS_AHEAD:
-            index = self._todo[0]
-            # A file that was with a decoder when it died is given alone, so a second death names its cause.
-            if worker.assigned and (index in self._suspects or worker.assigned[-1] in self._suspects):
-                return
-            self._todo.popleft()
-            worker.assigned.append(index)
-            try:
-                worker.conn.send((index, self._paths[index]))
-            except OSError:
-                return  # it died: its sentinel reports it and the file is handed on
-
-    def _lost(self, worker: _Worker) -> Iterator[tuple]:
-        """A dead decoder: forget its partial files, read the one it died on again once, report it after that."""
-        self._workers.remove(worker)
-        worker.proc.join(timeout=1)
-        if worker.proc.is_alive():  # its connection broke but it still runs: stop it
-            worker.proc.kill()
-            worker.proc.join(timeout=1)
-        worker.conn.close()
-        why = _exit_reason(worker.proc.exitcode)
-        retry = []
-        for position, index in enumerate(worker.assigned):
-            yield ("restart", index, None)
-            self._suspects.add(index)
-            if position == 0:  # the file it was sending; the others may not have begun
-                self._attempts[index] = self._attempts.get(index, 0) + 1
-                if self._attempts[index] > 1:
-                    self.notes.pop(index, None)
-                    yield ("error", index, f"{self._paths[index]}: the decoder process {why} while reading "
-                                           "this file, twice; not read")
-                    continue
-                self.notes[index] = f"the decoder process {why} while reading this file; it was read again"
-            retry.append(index)
-        self._todo.extendleft(reversed(retry))
-        logger.warning("a decoder process %s; %d file(s) handed to a new one", why, len(retry))
-        if self._todo and self._respawns_left > 0:
-            self._respawns_left -= 1
-            self._spawn()
-        if not self._workers:  # every decoder died too often: report what is left rather than wait
-            while self._todo:
-                index = self._todo.popleft()
-                yield ("error", index, f"{self._paths[index]}: not read: the decoder processes keep dying "
-                                       f"(the last one {why})")
-
-    def messages(self) -> Iterator[tuple]:
-        while self._workers:
-            by_handle: dict[object, _Worker] = {}
-            for worker in self._workers:
-                by_handle[worker.conn] = worker
-                by_handle[worker.proc.sentinel] = worker
-            ready = wait(list(by_handle), timeout=POLL_S)
-            dead: list[_Worker] = []
-            for handle in ready:
-                worker = by_handle[handle]
-                if worker in dead:
-                    continue
-                # A dead process's last complete messages are still readable: take them first.
-                while True:
-                    try:
-                        if not worker.conn.poll():
-                            break
-                        message = worker.conn.recv()
-                    except (EOFError, OSError):
-                        dead.append(worker)
-                        break
-                    kind, index, _ = message
-                    if kind in ("end", "error"):
-                        worker.assigned.remove(index)
-                        self._feed(worker)
-                    yield message
-                    if handle is worker.conn:
-                        break  # one message per wake-up keeps the workers' turns fair
-                if handle is worker.proc.sentinel and worker not in dead:
-                    dead.append(worker)
-            for worker in dead:
-                yield from self._lost(worker)
-            for worker in [w for w in self._workers if not w.assigned and not self._todo]:
-                try:
-                    worker.conn.send(None)  # nothing left to give it: let it end
-                except OSError:
-                    pass
-                self._workers.remove(worker)
-                self._retired.append(worker)
-
-    def close(self) -> None:
-        for worker in self._workers:
-            try:
-                worker.conn.send(None)
-            except OSError:
-                pass
-        for worker in self._workers + self._retired:
-            worker.proc.join(timeout=0.5)
-            if worker.proc.is_alive():
-                worker.proc.terminate()
-                worker.proc.join(timeout=5)
-            worker.conn.close()
-        self._workers, self._retired = [], []
+        score_locally(tagger, paths, workers=workers, aggregate=aggregate, segment_s=segment_s, on_result=recorder,
+                      on_progress=on_progress, audio_total_s=audio_total_s)
 
 
 def run_batch(
-    tagger: Tagger,
-    paths: Iterable[str | Path],
-    *,
-    workers: int | None = None,
-    aggregate: Aggregate = "max",
-    with_tags: bool = True,
-    on_result: Callable[[FileResult], None] | None = None,
+    tagger: Tagger, source: str | os.PathLike | Iterable[str | os.PathLike], *, out: str | os.PathLike | None = None,
+    engine: Engine = "local", segment_s: float | None = None, resume: bool = False, force: bool = False,
+    recursive: bool = False, pattern: str | None = None, workers: int | None = None, ray: RayOptions | None = None,
+    records: RecordOptions = RecordOptions(), aggregate: Aggregate = "max", with_tags: bool = True,
+    on_start: Callable[[BatchPlan], None] | None = None, on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
-    audio_total_s: float | None = None,
 ) -> list[FileResult]:
-    """Score and tag many files, one :class:`FileResult` per file, errors included.
+    """Score and tag every audio file of a source; with ``out``, append one record per file there.
 
     Parameters
     ----------
     tagger : Tagger
-        The loaded model (its ``batch_size`` sets the windows per forward pass in this process).
-    paths : iterable of str or Path
-        Files to process; a file that fails becomes a result with ``error`` set.
-    workers : int or None
-        Worker processes; 0 decodes and scores in this process. For the YAMNet models on the CPU
-        each worker decodes, computes the log-Mel and runs its own copy of the network, on
-        ``usable_cpus() // min(workers, number of files)`` onnxruntime threads (at least one), and this process only
-        collects scores; for the others the workers decode and the model runs here. None:
-        :func:`default_workers` (one per usable CPU for YAMNet, else one).
+        The model and its thresholds (none: 0.5 for every class, with a logged warning).
+    source : path, URI, or an iterable of paths
+        A folder (see ``recursive``, ``pattern``), a list file, a URI (Ray), or the files (:func:`scan_source`).
+    out : path, optional
+        A results file (JSON lines, or CSV for a .csv name) or a folder of Parquet part files
+        (``records.fmt``; the default with Ray), written as files finish; None: nothing is written.
+    engine : {"local", "ray"}
+        This machine's processes (``workers``: 0 for none, default one per CPU for YAMNet, else one),
+        or Ray Data (``ray``: :class:`calitag.pipeline.ray_engine.RayOptions`, a local instance by default).
+    segment_s : float or None
+        Also score consecutive segments of this many seconds (a ``segments`` timeline per record, JSON
+        lines only); a file's clip score is the maximum over its segments.
+    resume, force : bool
+        Continue an existing ``out`` (skipping the files it holds), or replace it (never an input).
+    records : RecordOptions
+        Format of ``out``; tags and scores kept per record.
     aggregate : {"max", "mean"}
-        How window scores become the clip score.
+        How window scores become a clip (or segment) score.
     with_tags : bool
-        Apply the tagger's thresholds; False leaves ``tags`` empty (scores only).
-    on_result : callable or None
-        Called with each result as soon as it is complete (e.g. to append it to a file).
-    on_progress : callable or None
-        Called with a :class:`BatchProgress` after each model batch and each file.
-    audio_total_s : float or None
-        The seconds of audio in ``paths`` (:func:`audio_seconds`), passed on in the progress reports.
+        Decide tags; False leaves them empty (scores only).
+    on_start, on_result, on_progress : callable or None
+        Called with the :class:`BatchPlan` before the first file, with each :class:`FileResult` once its
+        record is written, and with a :class:`BatchProgress` after each model batch and each file.
 
     Returns
     -------
     list of FileResult
-        In completion order.
+        One per file processed (failures included), in completion order.
+
+    Raises
+    ------
+    AudioError
+        No audio files in the source, a source that does not exist, or a URI on the local engine.
+    OutputError
+        ``out`` exists (without ``resume`` or ``force``), cannot be written, or cannot hold segments.
+    EngineError
+        An unknown engine, or one's options given to the other; a Ray job that failed.
+    MissingDependencyError
+        Parquet or a URI without pyarrow; the Ray engine without Ray.
     """
-    RunningAggregate(aggregate)  # checks the name before any decoder starts
-    if workers is None:
-        workers = default_workers(tagger)
-    if workers < 0:
-        raise AudioError(f"workers must be 0 or more, got {workers}")
-    paths = [str(p) for p in paths]
-    # Where the workers can run the model, each runs its own copy on its share of the CPUs: no thread of
-    # this process competes with them, and nothing waits on another stage.
-    processes = min(workers, len(paths))
-    scorer = worker_scorer(tagger, threads=max(1, usable_cpus() // processes)) if processes > 0 else None
-    rate = tagger.spec.frontend.sample_rate
-    pending: dict[int, _Pending] = {}
-    batches: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}  # window (or features) shape -> (file index, payload, end)
-    # With a window frontend the decoders send features, and the main process only runs the network.
-    score = tagger.score_features if getattr(tagger, "window_frontend", None) is not None else tagger.score_windows
-    results: list[FileResult] = []
-    failed = 0
-    audio_done_s = 0.0
-    start = time.perf_counter()
-
-    def report() -> None:
-        if on_progress is not None:
-            in_progress = sum(state.scored_samples for state in pending.values()) / rate
-            on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
-                                      elapsed_s=time.perf_counter() - start, audio_s=audio_done_s + in_progress,
-                                      audio_total_s=audio_total_s))
-
-    def finish(index: int) -> None:
-        nonlocal failed, audio_done_s
-        state = pending.pop(index)
-        notes = (source.notes[index],) if index in source.notes else ()
-        if state.error is not None or not state.folded.count:
-            result = FileResult(path=paths[index], duration_s=None, scores=None,
-                                error=state.error or f"{paths[index]}: no audio windows", notes=notes)
-            failed += 1
-        else:
-            clip = state.folded.result().astype(np.float32)
-            scores = Scores(probs=clip[None, :], class_names=tagger.class_names, model=tagger.name,
-                            sources=(paths[index],))
-            tags = tagger.tags_from_scores(scores)[0].labels if with_tags else ()
-            result = FileResult(path=paths[index], duration_s=state.n_samples / rate, scores=clip, tags=tags,
-                                notes=notes)
-            audio_done_s += state.n_samples / rate
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-        report()
-
-    def drop_windows(index: int) -> None:
-        for length in list(batches):
-            batches[length] = [member for member in batches[length] if member[0] != index]
-            if not batches[length]:
-                del batches[length]
-
-    def fold(index: int, row: np.ndarray, samples: np.ndarray | None, end: int) -> None:
-        # One window's scores into its file's clip score; non-finite scores make the file an error.
-        state = pending[index]
-        try:
-            check_finite_scores(row, samples, paths[index])
-        except TaggingError as err:
-            state.error = state.error or str(err)
-        state.folded.add(row)
-        state.scored_samples = max(state.scored_samples, end)
-
-    def run(shape: tuple) -> None:
-        members = batches.pop(shape)
-        probs = score(np.stack([data for _, data, _ in members]))
-        for (index, data, end), row in zip(members, probs):
-            fold(index, row, data if data.ndim == 1 else None, end)
-        for index in {i for i, _, _ in members}:
-            state = pending[index]
-            if state.ended and state.folded.count == state.windows_in:
-                finish(index)
-        report()
-
-    source = _Decoders(paths, tagger, workers, scorer) if workers > 0 and paths else _InProcess(paths, tagger)
+    _check_engine(engine, workers=workers, ray=ray)
+    check_segment_s(segment_s)
+    scan = scan_source(source, recursive=recursive, pattern=pattern)
+    if engine == "local" and (remote := [p for p in scan.files if _is_uri(p)]):
+        raise AudioError(f"{remote[0]}: a URI needs the Ray engine (engine='ray', --engine ray)")
+    if not scan.files:
+        raise AudioError(f"no audio files in {source}" + (f" matching {pattern}" if pattern else ""))
+    if engine == "ray" and records.fmt is None and out is not None:
+        records = dataclasses.replace(records, fmt="parquet")
+    writer = None if out is None else _open_output(tagger, out, scan.files, records=records,
+                                                   segmented=segment_s is not None, resume=resume, force=force)
     try:
-        for kind, index, payload in source.messages():
-            if kind == "restart":  # its decoder died: what arrived of this file is void
-                drop_windows(index)
-                pending.pop(index, None)
-                continue
-            if index not in pending:
-                pending[index] = _Pending(RunningAggregate(aggregate))
-            state = pending[index]
-            if kind == "scores":  # scored by the worker
-                row, end = payload
-                state.windows_in += 1
-                fold(index, row, None, end)
-                report()
-            elif kind == "window":
-                data, end = payload  # samples, or their features when the decoders run the frontend
-                state.windows_in += 1
-                batch = batches.setdefault(data.shape, [])
-                batch.append((index, data, end))
-                if len(batch) == tagger.batch_size:
-                    run(data.shape)
-            elif kind == "error":
-                drop_windows(index)  # its windows still waiting in a batch; the file is reported failed
-                state.error = payload
-                finish(index)
-            elif kind == "end":
-                state.ended = True
-                state.n_samples = payload
-                if state.folded.count == state.windows_in:
-                    finish(index)
-        for length in list(batches):
-            run(length)
+        todo = [p for p in scan.files if writer is None or not writer.is_done(p)]
+        audio_total_s = audio_seconds(todo) if engine == "local" and on_progress is not None else None
+        if on_start is not None:
+            on_start(BatchPlan(tuple(scan.files), tuple(todo), tuple(scan.ignored), audio_total_s))
+        recorder = _Recorder(tagger, writer, records, with_tags=with_tags, on_result=on_result)
+        _score(engine, tagger, todo, recorder, workers=workers, ray=ray, aggregate=aggregate, segment_s=segment_s,
+               on_progress=on_progress, audio_total_s=audio_total_s)
+        return recorder.results
     finally:
-        source.close()
-    return results
+        if writer is not None:
+            writer.close()

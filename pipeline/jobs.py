@@ -1,24 +1,23 @@
-"""The user's jobs over many files, as library functions: batch records, event detection, event calibration.
+"""The user's jobs over many files, as library functions: event detection, event calibration, clip labels.
 
-The CLI (``calitag batch``, ``detect``, ``calibrate-events``) and the public API
-(``calitag.run_batch``, ``Tagger.detect``, ``Tagger.calibrate_events``) both call these, so a
-command only formats what they return.
+The CLI (``calitag detect``, ``calibrate-events``) and the public API (``Tagger.detect``,
+``Tagger.calibrate_events``) both call these, so a command only formats what they return. The batch
+job is :func:`calitag.pipeline.batch.run_batch`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calitag.errors import AudioError, LabelsError
-from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files
-from calitag.pipeline.batch import run_batch as _score_files
+from calitag.errors import LabelsError
+from calitag.pipeline.batch import find_audio_files
 from calitag.pipeline.labels import ClipLabels, read_clip_labels
 
 if TYPE_CHECKING:
@@ -26,20 +25,6 @@ if TYPE_CHECKING:
     from calitag.pipeline.types import FrameScores
     from calitag.thresholds.events import Event, EventsTuning, EventTable, Postprocess
     from calitag.thresholds.io import Thresholds
-
-#: Output formats of batch records, by name (the writer is :class:`calitag.pipeline.records.RecordWriter`).
-RECORD_FORMATS = ("jsonl", "csv")
-
-
-def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; a folder becomes the audio files directly inside it, sorted.
-
-    A path that does not exist is kept, so that the job reports it as a failed file.
-    """
-    expanded: list[Path] = []
-    for path in map(Path, paths):
-        expanded.extend(find_audio_files(path) if path.is_dir() else [path])
-    return expanded
 
 
 def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels, *,
@@ -63,140 +48,6 @@ def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels
             raise LabelsError("the labels mapping lists no files")
         return ClipLabels(labels=parsed, source="<mapping>")
     return read_clip_labels(labels, class_names=class_names)
-
-
-# --- batch records -------------------------------------------------------------------------------
-
-
-def batch_record(
-    result: FileResult,
-    *,
-    class_names: Sequence[str],
-    model: str,
-    thresholds_id: str | None = None,
-    top_k: int | None = None,
-    top_scores: int | None = 5,
-    segments: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The record of one file: path, duration, tags, scores, model, thresholds (the same for every engine).
-
-    ``tags`` holds at most ``top_k`` tags (all with None, as ``calitag tag``); ``scores`` holds every
-    tag's score plus the ``top_scores`` highest (every class with ``top_scores=None``). A failed file
-    gets ``path``, ``model``, ``thresholds`` and ``error`` (without the leading path); ``segments``
-    (a timeline) is added when given.
-    """
-    if result.error is not None:
-        return {"path": result.path, "model": model, "thresholds": thresholds_id,
-                "error": result.error.removeprefix(result.path + ": ")}
-    tags = result.tags[:top_k] if top_k is not None else result.tags
-    order = list(result.scores.argsort()[::-1])
-    if top_scores is not None:
-        # Every tag keeps its score, with the top-scoring classes besides.
-        index = {name: i for i, name in enumerate(class_names)}
-        kept = {index[label] for label, _ in tags} | set(order[:top_scores])
-        order = [i for i in order if i in kept]
-    record = {
-        "path": result.path,
-        "duration_s": round(result.duration_s, 3),
-        "tags": [label for label, _ in tags],
-        "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
-        "model": model,
-        "thresholds": thresholds_id,
-    }
-    if segments is not None:
-        record["segments"] = segments
-    return record
-
-
-def write_records(
-    tagger: Tagger,
-    paths: Sequence[str | Path],
-    writer: Any | None,
-    *,
-    top_k: int | None = None,
-    top_scores: int | None = 5,
-    workers: int | None = None,
-    on_result: Callable[[FileResult], None] | None = None,
-    on_progress: Callable[[BatchProgress], None] | None = None,
-) -> list[FileResult]:
-    """Tag ``paths`` and append one :func:`batch_record` per file to ``writer`` as each finishes.
-
-    ``writer`` is a :class:`calitag.pipeline.records.RecordWriter` (or anything with ``write(dict)``),
-    or None to only return the results.
-    """
-
-    def record(result: FileResult) -> None:
-        if on_result is not None:
-            on_result(result)
-        if writer is not None:
-            writer.write(batch_record(result, class_names=tagger.class_names, model=tagger.name,
-                                      thresholds_id=tagger.thresholds_id, top_k=top_k,
-                                      top_scores=top_scores))
-
-    return _score_files(tagger, paths, workers=workers, on_result=record, on_progress=on_progress)
-
-
-def run_batch(
-    tagger: Tagger,
-    folder: str | Path | Sequence[str | Path],
-    out: str | Path | None = None,
-    *,
-    fmt: str | None = None,
-    recursive: bool = False,
-    pattern: str | None = None,
-    workers: int | None = None,
-    top_k: int | None = None,
-    top_scores: int | None = 5,
-    resume: bool = False,
-    on_result: Callable[[FileResult], None] | None = None,
-    on_progress: Callable[[BatchProgress], None] | None = None,
-) -> list[FileResult]:
-    """Tag every audio file of a folder (or a list of files); with ``out``, append one record per file there.
-
-    Parameters
-    ----------
-    tagger : Tagger
-    folder : path or sequence of paths
-        A folder (its audio files, see ``recursive`` and ``pattern``) or the files themselves.
-    out : path, optional
-        Records file (JSON lines, or CSV for a .csv name or ``fmt="csv"``). An existing file is
-        never overwritten: ``resume=True`` continues it and skips the files it already holds.
-    top_k : int or None
-        Tags kept per record (None: all, as ``Tagger.tag``).
-    top_scores : int or None
-        Scores kept per record besides every tag's (None: all classes).
-    workers : int or None
-        Worker processes (0: everything in this process; None: one per usable CPU for the YAMNet
-        models, else one), as :func:`calitag.pipeline.batch.run_batch`.
-
-    Returns
-    -------
-    list of FileResult
-        One per file processed, failures included, in completion order.
-
-    Raises
-    ------
-    AudioError
-        No audio files found, or the folder does not exist.
-    OutputError
-        ``out`` exists (without ``resume``) or cannot be written.
-    """
-    from calitag.pipeline.records import RecordWriter
-
-    if isinstance(folder, (str, Path)):
-        files = find_audio_files(folder, recursive=recursive, pattern=pattern)
-    else:
-        files = [Path(p) for p in folder]
-    writer = RecordWriter(Path(out), fmt, resume=resume) if out is not None else None
-    try:
-        if not files:
-            raise AudioError(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
-        todo = [p for p in files if writer is None or not writer.is_done(p)]
-        return write_records(tagger, todo, writer, top_k=top_k, top_scores=top_scores, workers=workers, on_result=on_result,
-                             on_progress=on_progress)
-    finally:
-        if writer is not None:
-            writer.close()
 
 
 # --- sound event detection -----------------------------------------------------------------------
@@ -254,9 +105,7 @@ def read_event_table(events: str | Path | EventTable) -> EventTable:
 
 def existing_thresholds(out: str | Path | None, *, model: str) -> Thresholds | None:
     """The thresholds file at ``out`` when one exists (checked to be for ``model``), else None."""
-    from calitag.thresholds.io import Thresholds
-
-    from calitag.thresholds.io import is_thresholds_file
+    from calitag.thresholds.io import Thresholds, is_thresholds_file
 
     # Anything else at ``out`` is not merged into: the overwrite rule (``--force``) decides whether it is replaced.
     if out is None or not Path(out).exists() or not is_thresholds_file(out):

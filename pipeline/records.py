@@ -22,12 +22,18 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calitag._fileio import check_output
 from calitag.errors import OutputError
+
+if TYPE_CHECKING:  # this module imports no numpy: `calitag --help` reads its FORMATTERS
+    import numpy as np
+
+    from calitag.pipeline.engine import FileResult
 
 #: Seconds between syncs of the results file to the disk (every record is written at once regardless).
 SYNC_INTERVAL_S = 1.0
@@ -270,17 +276,21 @@ ROWS_PER_PART = 1000
 PART_FLUSH_S = 60.0
 #: Schema metadata keys.
 META_MODEL, META_CLASSES, META_SCORES = b"calitag.model", b"calitag.class_names", b"calitag.scores"
-PARQUET_EXTRA = "pip install 'calitag[parquet]'"
 
 
-def _pyarrow():
-    """pyarrow and pyarrow.parquet, or a one-line error naming the extra."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise OutputError(f"Parquet needs pyarrow, which is not installed: {PARQUET_EXTRA}") from err
-    return pa, pq
+def _pyarrow() -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet.
+
+    Raises
+    ------
+    MissingDependencyError
+        pyarrow is not installed (the message names the ``parquet`` extra and how to install it).
+    """
+    from calitag.models.extras import import_optional
+
+    what = "Parquet output (and URI sources)"
+    return import_optional("pyarrow", extra="parquet", what=what), import_optional("pyarrow.parquet", extra="parquet",
+                                                                                     what=what)
 
 
 def output_filesystem(location: str | os.PathLike):
@@ -354,9 +364,9 @@ class ParquetWriter:
         import time
         import uuid
 
+        self._pa, self._pq = _pyarrow()  # first: a missing pyarrow names its extra
         from pyarrow.fs import FileType
 
-        self._pa, self._pq = _pyarrow()
         self.path = str(path)
         self.format = "parquet"
         self.class_names = tuple(class_names)
@@ -441,69 +451,232 @@ class ParquetWriter:
         self.close()
 
 
+# --- what a record holds, and the writer of a run -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """What each batch record holds and how the records are written.
+
+    fmt: "jsonl", "csv" or "parquet"; None: parquet with the Ray engine, else the format of the file being
+      resumed, else from the name (``.csv`` -> csv, else jsonl).
+    top_k: tags kept per record (None: every tag, as ``calitag tag``).
+    top_scores: class scores kept per record besides those of its tags, and per segment (None: all).
+    all_scores: keep every class score in the record (Parquet: a fixed-size list column); the segments
+      keep ``top_scores``.
+    rows_per_part: Parquet records per part file (a kill redoes at most this many files).
+    """
+
+    fmt: str | None = None
+    top_k: int | None = None
+    top_scores: int | None = 5
+    all_scores: bool = False
+    rows_per_part: int = ROWS_PER_PART
+
+    @property
+    def keeps_all_scores(self) -> bool:
+        """Whether a record holds every class score."""
+        return self.all_scores or self.top_scores is None
+
+    def record(self, result: FileResult, *, class_names: Sequence[str], model: str,
+               thresholds_id: str | None = None) -> dict[str, Any]:
+        """The record of one file (see :func:`batch_record`), its segments' timeline included."""
+        return batch_record(result, class_names=class_names, model=model, thresholds_id=thresholds_id,
+                            top_k=self.top_k, top_scores=None if self.keeps_all_scores else self.top_scores,
+                            segments=segment_records(result, class_names=class_names, top_scores=self.top_scores))
+
+
+def batch_record(
+    result: FileResult,
+    *,
+    class_names: Sequence[str],
+    model: str,
+    thresholds_id: str | None = None,
+    top_k: int | None = None,
+    top_scores: int | None = 5,
+    segments: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The record of one file: path, duration, tags, scores, model, thresholds (the same for every engine).
+
+    ``tags`` holds at most ``top_k`` tags (all with None, as ``calitag tag``); ``scores`` holds every
+    tag's score plus the ``top_scores`` highest (every class with ``top_scores=None``). A failed file
+    gets ``path``, ``model``, ``thresholds`` and ``error`` (without the leading path); ``segments``
+    (a timeline) is added when given.
+    """
+    if result.error is not None:
+        return {"path": result.path, "model": model, "thresholds": thresholds_id,
+                "error": result.error.removeprefix(result.path + ": ")}
+    tags = result.tags[:top_k] if top_k is not None else result.tags
+    order = list(result.scores.argsort()[::-1])
+    if top_scores is not None:
+        # Every tag keeps its score, with the top-scoring classes besides.
+        index = {name: i for i, name in enumerate(class_names)}
+        kept = {index[label] for label, _ in tags} | set(order[:top_scores])
+        order = [i for i in order if i in kept]
+    record = {
+        "path": result.path,
+        "duration_s": round(result.duration_s, 3),
+        "tags": [label for label, _ in tags],
+        "scores": {class_names[i]: round(float(result.scores[i]), 6) for i in order},
+        "model": model,
+        "thresholds": thresholds_id,
+    }
+    if segments is not None:
+        record["segments"] = segments
+    return record
+
+
+def segment_records(result: FileResult, *, class_names: Sequence[str], top_scores: int | None
+                    ) -> list[dict[str, Any]] | None:
+    """The timeline of a segmented file: start, end, tags and the ``top_scores`` highest scores of each
+    segment (None for a file without segments or a failed one)."""
+    if result.error is not None or result.segments is None:
+        return None
+    timeline = result.segments
+    tags = result.segment_tags or ((),) * len(timeline.probs)
+    return [
+        {"start_s": round(float(start), 3), "end_s": round(float(end), 3), "tags": [label for label, _ in labels],
+         "scores": {class_names[i]: round(float(row[i]), 6) for i in (-row).argsort()[:top_scores]}}
+        for start, end, labels, row in zip(timeline.starts_s, timeline.ends_s, tags, timeline.probs)
+    ]
+
+
+def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: str, class_names: tuple[str, ...],
+                resume: bool = False, force: bool = False,
+                inputs: Iterable[str | os.PathLike] = ()) -> RecordWriter | ParquetWriter:
+    """The writer of a batch run's records: a Parquet folder for ``options.fmt == "parquet"``, else a results file.
+
+    Raises
+    ------
+    OutputError
+        As :class:`RecordWriter` and :class:`ParquetWriter`.
+    MissingDependencyError
+        Parquet without pyarrow.
+    """
+    if options.fmt == "parquet":
+        return ParquetWriter(location, class_names=class_names, model=model, all_scores=options.keeps_all_scores,
+                             resume=resume, rows_per_part=options.rows_per_part)
+    return RecordWriter(Path(location), options.fmt, resume=resume, force=force,
+                        inputs=[p for p in inputs if "://" not in os.fspath(p)])
+
+
 # --- reading batch outputs back (calibration from scores) ----------------------------------------
 
 
-def read_all_scores(location: str | os.PathLike, *, model: str, class_names: tuple[str, ...]):
-    """Clip scores of a batch output made with all scores: JSON lines, or a Parquet folder.
+def read_all_scores(location: str | os.PathLike, *, model: str, class_names: Sequence[str]
+                    ) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """Clip scores of a batch output made with all scores: JSON lines, CSV, or a Parquet folder.
 
     Parameters
     ----------
     location : str or path-like
-        A JSONL results file, or a Parquet output folder (local or URI).
+        A JSONL or CSV results file, or a Parquet output folder (local or URI).
     model, class_names
         The model the scores must come from, and its classes.
 
     Returns
     -------
     (paths, scores, errors)
-        Paths of the scored files, float32 scores (n_files, n_classes) in ``class_names`` order,
-        and ``{path: error}`` of the files that failed.
+        Paths of the scored files, float32 scores (n_files, n_classes) in ``class_names`` order
+        (CSV keeps 4 decimals), and ``{path: error}`` of the files that failed. A last record cut
+        by a kill is left out.
 
     Raises
     ------
     OutputError
         Unreadable output; records of another model; scores that are not all classes (a run
-        without ``--all-scores``); a CSV file (its scores are rounded to 4 decimals).
+        without ``--all-scores``).
+    MissingDependencyError
+        A Parquet folder without pyarrow installed.
     """
     import numpy as np  # on first use: `calitag --help` imports this module
 
-    text = str(location)
-    paths: list[str] = []
-    rows: list = []
-    errors: dict[str, str] = {}
-    local = "://" not in text
-    if local and Path(text).is_file():
-        if Path(text).suffix.lower() == ".csv":
-            raise OutputError(f"{text}: CSV results keep 4 decimals; run `calitag batch --all-scores` "
-                              "with --format jsonl or parquet to calibrate from scores")
-        wanted = set(class_names)
-        with open(text, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.endswith("\n"):
-                    break  # a record cut by a kill
-                try:
-                    record = json.loads(line)
-                except ValueError as err:
-                    raise OutputError(f"{text}:{number}: not a JSON record: {err}") from err
-                if record.get("model") != model:
-                    raise OutputError(f"{text}:{number}: scores of {record.get('model')!r}, not {model!r}: "
-                                      f"calibrate with --model {record.get('model')}")
-                if record.get("error"):
-                    errors[record["path"]] = record["error"]
-                    continue
-                scores = record.get("scores") or {}
-                if set(scores) != wanted:
-                    raise OutputError(f"{text}:{number}: {len(scores)} of the {len(wanted)} {model} class scores: "
-                                      "run `calitag batch --all-scores` to calibrate from its output")
+    text, names = os.fspath(location), tuple(class_names)
+    if "://" not in text and Path(text).is_file():
+        read = _csv_records if _file_format(text) == "csv" else _jsonl_records
+        paths: list[str] = []
+        rows: list[list[float]] = []
+        errors: dict[str, str] = {}
+        for where, record in read(text):
+            row = _score_row(record, where=where, model=model, class_names=names)
+            if row is None:
+                errors[record["path"]] = record["error"]
+            else:
                 paths.append(record["path"])
-                rows.append([scores[c] for c in class_names])
-        return paths, np.asarray(rows, dtype=np.float32).reshape(len(rows), len(class_names)), errors
+                rows.append(row)
+        return paths, np.asarray(rows, dtype=np.float32).reshape(len(rows), len(names)), errors
+    return _read_parquet_scores(text, model=model, class_names=names)
+
+
+def _file_format(path: str) -> str:
+    """"csv" or "jsonl": the format a results file holds, else the one its name says."""
+    return sniff_format(path) or ("csv" if Path(path).suffix.lower() == ".csv" else "jsonl")
+
+
+def _jsonl_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``path:line``, record) of each complete line of a JSONL results file."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    for number, (line, _) in enumerate(_lines(data), 1):
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise OutputError(f"{path}:{number}: not a JSON record: {err}") from err
+        yield f"{path}:{number}", record
+
+
+def _csv_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``path:row``, record) of each complete row of a CSV results file, its scores as a dict."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    rows = csv.reader(line for line, _ in _lines(data))
+    for number, row in enumerate(rows):
+        if len(row) != len(CSV_COLUMNS):
+            return  # a record cut by a kill or a full disk
+        if number == 0 and row == list(CSV_COLUMNS):
+            continue
+        record: dict[str, Any] = dict(zip(CSV_COLUMNS, row))
+        pairs = (item.rsplit("=", 1) for item in record["scores"].split(";") if item)
+        try:
+            record["scores"] = {label: float(value) for label, value in pairs}
+        except ValueError as err:
+            raise OutputError(f"{path}:{number + 1}: not a CSV record of calitag batch: {err}") from err
+        yield f"{path}:{number + 1}", record
+
+
+def _score_row(record: dict[str, Any], *, where: str, model: str, class_names: tuple[str, ...]) -> list[float] | None:
+    """The scores of one record in ``class_names`` order, or None for a failed file.
+
+    Raises
+    ------
+    OutputError
+        A record of another model, or without every class score.
+    """
+    if record.get("model") != model:
+        raise OutputError(f"{where}: scores of {record.get('model')!r}, not {model!r}: "
+                          f"calibrate with --model {record.get('model')}")
+    if record.get("error"):
+        return None
+    scores = record.get("scores") or {}
+    if set(scores) != set(class_names):
+        raise OutputError(f"{where}: {len(scores)} of the {len(class_names)} {model} class scores: "
+                          "run `calitag batch --all-scores` to calibrate from its output")
+    return [scores[c] for c in class_names]
+
+
+def _read_parquet_scores(location: str, *, model: str, class_names: tuple[str, ...]
+                         ) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """:func:`read_all_scores` of a folder of Parquet part files."""
+    import numpy as np
+
     _, pq = _pyarrow()
-    fs, root = output_filesystem(text)
+    fs, root = output_filesystem(location)
     parts = _part_files(fs, root)
     if not parts:
-        raise OutputError(f"{text}: neither a JSONL results file nor a folder of Parquet part files")
+        raise OutputError(f"{location}: neither a results file (JSON lines or CSV) nor a folder of Parquet part files")
+    paths: list[str] = []
+    rows: list[np.ndarray] = []
+    errors: dict[str, str] = {}
     for part in parts:
         try:
             table = pq.read_table(part, filesystem=fs)

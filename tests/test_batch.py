@@ -63,9 +63,50 @@ def test_batch_scores_equal_tagger_scores(debug_tagger, mixed_folder, workers):
 
 def test_torch_models_keep_one_decoder_and_run_the_model_here(debug_tagger):
     """A torch model's workers only decode (no worker scorer), one by default; the model runs in this process."""
-    from calitag.pipeline.batch import default_workers, worker_scorer
+    from calitag.pipeline.local_engine import default_workers, worker_scorer
 
     assert worker_scorer(debug_tagger) is None and default_workers(debug_tagger) == 1
+
+
+def test_segments_run_in_the_worker_processes(debug_tagger, mixed_folder, monkeypatch):
+    """segment_s with workers=2 reads files in the decoder processes; segments equal Tagger.segment_scores,
+    the clip score is their maximum and each segment gets its tags."""
+    import calitag.pipeline.local_engine as engine
+
+    real, main_pid = engine._file_messages, os.getpid()
+
+    def in_workers_only(index, path, **options):
+        if os.getpid() == main_pid:
+            raise AssertionError(f"{path} was read in the main process")
+        yield from real(index, path, **options)
+
+    monkeypatch.setattr(engine, "_file_messages", in_workers_only)
+    good = [mixed_folder / n for n in GOOD]
+    results = {r.path: r for r in run_batch(debug_tagger, good, workers=2, segment_s=1.0)}
+    for path in good:
+        result, expected = results[str(path)], debug_tagger.segment_scores(path, segment_s=1.0)
+        assert result.error is None and len(result.segment_tags) == len(expected.probs) > 1
+        np.testing.assert_allclose(result.segments.probs, expected.probs, atol=1e-5)
+        np.testing.assert_array_equal(result.segments.starts_s, expected.starts_s)
+        np.testing.assert_array_equal(result.segments.ends_s, expected.ends_s)
+        np.testing.assert_array_equal(result.scores, result.segments.probs.max(axis=0))
+        assert result.duration_s == expected.ends_s[-1]
+
+
+def test_run_batch_without_out_returns_tagged_results_and_writes_nothing(debug_tagger, mixed_folder, tmp_path,
+                                                                          monkeypatch):
+    """calitag.run_batch without out returns one result per file, tags as Tagger.tag decides them, and writes no file."""
+    import calitag
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    results = calitag.run_batch(debug_tagger, mixed_folder, workers=0)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert len(results) == 7 and sorted(Path(r.path).name for r in results if r.error is None) == sorted(GOOD)
+    ok = [r for r in results if r.error is None]
+    expected = debug_tagger.tags_from_scores(debug_tagger.scores([r.path for r in ok]))
+    assert [[label for label, _ in r.tags] for r in ok] == [[label for label, _ in t.labels] for t in expected]
+    assert any(r.tags for r in ok)
 
 
 def test_batch_cli_records_every_file_and_exits_1(mixed_folder, tmp_path):
@@ -192,7 +233,7 @@ def test_a_file_that_kills_its_decoder_twice_is_reported(debug_tagger, mixed_fol
     """A file whose decoding kills the process each time is tried twice, then reported; the others are tagged."""
     import signal
 
-    import calitag.pipeline.batch as batch
+    import calitag.pipeline.local_engine as batch
 
     real = batch._file_messages
 
@@ -319,7 +360,7 @@ def test_progress_counts_audio_seconds_within_long_files(debug_tagger, long_fold
     files = sorted(long_folder.iterdir())[:2]
     total = audio_seconds(files)
     seen = []
-    run_batch(debug_tagger, files, workers=0, on_progress=seen.append, audio_total_s=total)
+    run_batch(debug_tagger, files, workers=0, on_progress=seen.append)
     assert total == pytest.approx(120.0, abs=0.1)
     assert any(p.done == 0 and 0 < p.audio_s < 60 for p in seen)  # before the first file is done
     assert [p.audio_s for p in seen] == sorted(p.audio_s for p in seen)

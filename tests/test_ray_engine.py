@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from calitag.cli import main
-from calitag.errors import EngineError, OutputError
+from calitag.errors import MissingDependencyError, OutputError
 from calitag.pipeline.records import read_all_scores
 
 ray = pytest.importorskip("ray", reason="the Ray engine is the calitag[ray] extra")
@@ -132,16 +132,43 @@ def test_parquet_scores_load_without_json(ray_parquet):
 def test_yamnet_on_ray_equals_local(ray_local, yamnet_cached, audio_samples, tmp_path):
     """With YAMNet, Ray's clip scores equal the local engine's to 1e-6."""
     from calitag.pipeline.batch import run_batch
-    from calitag.pipeline.ray_engine import run_ray_batch
     from calitag.pipeline.tagger import Tagger
 
     paths = [str(p) for p in sorted(audio_samples.glob("*.wav"))[:8]]
-    remote = {r.path: r for r in run_ray_batch("yamnet", paths, batch_size=4)}
-    local = run_batch(Tagger.load("yamnet", device="cpu", batch_size=4), paths, workers=0)
+    tagger = Tagger.load("yamnet", device="cpu", batch_size=4)
+    remote = {r.path: r for r in run_batch(tagger, paths, engine="ray")}
+    local = run_batch(tagger, paths, workers=0)
     assert len(remote) == len(local) == 8
     for result in local:
         np.testing.assert_allclose(remote[result.path].scores, result.scores, atol=1e-6)
         assert [l for l, _ in remote[result.path].tags] == [l for l, _ in result.tags]
+
+
+def test_run_batch_on_ray_with_segments_equals_local(ray_local, folder, tmp_path):
+    """calitag.run_batch(engine="ray", segment_s=...) writes the local engine's JSONL records: same files, errors,
+    tags, durations and segment timelines, scores to 1e-6."""
+    import calitag
+    from calitag.pipeline.records import RecordOptions
+    from calitag.pipeline.tagger import Tagger
+
+    tagger = Tagger.load("debug", device="cpu", batch_size=4)
+    records = RecordOptions(fmt="jsonl", all_scores=True)
+    outputs = {engine: tmp_path / f"{engine}.jsonl" for engine in ("local", "ray")}
+    calitag.run_batch(tagger, folder, out=outputs["local"], segment_s=1.5, records=records, workers=0)
+    results = calitag.run_batch(tagger, folder, out=outputs["ray"], engine="ray", segment_s=1.5, records=records)
+    assert len(results) == 47 and all(r.segments is not None for r in results if r.error is None)
+    local, remote = _jsonl(outputs["local"]), _jsonl(outputs["ray"])
+    assert sorted(local) == sorted(remote) and sum(len(r.get("segments", ())) > 1 for r in local.values()) > 30
+    for path, mine in local.items():
+        theirs = remote[path]
+        assert ("error" in mine) == ("error" in theirs), path
+        if "error" in mine:
+            continue
+        assert theirs["tags"] == mine["tags"] and theirs["duration_s"] == mine["duration_s"]
+        assert len(theirs["segments"]) == len(mine["segments"])
+        for a, b in zip(mine["segments"] + [mine], theirs["segments"] + [theirs]):
+            assert (a.get("start_s"), a.get("end_s"), a["tags"]) == (b.get("start_s"), b.get("end_s"), b["tags"])
+            np.testing.assert_allclose([b["scores"][c] for c in a["scores"]], list(a["scores"].values()), atol=1e-6)
 
 
 def _actor_pids() -> list[int]:
@@ -159,7 +186,9 @@ def _actor_pids() -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor process through /proc")
 def test_killed_actor_is_restarted_and_every_file_comes_once(ray_local, folder):
     """An actor killed mid-run (SIGKILL) is replaced by Ray, and every file still gets exactly one result."""
-    from calitag.pipeline.ray_engine import RayOptions, run_ray_batch
+    from calitag.pipeline.batch import run_batch
+    from calitag.pipeline.ray_engine import RayOptions
+    from calitag.pipeline.tagger import Tagger
 
     paths = sorted(str(p) for p in folder.glob("*.wav"))
     killed: list[int] = []
@@ -171,7 +200,8 @@ def test_killed_actor_is_restarted_and_every_file_comes_once(ray_local, folder):
 
     # One file per call and small chunks: the actor has work left when the first result arrives.
     options = RayOptions(actors=1, files_per_task=1, chunks_per_call=1)
-    results = run_ray_batch("debug", paths, options=options, batch_size=2, on_result=kill_once)
+    results = run_batch(Tagger.load("debug", device="cpu", batch_size=2), paths, engine="ray", ray=options,
+                        on_result=kill_once)
     assert killed, "no actor process found to kill"
     assert sorted(r.path for r in results) == paths
     assert sum(r.error is not None for r in results) == 2
@@ -234,13 +264,13 @@ def test_missing_ray_names_the_extra(monkeypatch):
     from calitag.pipeline.ray_engine import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(EngineError, match=r"calitag\[ray\]"):
+    with pytest.raises(MissingDependencyError, match=r"the ray extra.*pip install -e \"\.\[ray\]\""):
         import_ray()
 
 
 def test_sources_from_a_list_file_and_a_file_uri(folder, tmp_path):
     """A text file of paths and a file:// URI list the same files as the folder."""
-    from calitag.pipeline.ray_engine import list_sources
+    from calitag.pipeline.batch import list_sources
 
     files = list_sources(folder)
     listing = tmp_path / "files.txt"

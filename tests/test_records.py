@@ -7,6 +7,7 @@ import errno
 import json
 import os
 
+import numpy as np
 import pytest
 
 from calitag.errors import OutputError
@@ -158,3 +159,58 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_record(tmp_path, mon
     monkeypatch.undo()
     writer.close()
     assert [json.loads(line)["path"] for line in out.read_text().split("\n") if line] == ["f0.wav"]
+
+
+# --- reading batch outputs back: one reader for JSON lines, CSV and Parquet ---------------------------
+
+CLASSES = ("Speech", "Dog", "Siren")
+
+
+def _all_scores(i: int, name: str) -> dict:
+    scores = {c: round(0.1 + 0.2 * k + 0.01 * i + 1e-5 * k, 6) for k, c in enumerate(CLASSES)}
+    return {"path": name, "duration_s": 1.0, "tags": ["Siren"], "scores": scores, "model": "debug", "thresholds": None}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_read_all_scores_reads_jsonl_and_csv_alike(tmp_path, fmt):
+    """JSONL and CSV batch outputs read back as the same paths, scores (CSV: to 4 decimals) and errors, odd names too."""
+    from calitag.pipeline.records import read_all_scores
+
+    out = tmp_path / f"r.{fmt}"
+    with RecordWriter(out, fmt) as writer:
+        for i, name in enumerate(ODD_NAMES):
+            writer.write(_all_scores(i, name))
+        writer.write({"path": "bad.wav", "model": "debug", "thresholds": None, "error": "not audio"})
+    with out.open("ab") as handle:
+        handle.write(b'"cut.wav",1.0,Siren,Speech=0.1')  # a record cut by a kill: left out
+    paths, scores, errors = read_all_scores(out, model="debug", class_names=CLASSES)
+    assert paths == ODD_NAMES and errors == {"bad.wav": "not audio"}
+    expected = [[_all_scores(i, n)["scores"][c] for c in CLASSES] for i, n in enumerate(ODD_NAMES)]
+    assert scores.dtype == np.float32 and scores.shape == (len(ODD_NAMES), len(CLASSES))
+    np.testing.assert_allclose(scores, expected, atol=5e-5 if fmt == "csv" else 1e-7)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_read_all_scores_refuses_another_model_and_missing_scores(tmp_path, fmt):
+    """A results file of another model, or without every class score, is refused naming the fix."""
+    from calitag.pipeline.records import read_all_scores
+
+    out = tmp_path / f"r.{fmt}"
+    with RecordWriter(out, fmt) as writer:
+        writer.write(_all_scores(0, "a.wav"))
+    with pytest.raises(OutputError, match="not 'yamnet'"):
+        read_all_scores(out, model="yamnet", class_names=CLASSES)
+    with pytest.raises(OutputError, match="--all-scores"):
+        read_all_scores(out, model="debug", class_names=(*CLASSES, "Cat"))
+
+
+def test_missing_pyarrow_names_the_parquet_extra(tmp_path, monkeypatch):
+    """Parquet output without pyarrow fails with MissingDependencyError saying how to install the extra."""
+    import sys
+
+    from calitag.errors import MissingDependencyError
+    from calitag.pipeline.records import ParquetWriter
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(MissingDependencyError, match=r'the parquet extra.*pip install -e "\.\[parquet\]"'):
+        ParquetWriter(tmp_path / "out", class_names=CLASSES, model="debug", all_scores=True)

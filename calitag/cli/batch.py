@@ -1,8 +1,9 @@
-"""`calitag batch`: tag every audio file of a source, one record per file, on this machine or with Ray."""
+"""`calitag batch`: options -> one call of :func:`calitag.pipeline.batch.run_batch` -> stderr lines and exit code."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,7 +19,11 @@ from calitag.cli._common import (
     available_models,
     echo_ignored,
     echo_skip,
+    reported,
 )
+
+if TYPE_CHECKING:
+    from calitag.pipeline.batch import BatchPlan, BatchProgress, FileResult
 
 
 @click.command("batch")
@@ -71,145 +76,71 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
                   rows_per_part: int | None, precision: str) -> None:
     """Tag every audio file in SOURCE, writing one record per file to --out.
 
-    SOURCE is a folder; with --engine ray also a text file listing paths, or a URI
-    (file://, s3://, gs://, ...). Records are written as files finish, so an interrupted run
-    loses nothing and `--resume` skips the files already done. A file that fails gets a record
-    with an `error` field; the exit code is 1 if any file failed.
+    SOURCE is a folder or a text file listing paths; with --engine ray also a URI (file://,
+    s3://, gs://, ...). Records are written as files finish, so an interrupted run loses nothing
+    and `--resume` skips the files already done. A file that fails gets a record with an `error`
+    field; the exit code is 1 if any file failed.
     """
-    from calitag.errors import TaggingError
-    from calitag.pipeline.batch import audio_seconds, run_batch, scan_audio_files
-    from calitag.pipeline.jobs import batch_record
-    from calitag.pipeline.records import ROWS_PER_PART, ParquetWriter, RecordWriter
-    from calitag.models.checkpoints import file_digests
-    from calitag.models.registry import get_spec
+    from calitag.pipeline.batch import BatchSummary, run_batch
+    from calitag.pipeline.ray_engine import RayOptions
+    from calitag.pipeline.records import ROWS_PER_PART, RecordOptions
 
     if resume and force:
         raise click.UsageError("--resume continues --out and --force replaces it: give one of them")
-    if fmt is None and engine == "ray":
-        fmt = "parquet"
     if engine == "local" and "://" in folder:
         raise click.UsageError("a URI SOURCE needs --engine ray")
-    class_names = get_spec(model_name).class_names
-    if segment_s is not None and (fmt not in (None, "jsonl") or engine != "local"):
-        raise click.UsageError("--segment-s writes a list of segments per record: use --format jsonl and --engine local")
-    # Records name the thresholds file and the start of its sha256, so results stay traceable.
-    thresholds_id = (f"{thresholds_path.name}:{file_digests(thresholds_path)[0][:12]}"
-                     if thresholds_path is not None else None)
-    tagger = thresholds = None
+    if segment_s is not None and fmt not in (None, "jsonl"):
+        raise click.UsageError("--segment-s writes a list of segments per record: use --format jsonl")
+    # Ray actors load the model on their own devices (CUDA with --gpus-per-actor): here it only gives its options.
+    model = ModelChoice(model_name, checkpoint=checkpoint, device="cpu" if engine == "ray" else device,
+                        cache_dir=cache_dir, precision=precision)
+    tagger = model.load(thresholds=thresholds_path, batch_size=batch_size, optimize=optimize)
+    records = RecordOptions(fmt=fmt, top_k=top_k, top_scores=top_scores, all_scores=all_scores,
+                            rows_per_part=rows_per_part or ROWS_PER_PART)
+    ray = (RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor)
+           if engine == "ray" else None)
+    lines = _Lines(folder, out_path, resume=resume)
     try:
-        if engine == "local":
-            scan = scan_audio_files(Path(folder), recursive=recursive, pattern=pattern)
-            files = scan.files
-            echo_ignored(scan.ignored, folder)
-        else:
-            from calitag.pipeline.ray_engine import import_ray, list_sources
-
-            import_ray()
-            files = list_sources(folder, recursive=recursive, pattern=pattern)
-        inputs = [*files, *(p for p in (thresholds_path, checkpoint) if p is not None)]
-        if engine == "local":
-            tagger = ModelChoice(model_name, checkpoint=checkpoint, device=device, cache_dir=cache_dir,
-                                 precision=precision).load(thresholds=thresholds_path, batch_size=batch_size,
-                                                           optimize=optimize)
-        elif thresholds_path is not None:
-            from calitag.thresholds import Thresholds
-
-            thresholds = Thresholds.load(thresholds_path, expected_model=model_name, expected_classes=class_names)
-        if fmt == "parquet":
-            writer = ParquetWriter(out_path, class_names=class_names, model=model_name, all_scores=all_scores,
-                                   resume=resume, rows_per_part=rows_per_part or ROWS_PER_PART)
-        else:
-            writer = RecordWriter(Path(out_path), fmt, resume=resume, force=force,
-                                  inputs=[p for p in inputs if "://" not in str(p)])
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
-    if segment_s is not None and writer.format != "jsonl":
-        writer.close()
-        raise click.UsageError("--segment-s writes a list of segments per record: use a JSON lines --out")
-    todo = [p for p in files if not writer.is_done(p)]
-    if resume and len(todo) < len(files):
-        click.echo(f"resuming: {len(files) - len(todo)} of {len(files)} file(s) already in {out_path}", err=True)
-    if not files:
-        writer.close()
-        raise click.ClickException(f"no audio files in {folder}" + (f" matching {pattern}" if pattern else ""))
-    recovered: list[str] = []
-
-    def record(result) -> None:
-        for note in result.notes:
-            recovered.append(f"{result.path}: {note}")
-            click.echo(f"warning: {result.path}: {note}", err=True)
-        if result.error is not None:
-            echo_skip(result.path, result.error)
-        writer.write(batch_record(result, class_names=class_names, model=model_name, thresholds_id=thresholds_id,
-                                  top_k=top_k, top_scores=None if all_scores else top_scores,
-                                  segments=timelines.pop(result.path, None) if segment_s is not None else None))
-
-    timelines: dict[str, list[dict]] = {}
-    progress = Progress(len(todo), "tagging", audio_total_s=audio_seconds(todo) if engine == "local" else None)
-    try:
-        if engine == "ray":
-            from calitag.pipeline.ray_engine import RayOptions, run_ray_batch
-
-            options = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor,
-                                 cpus_per_actor=cpus_per_actor)
-            results = run_ray_batch(model_name, [str(p) for p in todo], options=options, checkpoint=checkpoint,
-                                    cache_dir=cache_dir, thresholds=thresholds, batch_size=batch_size,
-                                    optimize=optimize, precision=precision, on_result=record, on_progress=progress)
-        elif segment_s is None:
-            results = run_batch(tagger, todo, workers=workers, on_result=record, on_progress=progress,
-                                audio_total_s=progress.audio_total_s)
-        else:
-            results = _batch_segments(tagger, todo, segment_s=segment_s, top_k=top_scores, timelines=timelines,
-                                      on_result=record, on_progress=progress)
-    except TaggingError as err:
-        raise click.ClickException(str(err)) from err
+        with reported():
+            results = run_batch(tagger, folder, out=out_path, engine=engine, segment_s=segment_s, resume=resume,
+                                force=force, recursive=recursive, pattern=pattern,
+                                workers=workers if engine == "local" else None, ray=ray, records=records,
+                                on_start=lines.start, on_result=lines.result, on_progress=lines.progress)
     finally:
-        progress.close()
-        writer.close()
-    failed = sum(r.error is not None for r in results)
-    click.echo(f"{len(results) - failed} file(s) tagged, {failed} failed -> {out_path}", err=True)
-    if recovered:
-        click.echo(f"{len(recovered)} file(s) were read again after a decoder process died; "
+        lines.close()
+    summary = BatchSummary.of(results)
+    click.echo(f"{summary.tagged} file(s) tagged, {summary.failed} failed -> {out_path}", err=True)
+    if summary.recovered:
+        click.echo(f"{len(summary.recovered)} file(s) were read again after a decoder process died; "
                    "their records are complete, but check the machine (memory?)", err=True)
-    if failed or recovered:
+    if not summary.clean:
         raise SystemExit(1)
 
 
-def _batch_segments(tagger, paths, *, segment_s: float, top_k: int, timelines: dict, on_result, on_progress) -> list:
-    """`batch --segment-s`: files one after another through Tagger.segment_scores; the file's scores
-    are the maximum over its segments; each file's segments are left in ``timelines`` for its record."""
-    import time
+class _Lines:
+    """The stderr lines of a run: entries left out, resume, progress, and a skip or warning line per file."""
 
-    import numpy as np
+    def __init__(self, source: str, out_path: str, *, resume: bool) -> None:
+        self.source, self.out_path, self.resume = source, out_path, resume
+        self.bar: Progress | None = None
 
-    from calitag.errors import TaggingError
-    from calitag.pipeline.batch import BatchProgress, FileResult
-    from calitag.pipeline.types import Scores
+    def start(self, plan: BatchPlan) -> None:
+        echo_ignored(plan.ignored, self.source)
+        if self.resume and len(plan.todo) < len(plan.files):
+            click.echo(f"resuming: {len(plan.files) - len(plan.todo)} of {len(plan.files)} file(s) already in "
+                       f"{self.out_path}", err=True)
+        self.bar = Progress(len(plan.todo), "tagging", audio_total_s=plan.audio_total_s)
 
-    results, failed, start = [], 0, time.perf_counter()
-    for path in map(str, paths):
-        try:
-            timeline = tagger.segment_scores(path, segment_s=segment_s)
-        except TaggingError as err:
-            result = FileResult(path=path, duration_s=None, scores=None, error=str(err))
-            failed += 1
-        else:
-            rows = Scores(probs=timeline.probs, class_names=timeline.class_names, model=timeline.model,
-                          sources=(path,) * len(timeline.probs))
-            segment_tags = tagger.tags_from_scores(rows)
-            timelines[path] = [
-                {"start_s": round(float(s), 3), "end_s": round(float(e), 3),
-                 "tags": [label for label, _ in t.labels],
-                 "scores": {tagger.class_names[i]: round(float(row[i]), 6) for i in np.argsort(-row)[:top_k]}}
-                for s, e, t, row in zip(timeline.starts_s, timeline.ends_s, segment_tags, timeline.probs)
-            ]
-            clip = timeline.probs.max(axis=0)
-            tags = tagger.tags_from_scores(Scores(probs=clip[None], class_names=timeline.class_names,
-                                                  model=timeline.model, sources=(path,)))[0].labels
-            result = FileResult(path=path, duration_s=float(timeline.ends_s[-1]), scores=clip, tags=tags)
-        results.append(result)
-        on_result(result)
-        on_progress(BatchProgress(done=len(results), total=len(paths), failed=failed,
-                                  elapsed_s=time.perf_counter() - start))
-    return results
+    def result(self, result: FileResult) -> None:
+        for note in result.notes:
+            click.echo(f"warning: {result.path}: {note}", err=True)
+        if result.error is not None:
+            echo_skip(result.path, result.error)
 
+    def progress(self, progress: BatchProgress) -> None:
+        if self.bar is not None:
+            self.bar(progress)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
