@@ -148,7 +148,7 @@ def stage_seconds(tagger, paths: list[Path], tmp: Path) -> dict[str, float]:
         features = [tagger.frontend(torch.from_numpy(b)) for b in batches]
         seconds["frontend"] = time.perf_counter() - start
         start = time.perf_counter()
-        probs = [tagger._clip_model(f)(f).float().numpy() for f in features]
+        probs = [tagger.backend.network(f)(f).float().numpy() for f in features]
         seconds["model"] = time.perf_counter() - start
     start = time.perf_counter()
     writer = RecordWriter(tmp / "stages.jsonl", "jsonl", resume=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from calitag.errors import AudioError, EngineError, OutputError, TaggingError
 from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
 from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s
 from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, open_writer
-from calitag.thresholds.io import DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     from calitag.pipeline.ray_engine import RayOptions
@@ -40,7 +38,6 @@ __all__ = [
     "find_audio_files", "list_sources", "run_batch", "scan_audio_files", "scan_source",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: The engines of :func:`run_batch`.
 ENGINES = ("local", "ray")
@@ -269,17 +266,10 @@ class _Recorder:
         self.with_tags, self.on_result = with_tags, on_result
         self.thresholds_id = tagger.thresholds_id
         self.results: list[FileResult] = []
-        self._warned = False
 
     def decide(self, result: FileResult) -> FileResult:
         """``result`` with its tags and its segments' tags: the decision of the tagger's thresholds, the only one."""
-        if self.tagger.thresholds is None and not self._warned:
-            logger.warning(
-                "no thresholds file given: using %.2f for every %s class; fit per-class thresholds "
-                "with `calitag calibrate` and pass them with --thresholds", DEFAULT_THRESHOLD, self.tagger.name,
-            )
-            self._warned = True
-        decision = self.tagger.decision
+        decision = self.tagger.decision  # warns once when it is the default
         segment_tags = () if result.segments is None else tuple(decision.labels(result.segments.probs))
         return dataclasses.replace(result, tags=decision.labels(result.scores)[0], segment_tags=segment_tags)
 

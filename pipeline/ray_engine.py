@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calitag.errors import EngineError, TaggingError
-from calitag.models.extras import import_optional
+from calitag._extras import import_optional
 from calitag.pipeline.audio import Aggregate
 from calitag.pipeline.engine import BatchProgress, FileFold, FileResult, Windowing
 

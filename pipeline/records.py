@@ -286,7 +286,7 @@ def _pyarrow() -> tuple[Any, Any]:
     MissingDependencyError
         pyarrow is not installed (the message names the ``parquet`` extra and how to install it).
     """
-    from calitag.models.extras import import_optional
+    from calitag._extras import import_optional
 
     what = "Parquet output (and URI sources)"
     return import_optional("pyarrow", extra="parquet", what=what), import_optional("pyarrow.parquet", extra="parquet",

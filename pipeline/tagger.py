@@ -178,8 +178,19 @@ class Tagger:
 
     @property
     def decision(self) -> Thresholds:
-        """What turns scores into tags: :attr:`thresholds`, else ``DEFAULT_THRESHOLD`` for every class."""
-        return self.thresholds if self.thresholds is not None else self._default_decision
+        """What turns scores into tags: :attr:`thresholds`, else ``DEFAULT_THRESHOLD`` for every class.
+
+        The first use of the default logs a warning (once per Tagger): every path that tags goes through here.
+        """
+        if self.thresholds is not None:
+            return self.thresholds
+        if not self._warned_default:
+            logger.warning(
+                "no thresholds file given: using %.2f for every %s class; fit per-class thresholds "
+                "with `calitag calibrate` and pass them with --thresholds", DEFAULT_THRESHOLD, self.name,
+            )
+            self._warned_default = True
+        return self._default_decision
 
     @property
     def model(self) -> Any:
@@ -576,17 +587,6 @@ class Tagger:
             return 1 + n_samples // cfg.hop_length
         return max(0, 1 + (n_samples - (cfg.win_length or cfg.n_fft)) // cfg.hop_length)
 
-
-    def _decision(self) -> Thresholds:
-        """The thresholds that decide; the first use of the default ones says so, once."""
-        if self.thresholds is None and not self._warned_default:
-            logger.warning(
-                "no thresholds file given: using %.2f for every %s class; fit per-class thresholds "
-                "with `calitag calibrate` and pass them with --thresholds", DEFAULT_THRESHOLD, self.name,
-            )
-            self._warned_default = True
-        return self.decision
-
     def decide(self, scores: Scores) -> np.ndarray:
         """Binary decisions (n_clips, n_classes) of :attr:`decision`: the thresholds file, else the default 0.5.
 
@@ -595,7 +595,7 @@ class Tagger:
         ScoresError
             Scores with another number of classes, or NaN/inf.
         """
-        return self._decision().apply(scores.probs)
+        return self.decision.apply(scores.probs)
 
     def tag(
         self, items: AudioInput | Sequence[AudioInput], *, top_k: int | None = None, aggregate: Aggregate = "max"
@@ -629,7 +629,7 @@ class Tagger:
         ScoresError
             Scores with another number of classes, or NaN/inf.
         """
-        labels = self._decision().labels(scores.probs, top_k=top_k)
+        labels = self.decision.labels(scores.probs, top_k=top_k)
         sources = scores.sources or ("",) * len(labels)
         return [Tags(source=source, labels=pairs, model=scores.model) for source, pairs in zip(sources, labels)]
 

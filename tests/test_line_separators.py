@@ -6,7 +6,7 @@ import numpy as np
 import soundfile as sf
 
 from calitag.pipeline.labels import read_clip_labels
-from calitag.pipeline.ray_engine import list_sources
+from calitag.pipeline.batch import list_sources
 
 ODD_NAMES = ("line\u2028separator.wav", "next\u0085line.wav", "plain.wav")
 

@@ -484,7 +484,8 @@ def test_worker_scorer_is_picklable_and_scores_as_the_tagger(yamnet_cached, audi
     import pickle
 
     from calitag.pipeline.audio import load_audio
-    from calitag.pipeline.batch import default_workers, usable_cpus, worker_scorer
+    from calitag._host import usable_cpus
+    from calitag.pipeline.local_engine import default_workers, worker_scorer
     from calitag.pipeline.tagger import Tagger
 
     tagger = Tagger.load("yamnet-int8", device="cpu")
