@@ -563,7 +563,7 @@ def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: s
 # --- reading batch outputs back (calibration from scores) ----------------------------------------
 
 
-def read_all_scores(location: str | os.PathLike, *, model: str, class_names: Sequence[str]
+def read_all_scores(location: str | os.PathLike, *, model: str | None, class_names: Sequence[str]
                     ) -> tuple[list[str], np.ndarray, dict[str, str]]:
     """Clip scores of a batch output made with all scores: JSON lines, CSV, or a Parquet folder.
 
@@ -572,7 +572,7 @@ def read_all_scores(location: str | os.PathLike, *, model: str, class_names: Seq
     location : str or path-like
         A JSONL or CSV results file, or a Parquet output folder (local or URI).
     model, class_names
-        The model the scores must come from, and its classes.
+        The model the scores must come from (None: any model), and its classes.
 
     Returns
     -------
@@ -592,6 +592,8 @@ def read_all_scores(location: str | os.PathLike, *, model: str, class_names: Seq
     import numpy as np  # on first use: `calitag --help` imports this module
 
     text, names = os.fspath(location), tuple(class_names)
+    if "://" not in text and not Path(text).exists():
+        raise OutputError(f"{text}: no such results file or folder")
     if "://" not in text and Path(text).is_file():
         read = _csv_records if _file_format(text) == "csv" else _jsonl_records
         paths: list[str] = []
@@ -644,7 +646,8 @@ def _csv_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path}:{number + 1}", record
 
 
-def _score_row(record: dict[str, Any], *, where: str, model: str, class_names: tuple[str, ...]) -> list[float] | None:
+def _score_row(record: dict[str, Any], *, where: str, model: str | None, class_names: tuple[str, ...]
+               ) -> list[float] | None:
     """The scores of one record in ``class_names`` order, or None for a failed file.
 
     Raises
@@ -652,7 +655,7 @@ def _score_row(record: dict[str, Any], *, where: str, model: str, class_names: t
     OutputError
         A record of another model, or without every class score.
     """
-    if record.get("model") != model:
+    if model is not None and record.get("model") != model:
         raise OutputError(f"{where}: scores of {record.get('model')!r}, not {model!r}: "
                           f"calibrate with --model {record.get('model')}")
     if record.get("error"):
@@ -664,7 +667,7 @@ def _score_row(record: dict[str, Any], *, where: str, model: str, class_names: t
     return [scores[c] for c in class_names]
 
 
-def _read_parquet_scores(location: str, *, model: str, class_names: tuple[str, ...]
+def _read_parquet_scores(location: str, *, model: str | None, class_names: tuple[str, ...]
                          ) -> tuple[list[str], np.ndarray, dict[str, str]]:
     """:func:`read_all_scores` of a folder of Parquet part files."""
     import numpy as np
@@ -683,7 +686,7 @@ def _read_parquet_scores(location: str, *, model: str, class_names: tuple[str, .
         except Exception as err:
             raise OutputError(f"cannot read {part}: {err}") from err
         meta = table.schema.metadata or {}
-        if meta.get(META_MODEL, b"").decode() != model:
+        if model is not None and meta.get(META_MODEL, b"").decode() != model:
             raise OutputError(f"{part}: scores of {meta.get(META_MODEL, b'?').decode()!r}, not {model!r}: "
                               "calibrate with that --model")
         if meta.get(META_SCORES) != b"all" or json.loads(meta[META_CLASSES]) != list(class_names):

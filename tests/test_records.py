@@ -204,6 +204,26 @@ def test_read_all_scores_refuses_another_model_and_missing_scores(tmp_path, fmt)
         read_all_scores(out, model="debug", class_names=(*CLASSES, "Cat"))
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_read_all_scores_without_a_model_takes_any(tmp_path, fmt):
+    """model=None (a thresholds file fitted without --model) reads the records of whatever model made them."""
+    from calitag.pipeline.records import read_all_scores
+
+    out = tmp_path / f"r.{fmt}"
+    with RecordWriter(out, fmt) as writer:
+        writer.write(_all_scores(0, "a.wav"))
+    paths, scores, _ = read_all_scores(out, model=None, class_names=CLASSES)
+    assert paths == ["a.wav"] and scores.shape == (1, len(CLASSES))
+
+
+def test_read_all_scores_names_a_missing_output(tmp_path):
+    """A results path that does not exist is reported as missing, not as a Parquet folder needing pyarrow."""
+    from calitag.pipeline.records import read_all_scores
+
+    with pytest.raises(OutputError, match="no such results file or folder"):
+        read_all_scores(tmp_path / "missing.jsonl", model="debug", class_names=CLASSES)
+
+
 def test_missing_pyarrow_names_the_parquet_extra(tmp_path, monkeypatch):
     """Parquet output without pyarrow fails with MissingDependencyError saying how to install the extra."""
     import sys
