@@ -70,7 +70,8 @@ def run_once(folder: Path, out: Path, model: str, *, workers: int | None, batch_
     command = [sys.executable, "-m", "calitag.cli", "batch", str(folder), "--out", str(out), "--model", model]
     command += ["--workers", str(workers)] if workers is not None else []
     command += ["--batch-size", str(batch_size)] if batch_size is not None else []
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    # The installed calitag, or another tree's (a baseline checkout) put first on the path.
+    env = dict(os.environ) if tree == REPO else dict(os.environ, PYTHONPATH=str(tree))
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

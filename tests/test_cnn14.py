@@ -127,6 +127,7 @@ def test_logmel_matches_torchlibrosa_on_real_clip(
     assert float((features - reference).abs().max()) <= 1e-3
 
 
+@pytest.mark.slow
 def test_upstream_checkpoint_gives_panns_inference_clip_output(
     panns, waveform: torch.Tensor, features: torch.Tensor, tmp_path: Path
 ) -> None:
@@ -146,6 +147,7 @@ def test_upstream_checkpoint_gives_panns_inference_clip_output(
     assert float((got - expected).abs().max()) <= 1e-4
 
 
+@pytest.mark.slow
 def test_decision_level_matches_panns_inference(
     panns, waveform: torch.Tensor, features: torch.Tensor
 ) -> None:
@@ -242,6 +244,7 @@ def test_missing_checkpoint_is_refused(tmp_path: Path) -> None:
         cnn14.load(tmp_path / "nothere.pth")
 
 
+@pytest.mark.slow
 def test_random_weights_follow_the_seed() -> None:
     """load(None, seed=s) draws the same weights for the same seed and others for another."""
     a, b, c = (cnn14.load(None, seed=s) for s in (0, 0, 1))

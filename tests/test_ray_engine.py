@@ -183,6 +183,7 @@ def _actor_pids() -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor process through /proc")
 def test_killed_actor_is_restarted_and_every_file_comes_once(ray_local, folder):
     """An actor killed mid-run (SIGKILL) is replaced by Ray, and every file still gets exactly one result."""
@@ -285,6 +286,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_join_a_started_head_and_resume_a_killed_job(folder, tmp_path):
     """`--address` joins a head from `ray start`; a job killed there is completed by --resume, each file once."""
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")

@@ -13,7 +13,7 @@ The conventions are those of sed_eval (Mesaros et al. 2016) as used in DCASE tas
   per-class values; micro from the summed counts.
 
 Written here (numpy, with scipy's maximum bipartite matching for ambiguous pairings) so that the tuner can score thousands of
-candidate parameter sets per second; tests/test_sed_metrics.py checks it against sed_eval 0.2.1.
+candidate parameter sets per second; tests/test_events_metrics.py checks it against sed_eval 0.2.1.
 """
 
 from __future__ import annotations
