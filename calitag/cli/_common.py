@@ -190,29 +190,45 @@ class ModelChoice:
             close()
 
 
-def model_options(*, choices: Sequence[str] | None = None, default: str = "yamnet", model_help: str | None = None,
-                  precision: bool = True) -> Callable:
-    """Add the model options to a command; it receives them as one ``model: ModelChoice`` argument."""
+def option_group(name: str, build: Callable[..., Any], *options: Callable) -> Callable:
+    """Add ``options`` to a command, which receives them as one argument ``name`` = ``build(**their values)``.
+
+    Keeps command signatures short: a group of related options (the model's, Ray's, the records') travels
+    as one small object instead of one parameter each.
+    """
     import functools
 
     def decorate(command: Callable) -> Callable:
-        @functools.wraps(command)
-        def wrapper(*args: Any, model_name: str, checkpoint: Path | None, device: str, cache_dir: Path | None,
-                    precision: str = "fp32", **kwargs: Any) -> Any:
-            choice = ModelChoice(model_name, checkpoint=checkpoint, device=device, cache_dir=cache_dir,
-                                 precision=precision)
-            return command(*args, model=choice, **kwargs)
+        names: list[str] = []
 
-        options = [
-            click.option("--model", "model_name", type=click.Choice(list(choices or available_models())),
-                         default=default, show_default=True, help=model_help),
-            CHECKPOINT_OPTION, DEVICE_OPTION, CACHE_DIR_OPTION, *([PRECISION_OPTION] if precision else []),
-        ]
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {key: kwargs.pop(key) for key in names}
+            return command(*args, **{name: build(**values)}, **kwargs)
+
+        wrapper.__click_params__ = list(getattr(command, "__click_params__", []))  # type: ignore[attr-defined]
+        before = len(wrapper.__click_params__)  # type: ignore[attr-defined]
         for option in reversed(options):
             wrapper = option(wrapper)
+        names.extend(param.name for param in wrapper.__click_params__[before:])  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
+
+
+def model_options(*, choices: Sequence[str] | None = None, default: str = "yamnet", model_help: str | None = None,
+                  precision: bool = True) -> Callable:
+    """Add the model options to a command; it receives them as one ``model: ModelChoice`` argument."""
+    def build(model_name: str, checkpoint: Path | None, device: str, cache_dir: Path | None,
+              precision: str = "fp32") -> ModelChoice:
+        return ModelChoice(model_name, checkpoint=checkpoint, device=device, cache_dir=cache_dir, precision=precision)
+
+    return option_group(
+        "model", build,
+        click.option("--model", "model_name", type=click.Choice(list(choices or available_models())),
+                     default=default, show_default=True, help=model_help),
+        CHECKPOINT_OPTION, DEVICE_OPTION, CACHE_DIR_OPTION, *([PRECISION_OPTION] if precision else []),
+    )
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

@@ -2,39 +2,62 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from calitag.cli._common import (
-    CACHE_DIR_OPTION,
-    CHECKPOINT_OPTION,
-    DEVICE_OPTION,
-    PRECISION_OPTION,
     RECORD_FORMATTERS,
     SEGMENT_OPTION,
     ModelChoice,
     Progress,
-    available_models,
     echo_ignored,
     echo_skip,
+    model_options,
+    option_group,
     reported,
 )
 
 if TYPE_CHECKING:
     from calitag.pipeline.batch import BatchPlan, BatchProgress, FileResult
+    from calitag.pipeline.ray_engine import RayOptions
+    from calitag.pipeline.records import RecordOptions
+
+
+def _records(fmt: str | None, top_k: int | None, top_scores: int, all_scores: bool,
+             rows_per_part: int | None) -> RecordOptions:
+    from calitag.pipeline.records import ROWS_PER_PART, RecordOptions
+
+    return RecordOptions(fmt=fmt, top_k=top_k, top_scores=top_scores, all_scores=all_scores,
+                         rows_per_part=rows_per_part or ROWS_PER_PART)
+
+
+def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor: float) -> RayOptions:
+    from calitag.pipeline.ray_engine import RayOptions
+
+    return RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor)
 
 
 @click.command("batch")
 @click.argument("folder", metavar="SOURCE")
 @click.option("--out", "out_path", required=True,
               help="Results: a file (jsonl, csv) appended as files finish, or a folder of Parquet part files.")
-@click.option("--format", "fmt", type=click.Choice([*RECORD_FORMATTERS, "parquet"]), default=None,
-              help="Default: parquet with --engine ray, else the format of the file being resumed, else from "
-                   "the --out extension (.csv -> csv, else jsonl).")
-@click.option("--model", "model_name", type=click.Choice(available_models()), default="yamnet", show_default=True)
-@CHECKPOINT_OPTION
+@option_group(
+    "records", _records,
+    click.option("--format", "fmt", type=click.Choice([*RECORD_FORMATTERS, "parquet"]), default=None,
+                 help="Default: parquet with --engine ray, else the format of the file being resumed, else from "
+                      "the --out extension (.csv -> csv, else jsonl)."),
+    click.option("--top-k", type=click.IntRange(min=1), default=None,
+                 help="Keep at most N tags per file (as in `calitag tag`); default: every tag."),
+    click.option("--top-scores", type=click.IntRange(min=0), default=5, show_default=True,
+                 help="Class scores kept per file besides those of its tags."),
+    click.option("--all-scores", is_flag=True, help="Keep every class score."),
+    click.option("--rows-per-part", type=click.IntRange(min=1), default=None,
+                 help="Parquet: records per part file (default 1000; a kill redoes at most this many files)."),
+)
+@model_options()
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Per-class thresholds fitted for this model; default: 0.5 for all.")
 @click.option("--recursive", is_flag=True, help="Also process sub-folders.")
@@ -45,35 +68,27 @@ if TYPE_CHECKING:
                    "process may use. Other models: workers decode while the model runs here; default 1.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Windows per forward pass in the main process (YAMNet workers score one window at a time).")
-@click.option("--top-k", type=click.IntRange(min=1), default=None,
-              help="Keep at most N tags per file (as in `calitag tag`); default: every tag.")
-@click.option("--top-scores", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Class scores kept per file besides those of its tags.")
-@click.option("--all-scores", is_flag=True, help="Keep every class score.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file (never one of the inputs).")
 @click.option("--jit/--no-jit", "optimize", default=True, show_default=True,
               help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
 @SEGMENT_OPTION
-@DEVICE_OPTION
-@CACHE_DIR_OPTION
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine's processes; ray: Ray Data, on a local instance or a cluster (--address).")
-@click.option("--address", default=None, help="Ray cluster to join (e.g. 'auto', 'HOST:6379'); default: start one here.")
-@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="Ray scoring actors.")
-@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="GPUs per Ray actor (the model then runs on CUDA).")
-@click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="CPUs reserved per Ray actor.")
-@click.option("--rows-per-part", type=click.IntRange(min=1), default=None,
-              help="Parquet: records per part file (default 1000; a kill redoes at most this many files).")
-@PRECISION_OPTION
-def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, checkpoint: Path | None,
+@option_group(
+    "ray", _ray,
+    click.option("--address", default=None,
+                 help="Ray cluster to join (e.g. 'auto', 'HOST:6379'); default: start one here."),
+    click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="Ray scoring actors."),
+    click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="GPUs per Ray actor (the model then runs on CUDA)."),
+    click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                 help="CPUs reserved per Ray actor."),
+)
+def batch_command(folder: str, out_path: str, records: RecordOptions, model: ModelChoice,
                   thresholds_path: Path | None, recursive: bool, pattern: str | None, workers: int | None,
-                  batch_size: int, top_k: int | None, top_scores: int, all_scores: bool, resume: bool, force: bool,
-                  optimize: bool, segment_s: float | None, device: str, cache_dir: Path | None, engine: str,
-                  address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor: float,
-                  rows_per_part: int | None, precision: str) -> None:
+                  batch_size: int, resume: bool, force: bool, optimize: bool, segment_s: float | None, engine: str,
+                  ray: RayOptions) -> None:
     """Tag every audio file in SOURCE, writing one record per file to --out.
 
     SOURCE is a folder or a text file listing paths; with --engine ray also a URI (file://,
@@ -82,29 +97,24 @@ def batch_command(folder: str, out_path: str, fmt: str | None, model_name: str, 
     field; the exit code is 1 if any file failed.
     """
     from calitag.pipeline.batch import BatchSummary, run_batch
-    from calitag.pipeline.ray_engine import RayOptions
-    from calitag.pipeline.records import ROWS_PER_PART, RecordOptions
 
     if resume and force:
         raise click.UsageError("--resume continues --out and --force replaces it: give one of them")
     if engine == "local" and "://" in folder:
         raise click.UsageError("a URI SOURCE needs --engine ray")
-    if segment_s is not None and fmt not in (None, "jsonl"):
+    if segment_s is not None and records.fmt not in (None, "jsonl"):
         raise click.UsageError("--segment-s writes a list of segments per record: use --format jsonl")
     # Ray actors load the model on their own devices (CUDA with --gpus-per-actor): here it only gives its options.
-    model = ModelChoice(model_name, checkpoint=checkpoint, device="cpu" if engine == "ray" else device,
-                        cache_dir=cache_dir, precision=precision)
+    if engine == "ray":
+        model = dataclasses.replace(model, device="cpu")
     tagger = model.load(thresholds=thresholds_path, batch_size=batch_size, optimize=optimize)
-    records = RecordOptions(fmt=fmt, top_k=top_k, top_scores=top_scores, all_scores=all_scores,
-                            rows_per_part=rows_per_part or ROWS_PER_PART)
-    ray = (RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor)
-           if engine == "ray" else None)
     lines = _Lines(folder, out_path, resume=resume)
     try:
         with reported():
             results = run_batch(tagger, folder, out=out_path, engine=engine, segment_s=segment_s, resume=resume,
                                 force=force, recursive=recursive, pattern=pattern,
-                                workers=workers if engine == "local" else None, ray=ray, records=records,
+                                workers=workers if engine == "local" else None, ray=ray if engine == "ray" else None,
+                                records=records,
                                 on_start=lines.start, on_result=lines.result, on_progress=lines.progress)
     finally:
         lines.close()

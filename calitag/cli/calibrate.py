@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,8 +17,20 @@ from calitag.cli._common import (
     Progress,
     echo_skip,
     model_options,
+    option_group,
     reported,
 )
+
+if TYPE_CHECKING:
+    from calitag.pipeline.calibrate import CalibrationOptions
+
+
+def _options(method: str, objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
+             workers: int | None, guard: bool) -> CalibrationOptions:
+    from calitag.pipeline.calibrate import CalibrationOptions
+
+    return CalibrationOptions(method=method, objective=objective.replace("-", "_"), val_fraction=val_fraction,
+                              folds=folds, seed=seed, skip_missing=skip_missing, workers=workers, guard=guard)
 
 
 @click.command("calibrate")
@@ -28,20 +40,24 @@ from calitag.cli._common import (
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV/TSV `filename,labels` (labels separated by ';') or DCASE weak labels `filename<TAB>event_labels`.")
 @model_options()
-@click.option("--method", type=click.Choice(METHODS), default="sgl", show_default=True, help="Threshold solver.")
-@click.option("--objective", type=click.Choice([o for o in CLI_OBJECTIVES if o.endswith("-f1")]), default="micro-f1",
-              show_default=True)
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
-              show_default=True, help="Share of the clips held out to measure the thresholds (stratified).")
-@click.option("--folds", type=click.IntRange(min=2), default=None,
-              help="K-fold cross-validation for the held-out figures instead of one split.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--skip-missing", is_flag=True, help="Ignore listed files that are absent and labels the model lacks.")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Worker processes that score the folder, as in `calitag batch` (yamnet: one per CPU this "
-                   "process may use; other models: 1).")
-@click.option("--guard/--no-guard", default=True, show_default=True,
-              help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips.")
+@option_group(
+    "options", _options,
+    click.option("--method", type=click.Choice(METHODS), default="sgl", show_default=True, help="Threshold solver."),
+    click.option("--objective", type=click.Choice([o for o in CLI_OBJECTIVES if o.endswith("-f1")]),
+                 default="micro-f1", show_default=True),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+                 show_default=True, help="Share of the clips held out to measure the thresholds (stratified)."),
+    click.option("--folds", type=click.IntRange(min=2), default=None,
+                 help="K-fold cross-validation for the held-out figures instead of one split."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--skip-missing", is_flag=True,
+                 help="Ignore listed files that are absent and labels the model lacks."),
+    click.option("--workers", type=click.IntRange(min=0), default=None,
+                 help="Worker processes that score the folder, as in `calitag batch` (yamnet: one per CPU this "
+                      "process may use; other models: 1)."),
+    click.option("--guard/--no-guard", default=True, show_default=True,
+                 help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips."),
+)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Thresholds file to write (its score cache goes beside it).")
 @FORCE_OPTION
@@ -50,9 +66,8 @@ from calitag.cli._common import (
               help="Also write an HTML report (figures per class) of the held-out clips; replaces only an "
                    "earlier calitag report.")
 def calibrate_command(folder: Path | None, scores_path: str | None, labels_path: Path, model: ModelChoice,
-                      method: str, objective: str, val_fraction: float, folds: int | None, seed: int,
-                      skip_missing: bool, workers: int | None, guard: bool, out_path: Path, as_json: bool,
-                      report_path: Path | None, force: bool) -> None:
+                      options: CalibrationOptions, out_path: Path, as_json: bool, report_path: Path | None,
+                      force: bool) -> None:
     """Fit per-class thresholds for a model on the labeled audio files in FOLDER.
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
@@ -62,12 +77,10 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
     clips. Classes absent from the labels keep 0.5.
     With --scores, the clip scores come from a batch output of the same model instead.
     """
-    from calitag.pipeline.calibrate import CalibrationJob, CalibrationOptions, run_calibration
+    from calitag.pipeline.calibrate import CalibrationJob, run_calibration
 
     if (folder is None) == (scores_path is None):
         raise click.UsageError("give either FOLDER or --scores")
-    options = CalibrationOptions(method=method, objective=objective.replace("-", "_"), val_fraction=val_fraction,
-                                 folds=folds, seed=seed, skip_missing=skip_missing, workers=workers, guard=guard)
     job = CalibrationJob(labels=labels_path, out=out_path, folder=folder, scores=scores_path, report=report_path,
                          force=force, options=options)
     progress = _LazyProgress("scoring")

@@ -21,6 +21,7 @@ from calitag.cli._common import (
     check_out,
     echo_warnings,
     is_thresholds_file,
+    option_group,
     reported,
 )
 
@@ -47,6 +48,11 @@ def _library_call() -> Iterator[None]:
             echo_warnings(caught)
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The solver options given on the command line (the others keep the solver's defaults)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -> Any:
     from calitag.thresholds.scorefiles import read_scores
 
@@ -60,16 +66,20 @@ def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -
               show_default=True, help="Solver: SGL-Thresh, one global threshold, dichoThresh, numThresh, exact search.")
 @click.option("--objective", type=click.Choice(CLI_OBJECTIVES), default="micro-f1", show_default=True)
 @click.option("--beta", type=float, default=None, help="Recall weight of the *-fbeta objectives (default 1).")
-@click.option("--init", type=click.FloatRange(0, 1), default=None,
-              help="Start threshold (the threshold itself for --method default; 0.5 there). Without it the "
-                   "solvers start each class at its label-rate threshold (0.3 reproduces the paper's DCASE2017 run).")
-@click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01).")
-@click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100).")
-@click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50).")
-@click.option("--engine", type=click.Choice(SGL_ENGINES), default=None,
-              help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix.")
-@click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0).")
-@click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver.")
+@option_group(
+    "solver_options", _given,
+    click.option("--init", type=click.FloatRange(0, 1), default=None,
+                 help="Start threshold (the threshold itself for --method default; 0.5 there). Without it the "
+                      "solvers start each class at its label-rate threshold (0.3 reproduces the paper's DCASE2017 "
+                      "run)."),
+    click.option("--lr", type=float, default=None, help="Adam step size (sgl, numeric; default 0.01)."),
+    click.option("--epochs", type=int, default=None, help="Full-batch epochs (sgl; default 100)."),
+    click.option("--slope", type=float, default=None, help="Surrogate sigmoid slope a (sgl; default 50)."),
+    click.option("--engine", type=click.Choice(SGL_ENGINES), default=None,
+                 help="sgl engine: sorted-score kernel tables (fast) or plain autograd over the matrix."),
+    click.option("--seed", type=int, default=None, help="Random seed (sgl, heuristic; default 0)."),
+    click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver."),
+)
 @click.option("--guard-folds", type=click.IntRange(min=2), default=None,
               help="Keep a class's fit only when it beats 0.5 under K-fold CV inside the clips (default: no guard).")
 @click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
@@ -79,9 +89,8 @@ def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -
 @FORCE_OPTION
 @JSON_OPTION
 def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, objective: str, beta: float | None,
-                   init: float | None, lr: float | None, epochs: int | None, slope: float | None, engine: str | None,
-                   seed: int | None, max_seconds: float | None, guard_folds: int | None, model_name: str | None,
-                   logits: bool, out_path: Path | None, force: bool, as_json: bool) -> None:
+                   solver_options: dict[str, Any], guard_folds: int | None, model_name: str | None, logits: bool,
+                   out_path: Path | None, force: bool, as_json: bool) -> None:
     """Fit one threshold per class on the validation split of SCORES.
 
     SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
@@ -89,9 +98,6 @@ def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, obj
     """
     from calitag.thresholds import evaluate, fit
 
-    given = {"init": init, "lr": lr, "epochs": epochs, "slope": slope, "engine": engine, "seed": seed,
-             "max_seconds": max_seconds}
-    options = {key: value for key, value in given.items() if value is not None}
     if out_path is not None:
         check_out(out_path, inputs=(scores_path, labels_path), kind="thresholds file", is_kind=is_thresholds_file,
                   force=force)
@@ -101,7 +107,7 @@ def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, obj
             raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
         start = time.perf_counter()
         thresholds = fit(data.val_scores, data.val_labels, method=method, objective=objective, beta=beta,
-                         class_names=data.names(), model=model_name, guard_folds=guard_folds, **options)
+                         class_names=data.names(), model=model_name, guard_folds=guard_folds, **solver_options)
         seconds = time.perf_counter() - start
         evaluated = evaluate(data.eval_scores, data.eval_labels, thresholds) if data.eval_scores is not None else None
         if out_path is not None:
