@@ -46,7 +46,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from calitag.models.registry import get_spec
-    from calitag.pipeline.events import detect_events, postprocess_from_authors, read_events_tsv
+    from calitag.thresholds.events import detect_events, postprocess_from_authors, read_events_tsv
     from calitag.pipeline.precision import bf16_support
     from calitag.pipeline.sed_metrics import event_based_scores
     from calitag.pipeline.tagger import Tagger

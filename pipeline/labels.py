@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -232,3 +232,26 @@ def match_recorded(
         if found:
             matched[name] = found[0]
     return matched
+
+
+def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels, *,
+                   class_names: Sequence[str] = ()) -> ClipLabels:
+    """Clip annotations from a label file, a mapping ``{file name: [class, ...]}`` or a ClipLabels.
+
+    Raises
+    ------
+    LabelsError
+        An unreadable label file, or a mapping whose values are not lists of class names.
+    """
+    if isinstance(labels, ClipLabels):
+        return labels
+    if isinstance(labels, Mapping):
+        parsed: dict[str, tuple[str, ...]] = {}
+        for name, classes in labels.items():
+            if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+                raise LabelsError(f"labels of {name!r} must be a list of class names, got {classes!r}")
+            parsed[str(name)] = tuple(dict.fromkeys(classes))
+        if not parsed:
+            raise LabelsError("the labels mapping lists no files")
+        return ClipLabels(labels=parsed, source="<mapping>")
+    return read_clip_labels(labels, class_names=class_names)

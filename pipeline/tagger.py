@@ -633,7 +633,7 @@ class Tagger:
         sources = scores.sources or ("",) * len(labels)
         return [Tags(source=source, labels=pairs, model=scores.model) for source, pairs in zip(sources, labels)]
 
-    # --- the user's jobs (see calitag.pipeline.jobs) -----------------------------------------------
+    # --- the user's jobs (calitag.pipeline.detect, calitag.pipeline.calibrate) ----------------------------
 
     def detect(self, items: AudioInput | Sequence[AudioInput], postprocess: Any = None) -> list[Any]:
         """Sound events of one or more recordings (frame-level models).
@@ -658,10 +658,10 @@ class Tagger:
         ThresholdsMismatchError
             Parameters made for other classes or another frame rate.
         """
-        from calitag.pipeline import jobs
+        from calitag.pipeline.detect import detect, resolve_postprocess
 
-        stack = jobs.resolve_postprocess(self, postprocess)
-        return jobs.detect(self, self._as_list(items), stack)
+        stack = resolve_postprocess(self, postprocess)
+        return detect(self, self._as_list(items), stack)
 
     def calibrate(self, folder: str | Path, labels: Any, out: str | Path | None = None, **options: Any) -> Any:
         """Fit per-class thresholds on a labeled folder and measure them on held-out clips.
@@ -683,13 +683,13 @@ class Tagger:
             ``.thresholds`` can be given to :meth:`load` or saved with ``.thresholds.save(path)``.
         """
         from calitag.pipeline.calibrate import calibrate
-        from calitag.pipeline.jobs import as_clip_labels
+        from calitag.pipeline.labels import as_clip_labels
 
         return calibrate(self, folder, as_clip_labels(labels, class_names=self.class_names), out=out, **options)
 
     def calibrate_events(self, folder: str | Path, events: Any, out: str | Path | None = None, **options: Any) -> Any:
-        """Tune the event post-processing stack on strong labels; see :func:`calitag.pipeline.jobs.calibrate_events`."""
-        from calitag.pipeline.jobs import calibrate_events
+        """Tune the event post-processing stack on strong labels; see :func:`calitag.pipeline.detect.calibrate_events`."""
+        from calitag.pipeline.detect import calibrate_events
 
         return calibrate_events(self, folder, events, out=out, **options)
 

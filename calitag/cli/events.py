@@ -50,7 +50,7 @@ def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
     still processed; the exit code is 1 if any file failed.
     """
-    from calitag.pipeline.jobs import detect, resolve_postprocess, table_names
+    from calitag.pipeline.detect import detect, resolve_postprocess, table_names
     from calitag.thresholds.events import write_events_tsv
 
     paths = expand_inputs(files)
@@ -98,7 +98,7 @@ def calibrate_events_command(folder: Path, events_path: Path, model: ModelChoice
                              out_path: Path, force: bool, report_path: Path | None) -> None:
     """Tune per-class smoothing, thresholds/hysteresis, minimum gap and duration on FOLDER's strong labels."""
     from calitag.pipeline.batch import find_audio_files
-    from calitag.pipeline.jobs import calibrate_events, existing_thresholds, read_event_table
+    from calitag.pipeline.detect import calibrate_events, existing_thresholds, read_event_table
     from calitag.thresholds.html_report import check_report_target
 
     check_out(out_path, inputs=[events_path, model.checkpoint, *find_audio_files(folder)], kind="thresholds file",

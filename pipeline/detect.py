@@ -1,53 +1,27 @@
-"""The user's jobs over many files, as library functions: event detection, event calibration, clip labels.
+"""The sound event jobs: detect events in files, tune the post-processing stack on strong labels.
 
 The CLI (``calitag detect``, ``calibrate-events``) and the public API (``Tagger.detect``,
-``Tagger.calibrate_events``) both call these, so a command only formats what they return. The batch
-job is :func:`calitag.pipeline.batch.run_batch`.
+``Tagger.calibrate_events``) both call these, so a command only formats what they return. The other
+jobs have modules of their own: :mod:`calitag.pipeline.batch`, :mod:`calitag.pipeline.calibrate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from calitag.errors import LabelsError
 from calitag.pipeline.batch import find_audio_files
-from calitag.pipeline.labels import ClipLabels, read_clip_labels
 
 if TYPE_CHECKING:
     from calitag.pipeline.tagger import Tagger
     from calitag.pipeline.types import FrameScores
     from calitag.thresholds.events import Event, EventsTuning, EventTable, Postprocess
     from calitag.thresholds.io import Thresholds
-
-
-def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels, *,
-                   class_names: Sequence[str] = ()) -> ClipLabels:
-    """Clip annotations from a label file, a mapping ``{file name: [class, ...]}`` or a ClipLabels.
-
-    Raises
-    ------
-    LabelsError
-        An unreadable label file, or a mapping whose values are not lists of class names.
-    """
-    if isinstance(labels, ClipLabels):
-        return labels
-    if isinstance(labels, Mapping):
-        parsed: dict[str, tuple[str, ...]] = {}
-        for name, classes in labels.items():
-            if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
-                raise LabelsError(f"labels of {name!r} must be a list of class names, got {classes!r}")
-            parsed[str(name)] = tuple(dict.fromkeys(classes))
-        if not parsed:
-            raise LabelsError("the labels mapping lists no files")
-        return ClipLabels(labels=parsed, source="<mapping>")
-    return read_clip_labels(labels, class_names=class_names)
 
 
 # --- sound event detection -----------------------------------------------------------------------
@@ -150,7 +124,7 @@ def calibrate_events(
         ``out`` exists and was made for another model or class list.
     """
     from calitag.thresholds.events import tune_events
-    from calitag.thresholds.io import Thresholds
+    from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 
     folder = Path(folder)
     table = read_event_table(events)
@@ -166,10 +140,8 @@ def calibrate_events(
     if existing is not None:
         thresholds = dataclasses.replace(existing, events=tuning.postprocess)
     else:
-        thresholds = Thresholds(
-            values=np.full(len(tagger.class_names), 0.5), class_names=tagger.class_names, model=tagger.name,
-            method="default", options={"threshold": 0.5}, objective="micro_f1", events=tuning.postprocess,
-        )
+        uniform = Thresholds.uniform(tagger.class_names, model=tagger.name)
+        thresholds = dataclasses.replace(uniform, options={"threshold": DEFAULT_THRESHOLD}, events=tuning.postprocess)
     if out is not None:
         thresholds.save(out)
     return EventsCalibration(tuning=tuning, thresholds=thresholds, unlabeled_files=unlabeled, n_files=len(scores))
