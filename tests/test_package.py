@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,15 @@ def test_listed_commands_reads_only_the_commands_section():
     """The help parser takes command names from the Commands section, not from words elsewhere on the page."""
     page = "Usage: calitag [OPTIONS] COMMAND\n\n  Tag audio.\n\nCommands:\n  calibrate-events  Tune.\n  tag  Tag.\n"
     assert listed_commands(page) == {"calibrate-events", "tag"}
+
+
+def test_every_package_folder_is_in_the_distribution():
+    """pyproject lists every folder with an __init__.py under calitag/ (a missing one is absent from `pip install .`)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(Path(folder).relative_to(root).parts)
+             for folder, _, files in os.walk(root / "calitag", followlinks=True)  # pipeline/ etc. are links
+             if "__init__.py" in files}
+    assert {"calitag", "calitag.cli", "calitag.pipeline"} <= found <= listed
