@@ -13,7 +13,7 @@ This module imports neither torch nor the Tagger: decoder processes and Ray work
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,22 +111,31 @@ class Windowing:
         return None if self.segment_s is None else max(1, int(round(self.segment_s * self.sample_rate)))
 
     def windows(self, path: str) -> Iterator[tuple[int, Window]]:
-        """The (segment index, window) pairs of one file, read in blocks; ``window.start`` counts from the
-        file's first sample. Without segments every index is 0.
+        """The (segment index, window) pairs of one file, read in blocks (see :meth:`cut`).
 
         Raises
         ------
         AudioLoadError, AudioError
             An unreadable file, or one without samples.
         """
+        yield from self.cut(stream_audio(path, sample_rate=self.sample_rate), source=path)
+
+    def cut(self, chunks: Iterable[np.ndarray], *, source: str) -> Iterator[tuple[int, Window]]:
+        """The (segment index, window) pairs of a recording given as consecutive chunks at ``sample_rate``;
+        ``window.start`` counts from the recording's first sample. Without segments every index is 0.
+
+        Raises
+        ------
+        AudioError
+            A recording without samples.
+        """
         window, hop, min_length = _sizes(self.sample_rate, self.window_s, self.hop_s, self.min_window_s)
-        chunks = stream_audio(path, sample_rate=self.sample_rate)
         if self.segment_samples is None:
-            for cut in window_chunks(chunks, window=window, hop=hop, min_length=min_length, source=path):
+            for cut in window_chunks(chunks, window=window, hop=hop, min_length=min_length, source=source):
                 yield 0, cut
             return
         for index, (start, samples) in enumerate(split_segments(chunks, segment_samples=self.segment_samples)):
-            for cut in window_chunks([samples], window=window, hop=hop, min_length=min_length, source=path):
+            for cut in window_chunks([samples], window=window, hop=hop, min_length=min_length, source=source):
                 yield index, Window(samples=cut.samples, start=start + cut.start, n_valid=cut.n_valid)
 
     def bounds_s(self, n_samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,10 @@ and turns scores into tags through its :class:`~calitag.thresholds.io.Thresholds
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,9 @@ from calitag.models.backends import Backend, backend_for, build_model, make_back
 from calitag.models.checkpoints import file_digests, known_sha256, resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
 from calitag.pipeline.audio import (
-    Aggregate, RunningAggregate, Window, _sizes, check_finite_scores, resample, split_segments, stream_audio,
-    stream_windows, window_chunks, windows,
+    Aggregate, RunningAggregate, Window, check_finite_scores, resample, stream_audio, stream_windows, windows,
 )
+from calitag.pipeline.engine import Windowing
 from calitag.pipeline.precision import resolve_precision
 from calitag.pipeline.types import FrameScores, Scores, SegmentScores, Tags, Waveform
 from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
@@ -484,31 +486,30 @@ class Tagger:
         AudioLoadError
             If the file cannot be read.
         """
-        if not isinstance(segment_s, (int, float)) or not math.isfinite(segment_s) or segment_s <= 0:
-            raise AudioError(f"segment_s must be a positive number of seconds, got {segment_s!r}")
+        windowing = Windowing.of(self.spec, segment_s=segment_s)  # the engines' windowing: the same segments
         RunningAggregate(aggregate)  # checks the name before the file is read
-        spec = self.spec
-        rate = spec.frontend.sample_rate
         if isinstance(item, (str, Path)):
-            source, chunks = str(item), stream_audio(item, sample_rate=rate)
+            source, chunks = str(item), stream_audio(item, sample_rate=windowing.sample_rate)
         else:
             wave = self._waveform(0, item)
             source, chunks = wave.source, iter([wave.samples])
-        window, hop, min_length = _sizes(rate, spec.window_s, spec.hop_s, spec.min_window_s)
-        bounds: list[tuple[int, int]] = []
+        n_samples = 0
 
         def items() -> Iterator[_Item]:
-            segments = split_segments(chunks, segment_samples=max(1, int(round(segment_s * rate))))
-            for index, (start, samples) in enumerate(segments):
-                bounds.append((start, start + len(samples)))
-                cut = window_chunks([samples], window=window, hop=hop, min_length=min_length, source=source)
-                yield _Item(index, source, cut)
+            def segment(pairs: Iterator[tuple[int, Window]]) -> Iterator[Window]:
+                nonlocal n_samples
+                for _, window in pairs:
+                    n_samples = max(n_samples, window.start + window.n_valid)
+                    yield window
+
+            for index, pairs in itertools.groupby(windowing.cut(chunks, source=source), key=operator.itemgetter(0)):
+                yield _Item(index, source, segment(pairs))
 
         rows = self._fold(items(), aggregate=aggregate)
+        starts_s, ends_s = windowing.bounds_s(n_samples)
         return SegmentScores(
-            probs=np.asarray(rows, dtype=np.float32).reshape(len(bounds), len(self.class_names)),
-            starts_s=np.array([b[0] / rate for b in bounds]), ends_s=np.array([b[1] / rate for b in bounds]),
-            class_names=self.class_names, model=self.name, source=source,
+            probs=np.asarray(rows, dtype=np.float32).reshape(len(starts_s), len(self.class_names)),
+            starts_s=starts_s, ends_s=ends_s, class_names=self.class_names, model=self.name, source=source,
         )
 
     def frame_scores(self, item: AudioInput) -> FrameScores:
