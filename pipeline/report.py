@@ -21,7 +21,7 @@ from calitag.models.checkpoints import file_digests
 from calitag.pipeline.calibrate import ScoreCache
 from calitag.pipeline.labels import ClipLabels, match_recorded, read_clip_labels
 from calitag.pipeline.records import read_all_scores
-from calitag.thresholds.io import Thresholds
+from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 from calitag.thresholds.html_report import report
 from calitag.thresholds.scorefiles import read_scores
 
@@ -60,7 +60,7 @@ def guard_of(thresholds: Thresholds) -> dict[str, Any] | None:
     }
 
 
-def calibration_report(result: Any, *, meta: Mapping[str, Any] | None = None, default: float = 0.5) -> str:
+def calibration_report(result: Any, *, meta: Mapping[str, Any] | None = None, default: float = DEFAULT_THRESHOLD) -> str:
     """The HTML report of a :class:`calitag.pipeline.calibrate.CalibrationResult`.
 
     The table and figures describe the held-out clips (with ``folds``, every clip, decided by the
@@ -238,7 +238,7 @@ def report_from_files(
     labels: str | Path | None = None,
     folder: str | Path | None = None,
     split: str = "auto",
-    default: float = 0.5,
+    default: float = DEFAULT_THRESHOLD,
 ) -> str:
     """The HTML report of a thresholds file on the clips of a score file (see :func:`read_report_inputs`).
 

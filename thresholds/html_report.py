@@ -27,7 +27,7 @@ import numpy as np
 
 from calitag._version import __version__
 from calitag.errors import OutputError, ScoresError
-from calitag.thresholds.io import Thresholds
+from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 from calitag.thresholds.metrics import ClassificationReport, check_scores, check_targets, report_from_counts
 
 #: Written into every report; a file that carries it may be replaced by a new report.
@@ -428,7 +428,7 @@ def _events_html(events: Mapping[str, Any]) -> str:
 
 def report(
     scores: Any | None, targets: Any | None, thresholds: Thresholds | Sequence[float] | np.ndarray, *,
-    class_names: Sequence[str] | None = None, default: float | Sequence[float] | np.ndarray = 0.5,
+    class_names: Sequence[str] | None = None, default: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
     decided: Any | None = None, meta: Mapping[str, Any] | None = None,
     intervals: Mapping[str, Mapping[str, Any]] | None = None, gains: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None, events: Mapping[str, Any] | None = None,

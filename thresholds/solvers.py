@@ -34,7 +34,7 @@ import numpy as np
 from calitag._extras import import_torch
 from calitag.errors import CalibrationError
 from calitag.thresholds.index import ScoreIndex
-from calitag.thresholds.io import Thresholds
+from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 from calitag.thresholds.metrics import check_scores_labels, fbeta_np, outcome_counts, report_from_counts
 from calitag.thresholds.objectives import Objective, fbeta_count_gradient, resolve_objective
 
@@ -74,7 +74,7 @@ class SGLOptions:
 class DefaultOptions:
     """One global threshold (``init``) for every class."""
 
-    init: float = 0.5
+    init: float = DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -481,7 +481,7 @@ def _apply_guard(problem: _Problem, values: np.ndarray, *, method: str, options:
 
 def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objective = "micro_f1",
         class_names: Sequence[str] | None = None, model: str | None = None, model_sha256: str | None = None,
-        beta: float | None = None, guard_folds: int | None = None, default_threshold: float = 0.5,
+        beta: float | None = None, guard_folds: int | None = None, default_threshold: float = DEFAULT_THRESHOLD,
         on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
     """Fit one decision threshold per class on validation scores.
 

@@ -150,7 +150,7 @@ def _echo_table(result: Any, *, model: str) -> None:
     for i, name in enumerate(result.classes):
         d, c = result.default, result.calibrated
         mark = "*" if kept.get(name) == "default" else " "
-        click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {0.5:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
+        click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {d.thresholds[i]:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
                    f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
                    f"{c.f1[i]:>5.2f}")
     if any(kept.get(name) == "default" for name in result.classes):
