@@ -62,7 +62,7 @@ def check_cache_root(folder: Path) -> Path:
     try:
         with os.scandir(folder):
             pass
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # made (or refused, with its own message) when a file is placed
         return folder
     except OSError as err:
         raise CacheError(f"cannot use cache folder {folder}: {err.strerror or err}: {hint}") from None
