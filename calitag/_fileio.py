@@ -8,6 +8,7 @@ every writing command applies to its output path before doing any work.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,22 @@ def _default_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+class WriteError(OutputError, OSError):
+    """A file could not be written (a full disk, permissions, a read-only file system): one line naming the file
+    and what to do, and still an OSError with the cause's ``errno`` for callers that fall back on OSError."""
+
+    @classmethod
+    def of(cls, err: OSError, target: Path) -> WriteError:
+        hint = ("; free some space and run the command again" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "")
+        made = cls(f"cannot write {target}: {err.strerror or err}{hint}")
+        made.errno, made.strerror = err.errno, err.strerror
+        return made
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # the message, not OSError's "[Errno N] strerror"
 
 
 @contextlib.contextmanager
@@ -47,11 +64,15 @@ def atomic_output(
     ------
     FileExistsError
         With ``replace=False``, when ``path`` exists.
-    OSError
-        When the folder is missing or not writable, or the disk is full; the temporary file is removed.
+    WriteError
+        (an OutputError and an OSError) When the folder is missing or not writable, or the disk is full; the
+        temporary file is removed.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as err:
+        raise WriteError.of(err, target) from err
     try:
         os.fchmod(fd, _default_mode() if mode is None else mode)
         handle = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
@@ -64,9 +85,11 @@ def atomic_output(
         else:
             os.link(tmp, target)
             os.unlink(tmp)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, (FileExistsError, WriteError)):
+            raise WriteError.of(err, target) from err
         raise
 
 
@@ -132,6 +155,7 @@ def check_output(
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"cannot write {target}: folder {folder} does not exist; create it first")
+    check_writable(folder, what=str(target))
     if target.is_dir():
         raise OutputError(f"cannot write {target}: it is a folder; expected a file name")
     if (target.exists() or target.is_symlink()) and not force:
@@ -140,6 +164,24 @@ def check_output(
             raise OutputError(f"refusing to overwrite {target}: {what}; pass --force to replace it, "
                               "or choose another output file")
     return target
+
+
+def check_writable(folder: str | os.PathLike, *, what: str) -> None:
+    """Check that files can be created in ``folder`` by creating and removing one (permission bits say nothing for
+    root, ACLs or a read-only mount).
+
+    Raises
+    ------
+    OutputError
+        When a file cannot be created there; the message names ``what`` was to be written and why.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".calitag-write-check-")
+    except OSError as err:
+        raise OutputError(f"cannot write {what}: cannot create a file in {folder} ({err.strerror or err}); "
+                          "choose a folder you can write") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def is_json_object_with(path: str | os.PathLike, keys: Iterable[str], *, max_bytes: int = 64 << 20) -> bool:

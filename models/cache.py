@@ -48,6 +48,27 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return Path.home() / ".cache" / "calitag"
 
 
+def check_cache_root(folder: Path) -> Path:
+    """``folder`` if it is usable as the cache root: absent (made when a file is placed), or a folder that can be
+    listed.
+
+    Raises
+    ------
+    CacheError
+        A name the file system refuses (too long, a part that is a file) or a folder that cannot be listed
+        (permissions); the message names the folder and the settings to change.
+    """
+    hint = f"set ${ENV_CACHE} or --cache-dir to a folder you can read and write"
+    try:
+        with os.scandir(folder):
+            pass
+    except (FileNotFoundError, NotADirectoryError):  # made (or refused, with its own message) when a file is placed
+        return folder
+    except OSError as err:
+        raise CacheError(f"cannot use cache folder {folder}: {err.strerror or err}: {hint}") from None
+    return folder
+
+
 def file_digests(path: str | Path, *, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, str]:
     """sha256 and md5 (hex) of a file, read in chunks of ``chunk_bytes``.
 

@@ -24,6 +24,7 @@ from calitag.models.cache import (  # noqa: F401  (ENV_CACHE, cache_dir, file_di
     ENV_CACHE,
     ProgressCallback,
     cache_dir,
+    check_cache_root,
     copy_verified,
     download,
     file_digests,
@@ -46,7 +47,7 @@ def cached_path(name: str, *, cache_dir: str | Path | None = None) -> Path:
 
 
 def _cache_root(override: str | Path | None) -> Path:
-    return cache_dir(override)
+    return check_cache_root(cache_dir(override))
 
 
 def _folder(spec: ModelSpec, root: Path) -> Path:

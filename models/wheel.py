@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from calitag._fileio import write_atomic
-from calitag.errors import CheckpointError, ChecksumError, DownloadError
+from calitag.errors import CacheError, CheckpointError, ChecksumError, DownloadError
 from calitag.models.cache import verified, verify_file, writable_folder
 from calitag.models.registry import ModelSpec, get_spec
 
@@ -133,7 +133,12 @@ def verified_extraction(spec: ModelSpec, folder: Path) -> Path | None:
         return None
     expected = dict(spec.checkpoint.extracted)
     onnx: Path | None = None
-    for path in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise CacheError(f"cannot list cache folder {folder}: {err.strerror or err}; fix its permissions, or set "
+                         "$CALITAG_CACHE or --cache-dir to a folder you can read and write") from None
+    for path in entries:
         if not path.is_file() or path.name not in expected:
             continue
         verified(path, sha256=expected[path.name], what=path.name)

@@ -676,11 +676,28 @@ def _load(checkpoint: Path | None, *, variant: Variant, verify: bool, threads: i
             verified(onnx_path, sha256=expected[ONNX_NAME], what="YAMNet graph")
             verified(data, sha256=expected[DATA_NAME], what="YAMNet weights")
     key = source_key(onnx_path, verified_sha256=expected if verify else None)
-    path, data = prepared_graph(onnx_path, variant=variant, key=key, weights=weights)
-    if path is not None and variant == "int8":
-        path = fused_graph(path)
-    log_offset = get_spec("yamnet").frontend.offset
-    return YamnetOnnx(path if path is not None else data, pad_value=math.log(log_offset), threads=threads)
+    pad_value = math.log(get_spec("yamnet").frontend.offset)
+
+    def session() -> tuple[YamnetOnnx | None, list[Path], Exception | None]:
+        prepared, data = prepared_graph(onnx_path, variant=variant, key=key, weights=weights)
+        path = fused_graph(prepared) if prepared is not None and variant == "int8" else prepared
+        cached = [p for p in dict.fromkeys((path, prepared)) if p is not None]
+        try:
+            return YamnetOnnx(path if path is not None else data, pad_value=pad_value, threads=threads), cached, None
+        except Exception as err:  # noqa: BLE001  onnxruntime's InvalidProtobuf, Fail, ... on a damaged file
+            return None, cached, err
+
+    model, cached, err = session()
+    if model is None and cached:
+        # A cached graph damaged since it was written (disk, a copy, an editor): made again from the source.
+        log.warning("damaged cached YAMNet graph %s (%s): preparing it again", cached[0], err)
+        for path in cached:
+            path.unlink(missing_ok=True)
+        model, cached, err = session()
+    if model is None:
+        raise CheckpointError(f"cannot load the prepared YAMNet graph {cached[0] if cached else '(in memory)'}: "
+                              f"{err}; delete it (it is made again from {onnx_path})") from err
+    return model
 
 
 def _extracted_ok(dest_dir: Path, *, verify: bool) -> bool:

@@ -54,13 +54,6 @@ Aggregate = Literal["max", "mean"]
 _SNDFILE_ERRORS = (soundfile.LibsndfileError, RuntimeError)
 
 
-def _decode_errors() -> tuple[type[Exception], ...]:
-    """What libsndfile and FFmpeg raise on a file they cannot read (PyAV imported here: it takes 0.7 s)."""
-    import av
-
-    return (*_SNDFILE_ERRORS, av.FFmpegError)
-
-
 @dataclass(frozen=True)
 class AudioInfo:
     """What the header of an audio file says.
@@ -149,6 +142,9 @@ def _probe_ffmpeg(path: Path) -> AudioInfo:
                 "expected a file with sound"
             )
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # FFmpeg demuxes the stream but has no decoder for its encoding
+            raise AudioLoadError(f"{path}: no decoder for its audio encoding (FFmpeg opens the "
+                                 f"{container.format.name} container but cannot decode the stream)")
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)
         channels = int(stream.codec_context.channels or 0)
         if stream.duration is not None and stream.time_base is not None:
@@ -209,7 +205,10 @@ def probe_audio(path: str | Path) -> AudioInfo:
     except _SNDFILE_ERRORS as sf_err:
         try:
             info = _probe_ffmpeg(path)
-        except _decode_errors() as ff_err:
+        except AudioLoadError as ff_err:
+            raise AudioLoadError(f"{ff_err}; libsndfile: {sf_err}; re-encode it (e.g. to PCM WAV or FLAC)") from sf_err
+        except Exception as ff_err:  # noqa: BLE001  whatever a decoding library raises is this file's error
+            ff_err = _decoder_message(ff_err)
             if looks_like_audio:
                 raise AudioLoadError(
                     f"{path}: corrupt or unreadable audio (libsndfile: {sf_err}; FFmpeg: {ff_err}); expected a "
@@ -237,10 +236,23 @@ def probe_audio(path: str | Path) -> AudioInfo:
     return info
 
 
+def _decoder_message(err: BaseException) -> str:
+    """A decoding library's exception as text: its message, with the type where the message alone says little."""
+    text = str(err)
+    own = isinstance(err, _SNDFILE_ERRORS) or type(err).__module__.split(".")[0] == "av"  # already says what failed
+    return text if own and text else f"{type(err).__name__}: {text}"
+
+
 def _sndfile_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
-    """(frames, channels) float32 blocks read by libsndfile."""
+    """(frames, channels) float32 blocks read by libsndfile, each holding only the frames actually read.
+
+    ``SoundFile.blocks`` is not used: it reads into one reused buffer sized from the header and ignores short
+    reads (a file that shrinks while it is read repeats its last block up to the header's length), and it
+    refuses files libsndfile cannot seek in (GSM 6.10 WAV). ``read`` returns what was read; an empty block ends.
+    """
     with soundfile.SoundFile(_sf_name(info.path)) as handle:
-        yield from handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True)
+        while len(block := handle.read(block_frames, dtype="float32", always_2d=True)):
+            yield block
 
 
 def _ffmpeg_blocks(info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
@@ -309,7 +321,6 @@ def stream_audio(
     if info.sample_rate != sample_rate:
         resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     blocks = _ffmpeg_blocks if info.backend == "ffmpeg" else _sndfile_blocks
-    errors = _decode_errors() if info.backend == "ffmpeg" else _SNDFILE_ERRORS
     n_read = 0
     n_bad = 0
     try:
@@ -323,8 +334,11 @@ def stream_audio(
             chunk = resampler.resample_chunk(mono, last=False) if resampler else mono
             if len(chunk):
                 yield np.ascontiguousarray(chunk, dtype=np.float32)
-    except errors as err:
-        raise AudioLoadError(f"{info.path}: corrupt audio, decoding failed after {n_read} frames ({err})") from err
+    except AudioLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001  whatever a decoding library raises is this file's error
+        raise AudioLoadError(f"{info.path}: corrupt audio, decoding failed after {n_read} frames "
+                             f"({_decoder_message(err)})") from err
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         if len(tail):
@@ -335,7 +349,11 @@ def stream_audio(
         raise AudioLoadError(f"{info.path}: all {n_read} samples are NaN or infinite; expected finite audio")
     if n_bad:
         logger.warning("%s: %d of %d samples were NaN or infinite and were set to 0", info.path, n_bad, n_read)
-    if info.declared_frames is not None and info.declared_frames > n_read:
+    if info.backend == "sndfile" and n_read < info.frames:
+        logger.warning(
+            "%s: the file ended after %d of the %d frames it held when opened (it shrank while being read, or its "
+            "data is damaged); tagged as the %.2f s read", info.path, n_read, info.frames, n_read / info.sample_rate)
+    elif info.declared_frames is not None and info.declared_frames > n_read:
         logger.warning(
             "%s: truncated file: the header declares %d frames (%.2f s) but only %d (%.2f s) are present; "
             "tagged as the %.2f s present", info.path, info.declared_frames, info.declared_frames / info.sample_rate,

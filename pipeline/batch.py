@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from calitag.errors import AudioError, EngineError, OutputError, TaggingError
 from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
 from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s
-from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, open_writer
+from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, RunStamp, open_writer
 
 if TYPE_CHECKING:
     from calitag.pipeline.ray_engine import RayOptions
@@ -223,13 +223,15 @@ class BatchPlan:
 
     files: every file of the source; todo: those without a record yet (all of them without ``resume``);
     ignored: (path, reason) of the folder's other entries; audio_total_s: the seconds of ``todo`` when the
-    local engine reports progress, else None.
+    local engine reports progress, else None; notes: what the resume found in ``out`` (damaged records kept,
+    a cut or moved-aside tail, temporary files removed), one line each.
     """
 
     files: tuple[str, ...]
     todo: tuple[str, ...]
     ignored: tuple[tuple[Path, str], ...]
     audio_total_s: float | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -302,12 +304,24 @@ def _open_output(tagger: Tagger, out: str | os.PathLike, files: Sequence[str], *
     """The writer of ``out``, checked to hold segments when ``segmented``."""
     inputs = [*files, *(p for p in (tagger.thresholds_path, tagger.checkpoint) if p is not None)]
     writer = open_writer(out, records, model=tagger.name, class_names=tagger.class_names, resume=resume,
-                         force=force, inputs=inputs)
+                         force=force, inputs=inputs, stamp=_stamp(tagger, records))
     if segmented and writer.format != "jsonl":
         writer.close()
         raise OutputError(f"--segment-s writes a list of segments per record, which {writer.format} cannot hold: "
                           "use a JSON lines --out (--format jsonl)")
     return writer
+
+
+def _stamp(tagger: Tagger, records: RecordOptions) -> RunStamp:
+    """What ``tagger``'s records are made with: model, weights, thresholds, and whether they keep every score."""
+    from calitag.models.checkpoints import known_sha256
+
+    checkpoint = None
+    if tagger.config.checkpoint is not None:  # a user's weights file; None: the published weights of the model
+        sha256 = known_sha256(tagger.config.checkpoint)
+        checkpoint = f"sha256:{sha256[:12]}" if sha256 else os.path.realpath(tagger.config.checkpoint)
+    return RunStamp(tagger.name, checkpoint=checkpoint, thresholds=tagger.thresholds_id,
+                    all_scores=records.keeps_all_scores)
 
 
 def _score(engine: Engine, tagger: Tagger, paths: Sequence[str], recorder: _Recorder, *, workers: int | None,
@@ -394,7 +408,8 @@ def run_batch(
         todo = [p for p in scan.files if writer is None or not writer.is_done(p)]
         audio_total_s = audio_seconds(todo) if engine == "local" and on_progress is not None else None
         if on_start is not None:
-            on_start(BatchPlan(tuple(scan.files), tuple(todo), tuple(scan.ignored), audio_total_s))
+            on_start(BatchPlan(tuple(scan.files), tuple(todo), tuple(scan.ignored), audio_total_s,
+                               tuple(writer.notes) if writer is not None else ()))
         recorder = _Recorder(tagger, writer, records, with_tags=with_tags, on_result=on_result)
         _score(engine, tagger, todo, recorder, workers=workers, ray=ray, aggregate=aggregate, segment_s=segment_s,
                on_progress=on_progress, audio_total_s=audio_total_s)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from calitag._fileio import atomic_output, check_output
+from calitag._fileio import atomic_output, check_output, check_writable
 from calitag.errors import LabelsError, OutputError, ScoresError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
@@ -660,6 +660,7 @@ def _check_out_folder(out: Path) -> None:
     out_folder = out.parent if str(out.parent) else Path(".")
     if not out_folder.is_dir():
         raise OutputError(f"cannot write {out}: folder {out_folder} does not exist; create it first")
+    check_writable(out_folder, what=str(out))  # the thresholds file and its score cache
 
 
 # --- the job as the CLI asks for it -------------------------------------------------------------

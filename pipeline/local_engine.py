@@ -172,6 +172,11 @@ def _decode(conn: Connection, options: dict, prefetch: int, parent_pid: int, pde
     is busy with the model; a None task (or the batch process going away) ends the process.
     """
     _exit_with_parent(parent_pid, pdeathsig=pdeathsig)
+    # Ctrl-C reaches the whole process group: the batch process handles it and ends its decoders, which
+    # would otherwise each print a KeyboardInterrupt traceback. SIGTERM (sent by the batch process's close)
+    # ends a decoder at once, whatever handler the batch process had when it forked.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     scorer = options.get("scorer")
     if scorer is None:
         # Decoding is background work: at a lower priority it fills the queue in the model's gaps

@@ -14,7 +14,9 @@ CSV, and reads back as the same string, so ``--resume`` recognises it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import errno
 import fcntl
 import io
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calitag._fileio import check_output
+from calitag._fileio import check_output, write_atomic
 from calitag.errors import OutputError
 
 if TYPE_CHECKING:  # this module imports no numpy: `calitag --help` reads its FORMATTERS
@@ -103,40 +105,142 @@ def sniff_format(path: str | os.PathLike) -> str | None:
     return None
 
 
+@dataclass
+class ResumeScan:
+    """What an existing results file holds, read for a resume: nothing in it is ever dropped but a cut tail.
+
+    done: the paths of its complete records; end: the byte length of its complete records (what follows is
+    the tail a killed run left, cut by the writer); tail_is_partial: the tail is one partial line (a record cut
+    by a kill), else it spans lines and is moved aside rather than dropped; notes: one line per damaged record
+    (kept as it is, its file redone) and about the tail; settings: the (model, thresholds) of its records.
+    """
+
+    done: set[str]
+    end: int
+    tail_is_partial: bool = True
+    notes: list[str] = dataclasses.field(default_factory=list)
+    settings: set[tuple[Any, Any]] = dataclasses.field(default_factory=set)
+
+
+def _take_record(scan: ResumeScan, record: Any, *, where: str) -> None:
+    """Count one parsed record as done, or note it as damaged (it stays in the file)."""
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
+        scan.notes.append(f"{where}: not a calitag record (no file path); kept as it is, not counted as done")
+        return
+    scan.done.add(record["path"])
+    scan.settings.add((record.get("model") or None, record.get("thresholds") or None))  # CSV: "" for None
+
+
+def _csv_records_at(data: bytes) -> Iterator[tuple[str, int, int]]:
+    """(text, start, end) of each complete CSV record: lines joined while a quoted field is open (an odd
+    number of quote characters so far, as RFC 4180 doubles the quotes inside a field)."""
+    start, parts = 0, []
+    for line, offset in _lines(data):
+        parts.append(line)
+        text = "".join(parts)
+        if text.count('"') % 2 == 0:
+            yield text, start, offset
+            start, parts = offset, []
+
+
+def scan_results(data: bytes, fmt: str, *, name: str = "results") -> ResumeScan:
+    """The one resume reader of JSON lines and CSV results: see :class:`ResumeScan`."""
+    if fmt == "jsonl":
+        scan = ResumeScan(set(), data.rfind(b"\n") + 1)  # after the last newline: a record cut by a kill
+        for number, (line, _) in enumerate(_lines(data[:scan.end]), 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if line.strip():
+                    scan.notes.append(f"{name}:{number}: not a JSON record; kept as it is, not counted as done")
+                continue
+            _take_record(scan, record, where=f"{name}:{number}")
+        return scan
+    scan = ResumeScan(set(), 0)
+    for number, (text, _, end) in enumerate(_csv_records_at(data), 1):
+        scan.end = end
+        try:
+            row = next(csv.reader([text]), [])
+        except csv.Error:
+            row = []
+        if row == list(CSV_COLUMNS) or not text.strip():
+            continue
+        if len(row) != len(CSV_COLUMNS):
+            scan.notes.append(f"{name}: row {number}: {len(row)} fields instead of {len(CSV_COLUMNS)}; "
+                              "kept as it is, not counted as done")
+            continue
+        _take_record(scan, dict(zip(CSV_COLUMNS, row)), where=f"{name}: row {number}")
+    scan.tail_is_partial = b"\n" not in data[scan.end:]
+    return scan
+
+
 def _done_sources(data: bytes, fmt: str) -> tuple[set[str], int]:
     """Sources with a complete record in ``data`` and the byte length of its complete records."""
-    done: set[str] = set()
-    if fmt == "jsonl":
-        end = data.rfind(b"\n") + 1  # everything after the last newline is a partial record
-        for line, _ in _lines(data[:end]):
-            try:
-                done.add(json.loads(line)["path"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        return done, end
-    # CSV: a quoted file name may hold newlines, so a record ends where the csv module says it does.
-    consumed = 0
-
-    def feed() -> Iterator[str]:
-        nonlocal consumed
-        for line, offset in _lines(data):
-            consumed = offset
-            yield line
-
-    end = 0
-    for row in csv.reader(feed()):
-        if len(row) != len(CSV_COLUMNS):
-            break  # a record cut by a kill or a full disk: drop it and what follows
-        if row[0] and row != list(CSV_COLUMNS):
-            done.add(row[0])
-        end = consumed
-    return done, end
+    scan = scan_results(data, fmt)
+    return scan.done, scan.end
 
 
-def source_key(path: str | os.PathLike) -> str:
-    """A file's identity for resuming: its folder resolved (any spelling, symlinked folders) and its name as is."""
+def source_key(path: str | os.PathLike, *, cwd: str | None = None) -> str:
+    """A file's identity for resuming: its folder resolved (any spelling, symlinked folders; a relative one against
+    ``cwd``, the working folder of the run that recorded it, default this one) and its name as is. A URI is its own key."""
     path = os.fspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+    if "://" in path:
+        return path
+    folder = os.path.dirname(path) or "."
+    if cwd is not None and not os.path.isabs(folder):
+        folder = os.path.join(cwd, folder)
+    return os.path.join(os.path.realpath(folder), os.path.basename(path))
+
+
+@dataclass(frozen=True)
+class RunStamp:
+    """What a run's records are made with, kept beside the output (:func:`stamp_location`): a resume with other
+    settings is refused, and recorded relative paths are resolved against the runs' working folders ``cwds``.
+
+    model: registry name; checkpoint: the weights (``name:sha256 prefix`` where known, else the resolved path;
+    None: the published ones); thresholds: the thresholds file's id (None: the default); all_scores: records keep
+    every class score.
+    """
+
+    model: str
+    checkpoint: str | None = None
+    thresholds: str | None = None
+    all_scores: bool = False
+    #: The working folders of the runs that wrote the records (a resume from another folder adds its own).
+    cwds: tuple[str, ...] = dataclasses.field(default_factory=lambda: (os.path.realpath(os.getcwd()),),
+                                              compare=False)
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=1).encode()
+
+    @classmethod
+    def read(cls, data: bytes) -> RunStamp | None:
+        """The stamp in ``data``, None where it is not one (an older output, or a damaged stamp)."""
+        try:
+            fields = json.loads(data)
+            return cls(**{**fields, "cwds": tuple(fields.get("cwds", ()))})
+        except (ValueError, TypeError, AttributeError):
+            return None
+
+    def refusal(self, recorded: RunStamp, *, where: str) -> str | None:
+        """Why records made with ``recorded`` cannot be continued with these settings (None: they can)."""
+        names = {"model": "--model", "checkpoint": "--checkpoint", "thresholds": "--thresholds",
+                 "all_scores": "--all-scores"}
+        changed = [f"{names[key]} {getattr(recorded, key)!r} there, {getattr(self, key)!r} now"
+                   for key in names if getattr(recorded, key) != getattr(self, key)]
+        if not changed:
+            return None
+        return (f"cannot resume {where} with other settings ({'; '.join(changed)}): its records would mix; "
+                "resume with the settings it was made with, or choose another output")
+
+
+def stamp_location(location: str, *, folder: bool) -> str:
+    """Where the stamp of an output lives: ``_calitag.json`` in a Parquet folder (readers skip ``_`` names), else
+    ``.NAME.calitag.json`` beside a results file."""
+    if folder:
+        return f"{location.rstrip('/')}/_calitag.json"
+    head, name = os.path.split(location)
+    return os.path.join(head, f".{name}.calitag.json")
 
 
 class RecordWriter:
@@ -163,12 +267,16 @@ class RecordWriter:
     """
 
     def __init__(self, path: Path, fmt: str | None, *, resume: bool = False, force: bool = False,
-                 inputs: Iterable[str | os.PathLike] = ()) -> None:
+                 inputs: Iterable[str | os.PathLike] = (), stamp: RunStamp | None = None) -> None:
         if fmt is not None and fmt not in FORMATTERS:
             raise OutputError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATTERS)}")
         self.path = Path(path)
         self.done: set[str] = set()
+        #: What the resume found worth saying (damaged records kept, a tail moved aside), one line each.
+        self.notes: list[str] = []
         self._done_keys: set[str] = set()
+        self._stamp = stamp
+        self._cwds: tuple[str | None, ...] = (None,)
         check_output(self.path, inputs=inputs, kind="calitag results file (JSON lines or CSV)",
                      is_kind=lambda p: p.stat().st_size == 0 or sniff_format(p) is not None, force=force)
         try:
@@ -179,10 +287,11 @@ class RecordWriter:
         try:
             self._lock()
             self.format = self._prepare(fmt, resume=resume, force=force)
+            self._write_stamp()
         except BaseException:
             os.close(self._fd)
             raise
-        self._done_keys = {source_key(p) for p in self.done}
+        self._done_keys = {source_key(p, cwd=cwd) for p in self.done for cwd in self._cwds}
 
     def _lock(self) -> None:
         try:
@@ -213,13 +322,64 @@ class RecordWriter:
                                   f"drop --format or pass --format {found}")
             fmt = found
             with open(self.path, "rb") as handle:
-                self.done, end = _done_sources(handle.read(), fmt)
-            os.ftruncate(self._fd, end)
+                data = handle.read()
+            scan = scan_results(data, fmt, name=str(self.path))
+            self._check_settings(scan)
+            self.done, self.notes = scan.done, scan.notes
+            self._cut_tail(data, scan)
         fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
         self._size = os.lseek(self._fd, 0, os.SEEK_END)
         if fmt == "csv" and self._size == 0:
             self._write(CSV_HEADER.encode())
         return fmt
+
+    def _stamp_path(self) -> Path:
+        return Path(stamp_location(str(self.path), folder=False))
+
+    def _check_settings(self, scan: ResumeScan) -> None:
+        """Refuse to continue records made with other settings (the stamp's, else the records' own)."""
+        if self._stamp is None:
+            return
+        try:
+            recorded = RunStamp.read(self._stamp_path().read_bytes())
+        except OSError:
+            recorded = None
+        if recorded is not None:
+            self._cwds = recorded.cwds or (None,)
+            if (why := self._stamp.refusal(recorded, where=str(self.path))) is not None:
+                raise OutputError(why)
+        for model, thresholds in scan.settings:
+            seen = dataclasses.replace(self._stamp, model=model, thresholds=thresholds)
+            if (why := self._stamp.refusal(seen, where=str(self.path))) is not None:
+                raise OutputError(why)
+
+    def _cut_tail(self, data: bytes, scan: ResumeScan) -> None:
+        """Cut what follows the complete records: a partial line is dropped, anything longer moved aside first."""
+        tail = data[scan.end:]
+        if not tail:
+            return
+        if scan.tail_is_partial:
+            self.notes.append(f"{self.path}: cut a partial last record ({len(tail)} bytes) left by an interrupted run")
+        else:
+            aside = self.path.with_name(f"{self.path.name}.tail-{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                write_atomic(aside, tail, replace=False)
+            except OSError as e:
+                raise OutputError(f"cannot resume {self.path}: its last {len(tail)} bytes are not complete records "
+                                  f"and cannot be moved aside to {aside}: {e.strerror or e}") from e
+            self.notes.append(f"{self.path}: its last {len(tail)} bytes were not complete records (an open quote?); "
+                              f"moved aside to {aside}, their files are redone")
+        os.ftruncate(self._fd, scan.end)
+
+    def _write_stamp(self) -> None:
+        if self._stamp is None:
+            return
+        cwds = tuple(dict.fromkeys([*(c for c in self._cwds if c is not None), *self._stamp.cwds]))
+        try:
+            write_atomic(self._stamp_path(), dataclasses.replace(self._stamp, cwds=cwds).to_json())
+        except OSError as e:
+            raise OutputError(f"cannot write {self._stamp_path()} (the settings of {self.path}): "
+                              f"{e.strerror or e}") from e
 
     def _write(self, data: bytes) -> None:
         """Write all of ``data`` at the end and sync; on failure cut the file back, so no partial record stays."""
@@ -232,11 +392,13 @@ class RecordWriter:
             if now - self._synced >= SYNC_INTERVAL_S:
                 os.fsync(self._fd)
                 self._synced = now
-        except OSError as e:
+        except BaseException as e:  # a full disk, or an interruption between two writes: no partial record stays
             try:
                 os.ftruncate(self._fd, self._size)
             except OSError:
                 pass
+            if not isinstance(e, OSError):
+                raise
             hint = ("; free some space, then run again with --resume" if e.errno in (errno.ENOSPC, errno.EDQUOT)
                     else "")
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}{hint}") from e
@@ -360,7 +522,8 @@ class ParquetWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, class_names: tuple[str, ...], model: str, all_scores: bool,
-                 resume: bool = False, rows_per_part: int = ROWS_PER_PART, flush_s: float = PART_FLUSH_S) -> None:
+                 resume: bool = False, rows_per_part: int = ROWS_PER_PART, flush_s: float = PART_FLUSH_S,
+                 stamp: RunStamp | None = None) -> None:
         import time
         import uuid
 
@@ -375,25 +538,28 @@ class ParquetWriter:
         self._rows_per_part, self._flush_s = rows_per_part, flush_s
         self._fs, self._root = output_filesystem(path)
         self.done: set[str] = set()
+        self.notes: list[str] = []
+        self._stamp = stamp or RunStamp(model, all_scores=all_scores)
+        self._lock_fd = -1
         try:
             kind = self._fs.get_file_info(self._root).type
             if kind == FileType.File:
                 raise OutputError(f"{self.path} is a file; Parquet output is a folder of part files")
-            parts = _part_files(self._fs, self._root) if kind == FileType.Directory else []
+            self._fs.create_dir(self._root, recursive=True)
+            self._lock()
+            parts = _part_files(self._fs, self._root)
             if parts and not resume:
                 raise OutputError(f"{self.path} holds results; pass --resume to continue it, or choose another folder")
-            for part in parts:
-                table = self._pq.read_table(part, columns=["path", "model"], filesystem=self._fs)
-                models = set(table.column("model").to_pylist())
-                if models - {model}:
-                    raise OutputError(f"{part} holds results of {', '.join(sorted(models))}, not {model}: "
-                                      "resume with the same model or choose another folder")
-                self.done.update(table.column("path").to_pylist())
-            self._fs.create_dir(self._root, recursive=True)
-        except OutputError:
-            raise
-        except Exception as err:  # pyarrow raises OSError or ArrowInvalid for unreadable parts
+            cwds = self._check_parts(parts, model=model)
+            self._remove_stale_temporaries()
+            self._write_stamp(cwds)
+        except BaseException as err:
+            self._unlock()
+            if isinstance(err, OutputError) or not isinstance(err, Exception):
+                raise
+            # pyarrow raises OSError or ArrowInvalid for unreadable parts
             raise OutputError(f"cannot use {self.path} for Parquet output: {err}") from err
+        self._done_keys = {source_key(p, cwd=cwd) for p in self.done for cwd in cwds or (None,)}
         # A new run id per writer: parts of a resumed run never collide with the old ones.
         self._run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self._n_parts = 0
@@ -401,9 +567,75 @@ class ParquetWriter:
         self._clock = time.monotonic
         self._last_flush = self._clock()
 
+    def _lock(self) -> None:
+        """Hold ``.calitag.lock`` in a local folder, so two runs cannot write parts into it at once (a URI's
+        filesystem has no locks: one run per folder is then the user's to ensure)."""
+        from pyarrow.fs import LocalFileSystem
+
+        if not isinstance(self._fs, LocalFileSystem):
+            return
+        lock = os.path.join(self._root, ".calitag.lock")
+        try:
+            self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) and self._lock_fd >= 0:
+                raise OutputError(f"{self.path} is being written by another calitag run; wait for it to finish, "
+                                  "or choose another output folder") from e
+            raise OutputError(f"cannot lock {lock}: {e.strerror or e}") from e
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
+
+    def _check_parts(self, parts: list[str], *, model: str) -> tuple[str, ...]:
+        """Read the paths of complete parts; refuse parts of other settings. The working folders of their runs."""
+        recorded = None
+        with contextlib.suppress(OSError, FileNotFoundError):
+            with self._fs.open_input_stream(stamp_location(self._root, folder=True)) as stream:
+                recorded = RunStamp.read(stream.read())
+        if parts and recorded is not None and (why := self._stamp.refusal(recorded, where=self.path)):
+            raise OutputError(why)
+        for part in parts:
+            table = self._pq.read_table(part, columns=["path", "model", "thresholds"], filesystem=self._fs)
+            models = set(table.column("model").to_pylist())
+            if models - {model}:
+                raise OutputError(f"{part} holds results of {', '.join(sorted(models))}, not {model}: "
+                                  "resume with the same model or choose another folder")
+            meta = self._pq.read_schema(part, filesystem=self._fs).metadata or {}
+            if meta.get(META_SCORES) != self.schema.metadata[META_SCORES]:
+                kept = "every class score" if meta.get(META_SCORES) == b"all" else "the top scores"
+                raise OutputError(f"{part} keeps {kept}, this run would not: its parts would not read as one "
+                                  f"table; resume {'with' if meta.get(META_SCORES) == b'all' else 'without'} "
+                                  "--all-scores, or choose another folder")
+            for thresholds in set(table.column("thresholds").to_pylist()) - {self._stamp.thresholds}:
+                raise OutputError(f"{part} holds records tagged with thresholds {thresholds!r}, this run uses "
+                                  f"{self._stamp.thresholds!r}: resume with the same --thresholds, or choose "
+                                  "another folder")
+            self.done.update(table.column("path").to_pylist())
+        return recorded.cwds if recorded is not None and parts else ()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the temporary part files a killed or failed run left (no other run writes here: the lock)."""
+        import fnmatch
+
+        from pyarrow.fs import FileSelector, FileType
+
+        for info in self._fs.get_file_info(FileSelector(self._root)):
+            if info.type == FileType.File and fnmatch.fnmatch(info.base_name, f".{PART_GLOB}.tmp"):
+                self._fs.delete_file(info.path)
+                self.notes.append(f"{info.path}: removed, a part file a killed or failed run left unfinished")
+
+    def _write_stamp(self, cwds: tuple[str, ...]) -> None:
+        stamp = dataclasses.replace(self._stamp, cwds=tuple(dict.fromkeys([*cwds, *self._stamp.cwds])))
+        with self._fs.open_output_stream(stamp_location(self._root, folder=True)) as stream:
+            stream.write(stamp.to_json())
+
     def is_done(self, path: str | os.PathLike) -> bool:
-        """Whether ``path`` is in a complete part file already (with ``resume``)."""
-        return os.fspath(path) in self.done
+        """Whether ``path`` is in a complete part file already (with ``resume``), under this spelling or another
+        one of the same folder."""
+        return os.fspath(path) in self.done or source_key(path) in self._done_keys
 
     def write(self, record: dict[str, Any]) -> None:
         self._buffer.append(record)
@@ -435,14 +667,24 @@ class ParquetWriter:
             with self._fs.open_output_stream(temporary) as stream:
                 self._pq.write_table(self._table(self._buffer), stream)
             self._fs.move(temporary, final)
-        except Exception as err:
-            raise OutputError(f"cannot write {final}: {err}") from err
+        except BaseException as err:  # a full disk, an interruption: no temporary part stays
+            with contextlib.suppress(Exception):
+                self._fs.delete_file(temporary)
+            if not isinstance(err, Exception):
+                raise
+            hint = ("; free some space, then run again with --resume"
+                    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+            raise OutputError(f"cannot write {final}: {err}{hint}") from err
         self._n_parts += 1
         self.done.update(r["path"] for r in self._buffer)
+        self._done_keys.update(source_key(r["path"]) for r in self._buffer)
         self._buffer = []
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._unlock()
 
     def __enter__(self) -> "ParquetWriter":
         return self
@@ -542,8 +784,8 @@ def segment_records(result: FileResult, *, class_names: Sequence[str], top_score
 
 
 def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: str, class_names: tuple[str, ...],
-                resume: bool = False, force: bool = False,
-                inputs: Iterable[str | os.PathLike] = ()) -> RecordWriter | ParquetWriter:
+                resume: bool = False, force: bool = False, inputs: Iterable[str | os.PathLike] = (),
+                stamp: RunStamp | None = None) -> RecordWriter | ParquetWriter:
     """The writer of a batch run's records: a Parquet folder for ``options.fmt == "parquet"``, else a results file.
 
     Raises
@@ -555,9 +797,9 @@ def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: s
     """
     if options.fmt == "parquet":
         return ParquetWriter(location, class_names=class_names, model=model, all_scores=options.keeps_all_scores,
-                             resume=resume, rows_per_part=options.rows_per_part)
+                             resume=resume, rows_per_part=options.rows_per_part, stamp=stamp)
     return RecordWriter(Path(location), options.fmt, resume=resume, force=force,
-                        inputs=[p for p in inputs if "://" not in os.fspath(p)])
+                        inputs=[p for p in inputs if "://" not in os.fspath(p)], stamp=stamp)
 
 
 # --- reading batch outputs back (calibration from scores) ----------------------------------------

@@ -187,3 +187,78 @@ def test_complete_wav_gives_no_truncation_warning(audio_samples, caplog):
     with caplog.at_level("WARNING", logger="calitag.pipeline.audio"):
         load_audio(audio_samples / SOURCE, sample_rate=16_000)
     assert "truncated" not in caplog.text
+
+
+# --- decoder failures become the file's error; files libsndfile cannot seek in; files that shrink ----------
+
+
+def _wav_with_fmt(source: Path, path: Path, *, format_tag: int | None = None, bits: int | None = None) -> Path:
+    """A copy of ``source`` whose fmt chunk claims another format tag or sample width (a hostile header)."""
+    import struct
+
+    data = bytearray(source.read_bytes())
+    at = data.find(b"fmt ") + 8  # wFormatTag, nChannels, nSamplesPerSec, nAvgBytesPerSec, nBlockAlign, wBitsPerSample
+    if format_tag is not None:
+        data[at:at + 2] = struct.pack("<H", format_tag)
+    if bits is not None:
+        data[at + 14:at + 16] = struct.pack("<H", bits)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("change", [{"format_tag": 0x1234}, {"bits": 0}])
+def test_a_wav_no_decoder_reads_is_one_audio_load_error(audio_samples, tmp_path, change):
+    """A WAV with an unknown fmt tag or 0 bits per sample fails probe and load with AudioLoadError naming it."""
+    bad = _wav_with_fmt(audio_samples / SOURCE, tmp_path / "bad.wav", **change)
+    for read in (probe_audio, lambda p: load_audio(p, sample_rate=16_000)):
+        with pytest.raises(AudioLoadError, match=r"bad\.wav: no decoder for its audio encoding"):
+            read(bad)
+
+
+@pytest.fixture()
+def gsm_wav(audio_samples, tmp_path) -> Path:
+    """A GSM 6.10 WAV (libsndfile writes it; it cannot seek in it) made from a real clip at 8 kHz."""
+    samples, rate = soundfile.read(audio_samples / SOURCE, dtype="float32")
+    path = tmp_path / "gsm.wav"
+    soundfile.write(path, soxr.resample(samples, rate, 8000), 8000, subtype="GSM610")
+    return path
+
+
+def test_gsm610_wav_is_read_whole(gsm_wav):
+    """A GSM 6.10 WAV (not seekable for libsndfile) is read to its end: its length and its signal survive."""
+    info = soundfile.info(gsm_wav)
+    reference, _ = soundfile.read(gsm_wav, frames=info.frames, dtype="float32")
+    wave = load_audio(gsm_wav, sample_rate=8000)
+    assert len(wave.samples) == info.frames
+    np.testing.assert_array_equal(wave.samples, reference)
+
+
+@pytest.mark.torch
+def test_tag_cli_tags_a_gsm_wav_and_reports_a_bad_one(gsm_wav, audio_samples, tmp_path):
+    """`calitag tag` tags a GSM 6.10 WAV and gives a WAV no decoder reads one skip line, then goes on."""
+    bad = _wav_with_fmt(audio_samples / SOURCE, tmp_path / "bad.wav", format_tag=0x1234)
+    result = CliRunner().invoke(main, ["tag", "--model", "debug", str(bad), str(gsm_wav)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"skip {bad}: no decoder for its audio encoding" in result.stderr
+    assert "gsm.wav" in result.stdout
+
+
+def test_a_wav_that_shrinks_while_read_gives_only_its_frames_and_warns(audio_samples, tmp_path, caplog):
+    """A WAV cut short while it is being read yields the frames read (no repeated block) and a warning."""
+    import os
+
+    path = tmp_path / "shrinking.wav"
+    path.write_bytes((audio_samples / SOURCE).read_bytes())
+    info = soundfile.info(path)
+    blocks = stream_audio(path, sample_rate=info.samplerate, block_frames=4096)
+    first = next(blocks)
+    keep = 3 * 4096
+    os.truncate(path, 44 + 2 * keep)  # header (44 bytes, 16-bit mono) and three blocks
+    rest = list(blocks)
+    samples = np.concatenate([first, *rest])
+    original, _ = soundfile.read(audio_samples / SOURCE, dtype="float32", frames=keep)
+    assert len(samples) == keep
+    np.testing.assert_array_equal(samples, original)
+    assert any("it shrank while being read" in r.getMessage() and f"{keep} of the {info.frames}" in r.getMessage()
+               for r in caplog.records)

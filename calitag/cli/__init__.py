@@ -11,6 +11,7 @@ import sys
 import click
 
 from calitag._version import __version__
+from calitag.cli._common import CalitagGroup
 from calitag.cli.batch import batch_command
 from calitag.cli.calibrate import calibrate_command
 from calitag.cli.events import calibrate_events_command, detect_command
@@ -19,7 +20,7 @@ from calitag.cli.tag import tag_command
 from calitag.cli.thresholds import thresholds_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CalitagGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="calitag")
 def main() -> None:
     """Tag audio recordings with calibrated per-class decisions."""

@@ -26,6 +26,49 @@ CLI_OBJECTIVES = [name.replace("_", "-") for name in OBJECTIVES]
 T = TypeVar("T")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) received: raised in the main thread so that every ``finally`` and ``except BaseException``
+    cleanup runs (temporary files, decoder processes, a Ray instance started here), as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Run a command with SIGTERM handled like SIGINT; an interruption ends it with one stderr line and exit
+    code 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), after the cleanups have run."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = None
+    # Handlers can only be set from the main thread; a SIGTERM someone chose to ignore stays ignored.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        click.echo(f"error: interrupted by {signal.Signals(signum).name}; nothing partial was kept "
+                   "(`calitag batch --resume` continues a run)", err=True)
+        raise SystemExit(128 + signum) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class CalitagGroup(click.Group):
+    """The command group: every command runs :func:`interruptible`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with interruptible():
+            return super().invoke(ctx)
+
+
 class CommandError(click.ClickException):
     """A command's failure: printed as one ``error: MESSAGE`` line on stderr, exit code 1."""
 

@@ -136,6 +136,8 @@ class _Lines:
 
     def start(self, plan: BatchPlan) -> None:
         echo_ignored(plan.ignored, self.source)
+        for note in plan.notes:
+            click.echo(f"warning: {note}", err=True)
         if self.resume and len(plan.todo) < len(plan.files):
             click.echo(f"resuming: {len(plan.files) - len(plan.todo)} of {len(plan.files)} file(s) already in "
                        f"{self.out_path}", err=True)
