@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from calitag.pipeline.tagger import Tagger
     from calitag.pipeline.types import FrameScores
     from calitag.thresholds.events import Event, EventsTuning, EventTable, Postprocess
+    from calitag.thresholds.events.segments import ScoredEvent
     from calitag.thresholds.io import Thresholds
 
 
@@ -159,14 +160,22 @@ def table_names(paths: Sequence[str | Path]) -> list[str]:
 
 
 def detect(
-    tagger: Tagger, paths: Iterable[str | Path], postprocess: Postprocess, *, names: Sequence[str] | None = None
-) -> list[Event]:
-    """Events of each recording, in input order; ``Event.file`` is ``names`` or :func:`table_names`."""
+    tagger: Tagger, paths: Iterable[str | Path], postprocess: Postprocess, *, names: Sequence[str] | None = None,
+    scored: bool = False,
+) -> list[Event] | list[ScoredEvent]:
+    """Events of each recording, in input order; ``Event.file`` is ``names`` or :func:`table_names`.
+
+    With ``scored``, :class:`~calitag.thresholds.events.segments.ScoredEvent` objects: each event with the
+    highest raw frame score of its class over its span (what the review formats show).
+    """
     from calitag.thresholds.events import detect_events
+    from calitag.thresholds.events.segments import score_events
 
     paths = list(paths)
     names = table_names(paths) if names is None else list(names)
-    found: list[Event] = []
+    found: list = []
     for path, name in zip(paths, names):
-        found.extend(detect_events(tagger.frame_scores(path), postprocess, file=name))
+        frame_scores = tagger.frame_scores(path)
+        events = detect_events(frame_scores, postprocess, file=name)
+        found.extend(score_events(events, frame_scores) if scored else events)
     return found

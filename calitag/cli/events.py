@@ -10,9 +10,11 @@ import click
 
 from calitag.cli._common import (
     FORCE_OPTION,
+    REVIEW_FORMATS,
     CommandError,
     ModelChoice,
     check_out,
+    check_review_folder,
     exit_if_failed,
     expand_inputs,
     for_each_file,
@@ -39,23 +41,30 @@ def _sed_model_options(*, precision: bool) -> Any:
 @click.option("--postprocess", "postprocess_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Thresholds file with an events section (calitag calibrate-events), or the DCASE2019 CRNN "
                    "authors' parameters file; default: threshold 0.5, no smoothing.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
               help="Events TSV to write (DCASE layout: filename, onset, offset, event_label). An existing file "
-                   "is replaced only with --force.")
+                   "is replaced only with --force. With --format raven or audacity: a folder of review files.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", *REVIEW_FORMATS]), default="tsv", show_default=True,
+              help="raven, audacity: one review file per audio file in the --out folder, each event with the "
+                   "highest frame score of its class.")
 @FORCE_OPTION
 def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path: Path | None, out_path: Path,
-                   force: bool) -> None:
+                   fmt: str, force: bool) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
     still processed; the exit code is 1 if any file failed.
     """
     from calitag.pipeline.detect import detect, resolve_postprocess, table_names
+    from calitag.pipeline.review_formats import write_reviews
     from calitag.thresholds.events import write_events_tsv
 
     paths = expand_inputs(files)
-    # An events table cannot be told from a reference annotation in the same layout: replace one only with --force.
-    check_out(out_path, inputs=[*paths, postprocess_path, model.checkpoint], kind="events table", force=force)
+    if fmt in REVIEW_FORMATS:
+        check_review_folder(out_path)
+    else:
+        # An events table cannot be told from a reference annotation in the same layout: replace one only with --force.
+        check_out(out_path, inputs=[*paths, postprocess_path, model.checkpoint], kind="events table", force=force)
     tagger = model.load()
     if postprocess_path is None:
         click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
@@ -67,14 +76,18 @@ def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path
     names = dict(zip(paths, table_names(paths)))
 
     def work(path: Path) -> list[Any]:
-        found = detect(tagger, [path], postprocess, names=[names[path]])
+        found = detect(tagger, [path], postprocess, names=[names[path]], scored=fmt in REVIEW_FORMATS)
         click.echo(f"{path}: {len(found)} event(s)")
         return found
 
     done = for_each_file(paths, work)
     events = [event for _, found in done for event in found]
     with reported():
-        write_events_tsv(out_path, events, files=[names[path] for path, _ in done])
+        if fmt in REVIEW_FORMATS:
+            write_reviews(out_path, events, [names[path] for path, _ in done], fmt=fmt,
+                          high_freq_hz=tagger.spec.frontend.sample_rate / 2)
+        else:
+            write_events_tsv(out_path, events, files=[names[path] for path, _ in done])
     click.echo(f"wrote {len(events)} event(s) from {len(done)} file(s) to {out_path}")
     exit_if_failed(len(done), len(paths))
 
