@@ -10,6 +10,7 @@ import click
 
 from calitag.cli._common import (
     FORCE_OPTION,
+    JSON_OPTION,
     REVIEW_FORMATS,
     CommandError,
     ModelChoice,
@@ -128,6 +129,11 @@ def calibrate_events_command(folder: Path, events_path: Path, model: ModelChoice
         click.echo(f"ignoring {len(calibration.unlabeled_files)} audio file(s) of {folder} not listed in "
                    f"{events_path}", err=True)
     _echo_tuning(calibration, metric=metric, out_path=out_path)
+    if calibration.evaluation is not None:
+        click.echo(f"on the {calibration.n_files} tuning file(s):")
+        _echo_evaluation(calibration.evaluation)
+    else:
+        click.echo("PSDS needs sed_scores_eval (the events extra): pip install -e \".[events]\"", err=True)
     if report_path is not None:
         _write_events_report(calibration, report_path, model=model.name, folder=folder, events_path=events_path,
                              metric=metric, solver=solver)
@@ -163,3 +169,53 @@ def _write_events_report(calibration: Any, report_path: Path, *, model: str, fol
                "baseline_class_scores": result.baseline_class_scores}
     with reported():
         write_report(report_path, report(None, None, calibration.thresholds, meta=meta, events=section))
+
+
+@click.group("events")
+def events_group() -> None:
+    """Sound event detection metrics: PSDS1, PSDS2, per-class AP and collar-based F1 (sed_scores_eval)."""
+
+
+@events_group.command("evaluate")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Strong labels of the files in FOLDER (DCASE TSV: filename, onset, offset, event_label).")
+@_sed_model_options(precision=True)
+@click.option("--postprocess", "postprocess_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Thresholds file with an events section (calitag calibrate-events) for the post-processed "
+                   "figures; default: threshold 0.5, no smoothing.")
+@click.option("--scores-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the frame scores there in sed_scores_eval's per-file format (<id>.tsv).")
+@JSON_OPTION
+def evaluate_command(folder: Path, events_path: Path, model: ModelChoice, postprocess_path: Path | None,
+                     scores_dir: Path | None, as_json: bool) -> None:
+    """PSDS1 and PSDS2 (DCASE 2021-2024 settings), per-class AP and collar-based F1 of a model on FOLDER's
+    strong labels, on raw and on post-processed frame scores."""
+    import json
+
+    from calitag.pipeline.detect import evaluate_events
+
+    tagger = model.load()
+    with reported():
+        evaluation = evaluate_events(tagger, folder, events_path, postprocess=postprocess_path, scores_dir=scores_dir)
+    if as_json:
+        click.echo(json.dumps(evaluation.to_dict(), indent=2))
+        return
+    if evaluation.ignored_classes:
+        click.echo(f"not evaluated: {', '.join(evaluation.ignored_classes)} (not {model.name} classes)", err=True)
+    click.echo(f"{model.name} on {evaluation.n_files} file(s) of {folder}:")
+    _echo_evaluation(evaluation)
+    if scores_dir is not None:
+        click.echo(f"wrote frame scores to {scores_dir}")
+
+
+def _echo_evaluation(evaluation: Any) -> None:
+    """PSDS1, PSDS2, mean AP and F1 for raw and post-processed scores, then the per-class AP and F1."""
+    rows = (("raw", evaluation.raw), ("postprocessed", evaluation.postprocessed))
+    click.echo(f"{'scores':<14} {'PSDS1':>6} {'PSDS2':>6} {'mAP':>6} {'F1':>6}")
+    for name, m in rows:
+        click.echo(f"{name:<14} {m.psds1:>6.3f} {m.psds2:>6.3f} {m.mean_ap:>6.3f} {m.f1:>6.3f}")
+    click.echo(f"{'class':<28} {'AP raw':>7} {'AP pp':>7} {'F1 raw':>7} {'F1 pp':>7}")
+    for label in evaluation.classes:
+        click.echo(f"{label:<28} {evaluation.raw.class_ap[label]:>7.3f} {evaluation.postprocessed.class_ap[label]:>7.3f}"
+                   f" {evaluation.raw.class_f1[label]:>7.3f} {evaluation.postprocessed.class_f1[label]:>7.3f}")
