@@ -52,6 +52,7 @@ _EXPORTS = {
     "CalibrationResult": "calitag.pipeline.calibrate",
     "Thresholds": "calitag.thresholds.io",
     "fit_thresholds": "calitag.thresholds.solvers:fit",
+    "ThresholdTuner": "calitag.thresholds.estimator",
     "evaluate_thresholds": "calitag.thresholds.metrics:evaluate",
     "METHODS": "calitag.thresholds.choices",
     "OBJECTIVES": "calitag.thresholds.objectives",

@@ -28,6 +28,7 @@ from calitag.errors import AudioError, EngineError, OutputError, TaggingError
 from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
 from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s
 from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, RunStamp, open_writer
+from calitag.pipeline.review_formats import REVIEW_FORMATS
 
 if TYPE_CHECKING:
     from calitag.pipeline.ray_engine import RayOptions
@@ -303,9 +304,12 @@ def _open_output(tagger: Tagger, out: str | os.PathLike, files: Sequence[str], *
                  segmented: bool, resume: bool, force: bool) -> RecordWriter | ParquetWriter:
     """The writer of ``out``, checked to hold segments when ``segmented``."""
     inputs = [*files, *(p for p in (tagger.thresholds_path, tagger.checkpoint) if p is not None)]
+    if records.fmt in REVIEW_FORMATS and not segmented:
+        raise OutputError(f"the {records.fmt} format writes a timeline of each file: give segment_s (--segment-s)")
     writer = open_writer(out, records, model=tagger.name, class_names=tagger.class_names, resume=resume,
-                         force=force, inputs=inputs, stamp=_stamp(tagger, records))
-    if segmented and writer.format != "jsonl":
+                         force=force, inputs=inputs, stamp=_stamp(tagger, records),
+                         high_freq_hz=tagger.spec.frontend.sample_rate / 2)
+    if segmented and writer.format not in ("jsonl", *REVIEW_FORMATS):
         writer.close()
         raise OutputError(f"--segment-s writes a list of segments per record, which {writer.format} cannot hold: "
                           "use a JSON lines --out (--format jsonl)")

@@ -8,6 +8,7 @@ jobs have modules of their own: :mod:`calitag.pipeline.batch`, :mod:`calitag.pip
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from calitag.pipeline.tagger import Tagger
     from calitag.pipeline.types import FrameScores
     from calitag.thresholds.events import Event, EventsTuning, EventTable, Postprocess
+    from calitag.thresholds.events.psds import SedEvaluation
+    from calitag.thresholds.events.segments import ScoredEvent
     from calitag.thresholds.io import Thresholds
 
 
@@ -62,12 +65,15 @@ class EventsCalibration:
     thresholds: the thresholds object holding the stack as its ``events`` (written when ``out`` was given).
     unlabeled_files: audio files of the folder that the events table does not list (not used).
     n_files: recordings tuned on.
+    evaluation: PSDS1/2, AP and F1 on the tuning files, raw and with the tuned stack (None without
+      sed_scores_eval, the events extra).
     """
 
     tuning: EventsTuning
     thresholds: Thresholds
     unlabeled_files: tuple[str, ...]
     n_files: int
+    evaluation: SedEvaluation | None = None
 
 
 def read_event_table(events: str | Path | EventTable) -> EventTable:
@@ -124,6 +130,7 @@ def calibrate_events(
         ``out`` exists and was made for another model or class list.
     """
     from calitag.thresholds.events import tune_events
+    from calitag.thresholds.events.psds import evaluate_sed
     from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 
     folder = Path(folder)
@@ -144,7 +151,67 @@ def calibrate_events(
         thresholds = dataclasses.replace(uniform, options={"threshold": DEFAULT_THRESHOLD}, events=tuning.postprocess)
     if out is not None:
         thresholds.save(out)
-    return EventsCalibration(tuning=tuning, thresholds=thresholds, unlabeled_files=unlabeled, n_files=len(scores))
+    evaluation = None
+    if importlib.util.find_spec("sed_scores_eval") is not None:
+        evaluation = evaluate_sed(scores, table.events, files=table.files, postprocess=tuning.postprocess,
+                                  durations_s=_durations(folder, table.files))
+    return EventsCalibration(tuning=tuning, thresholds=thresholds, unlabeled_files=unlabeled, n_files=len(scores),
+                             evaluation=evaluation)
+
+
+def _durations(folder: Path, files: Sequence[str]) -> dict[str, float]:
+    """Each recording's length from its header (eFPR per hour), for those whose header can be read."""
+    from calitag.errors import TaggingError
+    from calitag.pipeline.audio import probe_audio
+
+    durations = {}
+    for name in files:
+        try:
+            durations[name] = probe_audio(folder / name).duration_s
+        except TaggingError:
+            continue  # the frames' span stands in for it
+    return durations
+
+
+def evaluate_events(
+    tagger: Tagger, folder: str | Path, events: str | Path | EventTable, *,
+    postprocess: Postprocess | Thresholds | str | Path | None = None, scores_dir: str | Path | None = None,
+) -> SedEvaluation:
+    """PSDS1, PSDS2, per-class AP and collar F1 of ``tagger`` on the strongly labeled recordings of ``folder``.
+
+    Parameters
+    ----------
+    tagger : Tagger
+        A frame-level model.
+    folder : path
+        The recordings named in ``events``.
+    events : path or EventTable
+        Strong labels (DCASE TSV).
+    postprocess : Postprocess, Thresholds, path or None
+        The stack of the post-processed figures (:func:`resolve_postprocess`); None: 0.5, no smoothing.
+    scores_dir : path, optional
+        Also write the raw frame scores there in sed_scores_eval's per-file format (``<id>.tsv``).
+
+    Raises
+    ------
+    LabelsError
+        The table names files that are not in ``folder``, or no class the model outputs.
+    MissingDependencyError
+        sed_scores_eval is not installed (the events extra).
+    """
+    from calitag.thresholds.events.psds import evaluate_sed, write_frame_scores
+
+    folder = Path(folder)
+    table = read_event_table(events)
+    missing = [f for f in table.files if not (folder / f).is_file()]
+    if missing:
+        raise LabelsError(f"{table.source} names {len(missing)} file(s) not in {folder}, e.g. {missing[:3]}")
+    stack = resolve_postprocess(tagger, postprocess)
+    scores = [tagger.frame_scores(folder / name) for name in table.files]
+    if scores_dir is not None:
+        write_frame_scores(scores_dir, scores, table.files)
+    return evaluate_sed(scores, table.events, files=table.files, postprocess=stack,
+                        durations_s=_durations(folder, table.files))
 
 
 def table_names(paths: Sequence[str | Path]) -> list[str]:
@@ -159,14 +226,22 @@ def table_names(paths: Sequence[str | Path]) -> list[str]:
 
 
 def detect(
-    tagger: Tagger, paths: Iterable[str | Path], postprocess: Postprocess, *, names: Sequence[str] | None = None
-) -> list[Event]:
-    """Events of each recording, in input order; ``Event.file`` is ``names`` or :func:`table_names`."""
+    tagger: Tagger, paths: Iterable[str | Path], postprocess: Postprocess, *, names: Sequence[str] | None = None,
+    scored: bool = False,
+) -> list[Event] | list[ScoredEvent]:
+    """Events of each recording, in input order; ``Event.file`` is ``names`` or :func:`table_names`.
+
+    With ``scored``, :class:`~calitag.thresholds.events.segments.ScoredEvent` objects: each event with the
+    highest raw frame score of its class over its span (what the review formats show).
+    """
     from calitag.thresholds.events import detect_events
+    from calitag.thresholds.events.segments import score_events
 
     paths = list(paths)
     names = table_names(paths) if names is None else list(names)
-    found: list[Event] = []
+    found: list = []
     for path, name in zip(paths, names):
-        found.extend(detect_events(tagger.frame_scores(path), postprocess, file=name))
+        frame_scores = tagger.frame_scores(path)
+        events = detect_events(frame_scores, postprocess, file=name)
+        found.extend(score_events(events, frame_scores) if scored else events)
     return found

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from calitag._fileio import check_output, write_atomic
 from calitag.errors import OutputError
+from calitag.pipeline.review_formats import REVIEW_FORMATS, ReviewWriter, review_record
 
 if TYPE_CHECKING:  # this module imports no numpy: `calitag --help` reads its FORMATTERS
     import numpy as np
@@ -707,6 +708,9 @@ class RecordOptions:
     all_scores: keep every class score in the record (Parquet: a fixed-size list column); the segments
       keep ``top_scores``.
     rows_per_part: Parquet records per part file (a kill redoes at most this many files).
+    top_n, merge_gap_s: review formats ("raven", "audacity"): the ``top_n`` best classes per segment
+      instead of its tags; segments of a tag at most ``merge_gap_s`` apart joined into one event
+      (:func:`calitag.pipeline.review_formats.timeline_events`).
     """
 
     fmt: str | None = None
@@ -714,6 +718,8 @@ class RecordOptions:
     top_scores: int | None = 5
     all_scores: bool = False
     rows_per_part: int = ROWS_PER_PART
+    top_n: int | None = None
+    merge_gap_s: float | None = None
 
     @property
     def keeps_all_scores(self) -> bool:
@@ -723,6 +729,8 @@ class RecordOptions:
     def record(self, result: FileResult, *, class_names: Sequence[str], model: str,
                thresholds_id: str | None = None) -> dict[str, Any]:
         """The record of one file (see :func:`batch_record`), its segments' timeline included."""
+        if self.fmt in REVIEW_FORMATS:
+            return review_record(result, top_n=self.top_n, merge_gap_s=self.merge_gap_s)
         return batch_record(result, class_names=class_names, model=model, thresholds_id=thresholds_id,
                             top_k=self.top_k, top_scores=None if self.keeps_all_scores else self.top_scores,
                             segments=segment_records(result, class_names=class_names, top_scores=self.top_scores))
@@ -785,8 +793,10 @@ def segment_records(result: FileResult, *, class_names: Sequence[str], top_score
 
 def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: str, class_names: tuple[str, ...],
                 resume: bool = False, force: bool = False, inputs: Iterable[str | os.PathLike] = (),
-                stamp: RunStamp | None = None) -> RecordWriter | ParquetWriter:
-    """The writer of a batch run's records: a Parquet folder for ``options.fmt == "parquet"``, else a results file.
+                stamp: RunStamp | None = None, high_freq_hz: float | None = None,
+                ) -> RecordWriter | ParquetWriter | ReviewWriter:
+    """The writer of a batch run's records: a Parquet folder for ``options.fmt == "parquet"``, a folder of review
+    files for "raven" and "audacity" (``high_freq_hz``: the top of Raven's band), else a results file.
 
     Raises
     ------
@@ -795,6 +805,8 @@ def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: s
     MissingDependencyError
         Parquet without pyarrow.
     """
+    if options.fmt in REVIEW_FORMATS:
+        return ReviewWriter(location, options.fmt, high_freq_hz=high_freq_hz or 0.0, resume=resume, force=force)
     if options.fmt == "parquet":
         return ParquetWriter(location, class_names=class_names, model=model, all_scores=options.keeps_all_scores,
                              resume=resume, rows_per_part=options.rows_per_part, stamp=stamp)

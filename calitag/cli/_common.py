@@ -20,6 +20,7 @@ import click
 from calitag.errors import TaggingError
 from calitag.models.registry import available_models
 from calitag.pipeline.records import FORMATTERS as RECORD_FORMATTERS
+from calitag.pipeline.review_formats import REVIEW_FORMATS
 from calitag.thresholds.choices import METHODS, OBJECTIVES, SGL_ENGINES
 
 CLI_OBJECTIVES = [name.replace("_", "-") for name in OBJECTIVES]
@@ -128,6 +129,39 @@ CHECKPOINT_OPTION = click.option(
 SEGMENT_OPTION = click.option(
     "--segment-s", type=click.FloatRange(min=0, min_open=True, max=1e6), default=None,
     help="Also give tags per consecutive segment of this many seconds (a timeline of long files).")
+
+# The review formats (raven, audacity) of `tag`, `batch` and `detect`, and how segments become their events.
+TOP_N_OPTION = click.option(
+    "--top-n", type=click.IntRange(min=1), default=None,
+    help="Review formats: the N best classes of each segment, whatever the thresholds (default: the segment's tags).")
+MERGE_OPTION = click.option(
+    "--merge", is_flag=True, help="Review formats: join consecutive segments with the same tag into one event "
+                                  "(scored with the highest of their scores).")
+MERGE_GAP_OPTION = click.option(
+    "--merge-gap", "merge_gap_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="With --merge: segments of a tag at most this many seconds apart are joined.")
+
+
+REVIEW_OUT_OPTION = click.option(
+    "--out", "out_path", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Review formats: the folder of the review files (created; existing ones of the format are replaced).")
+
+
+def check_review_folder(folder: Path) -> None:
+    """A review folder can be made: its parent exists and it is not a file (the command's error otherwise)."""
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"cannot write review files to {folder}: it is a file; expected a folder")
+    if not folder.parent.is_dir():
+        raise CommandError(f"cannot write {folder}: folder {folder.parent} does not exist; create it first")
+    folder.mkdir(exist_ok=True)
+
+
+def merge_gap(merge: bool, merge_gap_s: float) -> float | None:
+    """The ``merge_gap_s`` of the library (None: no merging) from --merge and --merge-gap."""
+    if merge_gap_s and not merge:
+        raise click.UsageError("--merge-gap is the tolerance of --merge: pass --merge too")
+    return merge_gap_s if merge else None
+
 
 FORCE_OPTION = click.option(
     "--force", is_flag=True,

@@ -9,12 +9,17 @@ from typing import TYPE_CHECKING
 import click
 
 from calitag.cli._common import (
+    MERGE_GAP_OPTION,
+    MERGE_OPTION,
     RECORD_FORMATTERS,
+    REVIEW_FORMATS,
     SEGMENT_OPTION,
+    TOP_N_OPTION,
     ModelChoice,
     Progress,
     echo_ignored,
     echo_skip,
+    merge_gap,
     model_options,
     option_group,
     reported,
@@ -27,11 +32,12 @@ if TYPE_CHECKING:
 
 
 def _records(fmt: str | None, top_k: int | None, top_scores: int, all_scores: bool,
-             rows_per_part: int | None) -> RecordOptions:
+             rows_per_part: int | None, top_n: int | None, merge: bool, merge_gap_s: float) -> RecordOptions:
     from calitag.pipeline.records import ROWS_PER_PART, RecordOptions
 
     return RecordOptions(fmt=fmt, top_k=top_k, top_scores=top_scores, all_scores=all_scores,
-                         rows_per_part=rows_per_part or ROWS_PER_PART)
+                         rows_per_part=rows_per_part or ROWS_PER_PART, top_n=top_n,
+                         merge_gap_s=merge_gap(merge, merge_gap_s))
 
 
 def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor: float) -> RayOptions:
@@ -46,9 +52,11 @@ def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor
               help="Results: a file (jsonl, csv) appended as files finish, or a folder of Parquet part files.")
 @option_group(
     "records", _records,
-    click.option("--format", "fmt", type=click.Choice([*RECORD_FORMATTERS, "parquet"]), default=None,
+    click.option("--format", "fmt", type=click.Choice([*RECORD_FORMATTERS, "parquet", *REVIEW_FORMATS]),
+                 default=None,
                  help="Default: parquet with --engine ray, else the format of the file being resumed, else from "
-                      "the --out extension (.csv -> csv, else jsonl)."),
+                      "the --out extension (.csv -> csv, else jsonl). raven, audacity (with --segment-s): --out "
+                      "is a folder of one review file per audio file."),
     click.option("--top-k", type=click.IntRange(min=1), default=None,
                  help="Keep at most N tags per file (as in `calitag tag`); default: every tag."),
     click.option("--top-scores", type=click.IntRange(min=0), default=5, show_default=True,
@@ -56,6 +64,7 @@ def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor
     click.option("--all-scores", is_flag=True, help="Keep every class score."),
     click.option("--rows-per-part", type=click.IntRange(min=1), default=None,
                  help="Parquet: records per part file (default 1000; a kill redoes at most this many files)."),
+    TOP_N_OPTION, MERGE_OPTION, MERGE_GAP_OPTION,
 )
 @model_options()
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -102,8 +111,10 @@ def batch_command(folder: str, out_path: str, records: RecordOptions, model: Mod
         raise click.UsageError("--resume continues --out and --force replaces it: give one of them")
     if engine == "local" and "://" in folder:
         raise click.UsageError("a URI SOURCE needs --engine ray")
-    if segment_s is not None and records.fmt not in (None, "jsonl"):
+    if segment_s is not None and records.fmt not in (None, "jsonl", *REVIEW_FORMATS):
         raise click.UsageError("--segment-s writes a list of segments per record: use --format jsonl")
+    if records.fmt in REVIEW_FORMATS and segment_s is None:
+        raise click.UsageError(f"--format {records.fmt} writes each file's timeline: give --segment-s")
     # Ray actors load the model on their own devices (CUDA with --gpus-per-actor): here it only gives its options.
     if engine == "ray":
         model = dataclasses.replace(model, device="cpu")

@@ -10,9 +10,12 @@ import click
 
 from calitag.cli._common import (
     FORCE_OPTION,
+    JSON_OPTION,
+    REVIEW_FORMATS,
     CommandError,
     ModelChoice,
     check_out,
+    check_review_folder,
     exit_if_failed,
     expand_inputs,
     for_each_file,
@@ -39,23 +42,30 @@ def _sed_model_options(*, precision: bool) -> Any:
 @click.option("--postprocess", "postprocess_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Thresholds file with an events section (calitag calibrate-events), or the DCASE2019 CRNN "
                    "authors' parameters file; default: threshold 0.5, no smoothing.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
               help="Events TSV to write (DCASE layout: filename, onset, offset, event_label). An existing file "
-                   "is replaced only with --force.")
+                   "is replaced only with --force. With --format raven or audacity: a folder of review files.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", *REVIEW_FORMATS]), default="tsv", show_default=True,
+              help="raven, audacity: one review file per audio file in the --out folder, each event with the "
+                   "highest frame score of its class.")
 @FORCE_OPTION
 def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path: Path | None, out_path: Path,
-                   force: bool) -> None:
+                   fmt: str, force: bool) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
     still processed; the exit code is 1 if any file failed.
     """
     from calitag.pipeline.detect import detect, resolve_postprocess, table_names
+    from calitag.pipeline.review_formats import write_reviews
     from calitag.thresholds.events import write_events_tsv
 
     paths = expand_inputs(files)
-    # An events table cannot be told from a reference annotation in the same layout: replace one only with --force.
-    check_out(out_path, inputs=[*paths, postprocess_path, model.checkpoint], kind="events table", force=force)
+    if fmt in REVIEW_FORMATS:
+        check_review_folder(out_path)
+    else:
+        # An events table cannot be told from a reference annotation in the same layout: replace one only with --force.
+        check_out(out_path, inputs=[*paths, postprocess_path, model.checkpoint], kind="events table", force=force)
     tagger = model.load()
     if postprocess_path is None:
         click.echo("no --postprocess: threshold 0.5 and no smoothing for every class "
@@ -67,14 +77,18 @@ def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path
     names = dict(zip(paths, table_names(paths)))
 
     def work(path: Path) -> list[Any]:
-        found = detect(tagger, [path], postprocess, names=[names[path]])
+        found = detect(tagger, [path], postprocess, names=[names[path]], scored=fmt in REVIEW_FORMATS)
         click.echo(f"{path}: {len(found)} event(s)")
         return found
 
     done = for_each_file(paths, work)
     events = [event for _, found in done for event in found]
     with reported():
-        write_events_tsv(out_path, events, files=[names[path] for path, _ in done])
+        if fmt in REVIEW_FORMATS:
+            write_reviews(out_path, events, [names[path] for path, _ in done], fmt=fmt,
+                          high_freq_hz=tagger.spec.frontend.sample_rate / 2)
+        else:
+            write_events_tsv(out_path, events, files=[names[path] for path, _ in done])
     click.echo(f"wrote {len(events)} event(s) from {len(done)} file(s) to {out_path}")
     exit_if_failed(len(done), len(paths))
 
@@ -115,6 +129,11 @@ def calibrate_events_command(folder: Path, events_path: Path, model: ModelChoice
         click.echo(f"ignoring {len(calibration.unlabeled_files)} audio file(s) of {folder} not listed in "
                    f"{events_path}", err=True)
     _echo_tuning(calibration, metric=metric, out_path=out_path)
+    if calibration.evaluation is not None:
+        click.echo(f"on the {calibration.n_files} tuning file(s):")
+        _echo_evaluation(calibration.evaluation)
+    else:
+        click.echo("PSDS needs sed_scores_eval (the events extra): pip install -e \".[events]\"", err=True)
     if report_path is not None:
         _write_events_report(calibration, report_path, model=model.name, folder=folder, events_path=events_path,
                              metric=metric, solver=solver)
@@ -150,3 +169,53 @@ def _write_events_report(calibration: Any, report_path: Path, *, model: str, fol
                "baseline_class_scores": result.baseline_class_scores}
     with reported():
         write_report(report_path, report(None, None, calibration.thresholds, meta=meta, events=section))
+
+
+@click.group("events")
+def events_group() -> None:
+    """Sound event detection metrics: PSDS1, PSDS2, per-class AP and collar-based F1 (sed_scores_eval)."""
+
+
+@events_group.command("evaluate")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Strong labels of the files in FOLDER (DCASE TSV: filename, onset, offset, event_label).")
+@_sed_model_options(precision=True)
+@click.option("--postprocess", "postprocess_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Thresholds file with an events section (calitag calibrate-events) for the post-processed "
+                   "figures; default: threshold 0.5, no smoothing.")
+@click.option("--scores-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the frame scores there in sed_scores_eval's per-file format (<id>.tsv).")
+@JSON_OPTION
+def evaluate_command(folder: Path, events_path: Path, model: ModelChoice, postprocess_path: Path | None,
+                     scores_dir: Path | None, as_json: bool) -> None:
+    """PSDS1 and PSDS2 (DCASE 2021-2024 settings), per-class AP and collar-based F1 of a model on FOLDER's
+    strong labels, on raw and on post-processed frame scores."""
+    import json
+
+    from calitag.pipeline.detect import evaluate_events
+
+    tagger = model.load()
+    with reported():
+        evaluation = evaluate_events(tagger, folder, events_path, postprocess=postprocess_path, scores_dir=scores_dir)
+    if as_json:
+        click.echo(json.dumps(evaluation.to_dict(), indent=2))
+        return
+    if evaluation.ignored_classes:
+        click.echo(f"not evaluated: {', '.join(evaluation.ignored_classes)} (not {model.name} classes)", err=True)
+    click.echo(f"{model.name} on {evaluation.n_files} file(s) of {folder}:")
+    _echo_evaluation(evaluation)
+    if scores_dir is not None:
+        click.echo(f"wrote frame scores to {scores_dir}")
+
+
+def _echo_evaluation(evaluation: Any) -> None:
+    """PSDS1, PSDS2, mean AP and F1 for raw and post-processed scores, then the per-class AP and F1."""
+    rows = (("raw", evaluation.raw), ("postprocessed", evaluation.postprocessed))
+    click.echo(f"{'scores':<14} {'PSDS1':>6} {'PSDS2':>6} {'mAP':>6} {'F1':>6}")
+    for name, m in rows:
+        click.echo(f"{name:<14} {m.psds1:>6.3f} {m.psds2:>6.3f} {m.mean_ap:>6.3f} {m.f1:>6.3f}")
+    click.echo(f"{'class':<28} {'AP raw':>7} {'AP pp':>7} {'F1 raw':>7} {'F1 pp':>7}")
+    for label in evaluation.classes:
+        click.echo(f"{label:<28} {evaluation.raw.class_ap[label]:>7.3f} {evaluation.postprocessed.class_ap[label]:>7.3f}"
+                   f" {evaluation.raw.class_f1[label]:>7.3f} {evaluation.postprocessed.class_f1[label]:>7.3f}")

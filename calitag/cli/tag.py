@@ -11,16 +11,29 @@ from typing import Any
 import click
 
 from calitag.cli._common import (
+    MERGE_GAP_OPTION,
+    MERGE_OPTION,
+    REVIEW_FORMATS,
+    REVIEW_OUT_OPTION,
     SEGMENT_OPTION,
+    TOP_N_OPTION,
     CommandError,
     ModelChoice,
+    check_review_folder,
     exit_if_failed,
     expand_inputs,
     for_each_file,
+    merge_gap,
     model_options,
+    option_group,
 )
 
 NO_TAG = "(no tag above threshold)"
+
+
+def _review(out_path: Path | None, top_n: int | None, merge: bool, merge_gap_s: float) -> dict[str, Any]:
+    return {"out_path": out_path, "top_n": top_n, "merge_gap_s": merge_gap(merge, merge_gap_s),
+            "used": out_path is not None or top_n is not None or merge}
 
 
 @click.command("tag")
@@ -29,18 +42,23 @@ NO_TAG = "(no tag above threshold)"
 @click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Per-class thresholds fitted for this model (calitag calibrate); default: 0.5 for all.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Show at most N tags per file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", *REVIEW_FORMATS]), default="table",
+              show_default=True, help="raven, audacity (with --segment-s and --out): one review file per audio file.")
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="How window scores of long files become one clip score.")
 @SEGMENT_OPTION
+@option_group("review", _review, REVIEW_OUT_OPTION, TOP_N_OPTION, MERGE_OPTION, MERGE_GAP_OPTION)
 def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Path | None, top_k: int | None,
-                fmt: str, aggregate: str, segment_s: float | None) -> None:
+                fmt: str, aggregate: str, segment_s: float | None, review: dict[str, Any]) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
     still tagged; the exit code is 1 if any file failed. With --segment-s, each file gets one
     row of tags per segment (start and end in seconds): a timeline of a long recording.
     """
+    if fmt in REVIEW_FORMATS or review["used"]:
+        _tag_for_review(files, model, thresholds_path, fmt=fmt, aggregate=aggregate, segment_s=segment_s, **review)
+        return
     tagger = model.load(thresholds=thresholds_path)
     paths = expand_inputs(files)
     if not paths:
@@ -58,6 +76,32 @@ def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Pa
                     "segments": _segment_tags(tagger, path, segment_s=segment_s, top_k=top_k, aggregate=aggregate)}
     done = for_each_file(paths, lambda path: writer.row(work(path)), on_skip=writer.skipped)
     writer.finish()
+    exit_if_failed(len(done), len(paths))
+
+
+def _tag_for_review(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Path | None, *, fmt: str,
+                    aggregate: str, segment_s: float | None, out_path: Path | None, top_n: int | None,
+                    merge_gap_s: float | None, used: bool) -> None:
+    """--format raven/audacity: one review file per audio file in --out, a line per file on stdout."""
+    from calitag.pipeline.review_formats import tag_for_review, write_review
+
+    if fmt not in REVIEW_FORMATS or segment_s is None or out_path is None:
+        raise click.UsageError("--out, --top-n and --merge write review files: give --format raven or audacity, "
+                               "--segment-s and --out FOLDER")
+    tagger = model.load(thresholds=thresholds_path)
+    paths = expand_inputs(files)
+    if not paths:
+        raise CommandError(f"no audio files in {', '.join(map(str, files))}")
+    check_review_folder(out_path)
+
+    def work(path: Path) -> None:
+        events = tag_for_review(tagger, path, segment_s=segment_s, aggregate=aggregate, top_n=top_n,
+                                merge_gap_s=merge_gap_s)
+        written = write_review(out_path, path.name, events, fmt=fmt,
+                               high_freq_hz=tagger.spec.frontend.sample_rate / 2)
+        click.echo(f"{path}: {len(events)} event(s) -> {written}")
+
+    done = for_each_file(paths, work)
     exit_if_failed(len(done), len(paths))
 
 
