@@ -151,7 +151,7 @@ class CalibrationOptions:
     seed: seeds the split, the solver and the bootstrap.
     skip_missing: drop files listed but absent, and labels that are not model classes, instead of failing.
     workers: worker processes that score the folder (:func:`calitag.pipeline.batch.run_batch`).
-    guard: keep a class's fitted threshold only when it beats the default threshold under 3-fold
+    guard: fall back to a class's label-rate threshold when it beats the fitted one under 3-fold
     cross-validation inside the fitting clips.
     solver: further options of the solver (``lr``, ``epochs``, ...).
     """

@@ -336,7 +336,7 @@ def test_guard_keeps_the_default_for_a_class_the_fit_does_not_help():
     scores = np.empty((n, 2))
     scores[:, 0] = np.where(labels[:, 0], rng.uniform(0.2, 0.45, n), rng.uniform(0.0, 0.25, n))
     scores[:, 1] = rng.uniform(0.0, 0.49, n)
-    th = fit(scores, labels, guard_folds=3, class_names=("strong", "noise"))
+    th = fit(scores, labels, guard_folds=3, guard_fallback="default", class_names=("strong", "noise"))
     assert th.per_class["positives"] == [int(labels[:, 0].sum()), 3]
     assert th.per_class["kept"] == ["fit", "default"]
     assert th.per_class["reason"][0] is None and "3 positive" in th.per_class["reason"][1]

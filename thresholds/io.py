@@ -43,7 +43,7 @@ FORMAT_VERSION = 2
 #: definition of the default; every path that turns scores into tags goes through :class:`Thresholds`.
 DEFAULT_THRESHOLD = 0.5
 #: What ``per_class["kept"]`` may say for a class.
-KEPT = ("fit", "default")
+KEPT = ("fit", "default", "fallback")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 

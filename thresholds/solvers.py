@@ -16,8 +16,8 @@ exact      per-class optimum over the sorted scores: exact for macro/per-class F
            ascent (to a fixed point) for micro F.
 
 Without ``init`` the solvers start at each class's label-rate threshold. Every fitted value is
-then moved to the middle of its gap between fitting scores, and ``guard_folds`` keeps the default
-threshold for classes whose fit does not beat it out of fold.
+then moved to the middle of its gap between fitting scores, and ``guard_folds`` falls back to the
+label-rate threshold for classes where that beats the fit out of fold.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from calitag.thresholds.choices import METHODS  # noqa: E402  (the names live wh
 from calitag.thresholds.splits import fold_indices
 
 ProgressFn = Callable[[int, int], None]
+#: What the small-class guard falls back to: the class's label-rate threshold (fitted), or the fixed default.
+GUARD_FALLBACKS = ("label_rate", "default")
 
 
 @dataclass(frozen=True)
@@ -466,23 +468,35 @@ def _recorded_options(opts: Any, method: str, spec: Objective) -> dict[str, Any]
 
 
 def _apply_guard(problem: _Problem, values: np.ndarray, *, method: str, options: dict[str, Any], folds: int,
-                 default_threshold: float, seed: int) -> tuple[np.ndarray, dict[str, list[Any]], dict[str, Any]]:
-    """Keep the default threshold for the classes whose fit does not beat it out of fold (see :func:`_guard`)."""
+                 default_threshold: float, seed: int, fallback: str = "label_rate"
+                 ) -> tuple[np.ndarray, dict[str, list[Any]], dict[str, Any]]:
+    """Keep the fallback for the classes whose fit does not beat it out of fold (see :func:`_guard`).
+
+    The fallback is the class's label-rate threshold on the fitting clips (``fallback="label_rate"``,
+    the default), or the fixed ``default_threshold`` (``fallback="default"``, the guard of calitag 0.1).
+    """
     keep, reasons = _guard(problem.scores, problem.labels, values, spec=problem.spec, method=method, options=options,
-                           folds=folds, default=default_threshold, seed=seed)
-    # A kept default stays the default; only one within rounding of a score level (quantised
-    # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
-    default = np.full(values.size, float(default_threshold))
-    default = np.where(problem.index.near_a_score(default), problem.index.snap(default), default)
-    kept = {"kept": ["fit" if k else "default" for k in keep], "reason": reasons}
-    summary = {"folds": folds, "default_threshold": default_threshold, "n_default": int((~keep).sum())}
-    return np.where(keep, values, default), kept, summary
+                           folds=folds, default=default_threshold, seed=seed, fallback=fallback)
+    if fallback == "label_rate":
+        # Fitted like the fit itself: mid-gap between two fitting scores.
+        backup = problem.index.snap(problem.index.label_rate_thresholds())
+    else:
+        # A kept default stays the default; only one within rounding of a score level (quantised
+        # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
+        backup = np.full(values.size, float(default_threshold))
+        backup = np.where(problem.index.near_a_score(backup), problem.index.snap(backup), backup)
+    marker = "fallback" if fallback == "label_rate" else "default"
+    kept = {"kept": ["fit" if k else marker for k in keep], "reason": reasons}
+    summary = {"folds": folds, "fallback": fallback, "n_fallback": int((~keep).sum())}
+    if fallback == "default":
+        summary.update(default_threshold=default_threshold, n_default=int((~keep).sum()))
+    return np.where(keep, values, backup), kept, summary
 
 
 def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objective = "micro_f1",
         class_names: Sequence[str] | None = None, model: str | None = None, model_sha256: str | None = None,
         beta: float | None = None, guard_folds: int | None = None, default_threshold: float = DEFAULT_THRESHOLD,
-        on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
+        guard_fallback: str = "label_rate", on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
     """Fit one decision threshold per class on validation scores.
 
     Parameters
@@ -502,12 +516,15 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     beta : float, optional
         Recall weight of the F-beta objectives.
     guard_folds : int, optional
-        Small-class guard: cross-validate the solver with this many folds inside the given
-        clips and keep a class's fitted threshold only when its out-of-fold objective beats
-        ``default_threshold``; otherwise keep the default and record why (``per_class``).
-        None (the default) keeps every fitted value.
+        Small-class guard: cross-validate the solver and its fallback with this many folds
+        inside the given clips and keep the fallback for a class whose out-of-fold objective
+        it beats, recording why (``per_class``). None (the default) keeps every fitted value.
     default_threshold : float
-        The threshold the guard falls back to.
+        The fixed threshold of ``guard_fallback="default"``.
+    guard_fallback : {"label_rate", "default"}
+        What the guard falls back to: the class's label-rate threshold on the given clips
+        (fitted, so it costs nothing where the fit is good; kept on ties by the fit), or the
+        fixed ``default_threshold`` (which the fit must beat; calitag 0.1's guard).
     on_progress : callable, optional
         Called as ``on_progress(done, total)`` after each epoch/iteration.
     **options
@@ -551,7 +568,7 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     if guard_folds is not None and method != "default":
         values, kept, extra["guard"] = _apply_guard(problem, values, method=method, options=options, folds=guard_folds,
                                                     default_threshold=default_threshold,
-                                                    seed=int(getattr(opts, "seed", 0)))
+                                                    seed=int(getattr(opts, "seed", 0)), fallback=guard_fallback)
         per_class.update(kept)
     provenance = {"model": model, "model_sha256": model_sha256, "method": method,
                   "options": _recorded_options(opts, method, spec)}
@@ -559,39 +576,41 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
 
 
 def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: Objective, method: str,
-           options: dict[str, Any], folds: int, default: float, seed: int) -> tuple[np.ndarray, list[str | None]]:
-    """Per class: keep the fit (True) when its cross-validated objective beats ``default``."""
+           options: dict[str, Any], folds: int, default: float, seed: int,
+           fallback: str = "label_rate") -> tuple[np.ndarray, list[str | None]]:
+    """Per class: keep the fit (True) unless the fallback beats it out of fold.
+
+    Both rules are cross-validated the same way: in each fold the solver and the fallback are
+    fitted on the other folds' clips and decide the fold's clips. ``fallback="label_rate"``
+    compares with the label-rate threshold (fitted per fold; the fit is kept on a tie);
+    ``fallback="default"`` with the fixed ``default`` (the fit must beat it strictly).
+    """
     import warnings
 
     from calitag.thresholds.metrics import NoPositivesWarning
 
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(scores):
         raise CalibrationError(f"guard_folds must be an integer from 2 to the number of clips ({len(scores)}), got {folds!r}")
+    if fallback not in GUARD_FALLBACKS:
+        raise CalibrationError(f"guard fallback must be one of {', '.join(GUARD_FALLBACKS)}, got {fallback!r}")
     n_classes = scores.shape[1]
     fold = fold_indices(truth, folds, seed=seed)
     decided = np.zeros_like(truth)
+    by_fallback = np.zeros_like(truth)
     for f in range(folds):
         inside = fold != f
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoPositivesWarning)
             inner = fit(scores[inside], truth[inside], method=method, objective=spec, **options)
         decided[~inside] = scores[~inside] > inner.values
-    tp_fit = (decided & truth).sum(axis=0).astype(np.float64)
-    pp_fit = decided.sum(axis=0).astype(np.float64)
-    by_default = scores > default
-    tp_def = (by_default & truth).sum(axis=0).astype(np.float64)
-    pp_def = by_default.sum(axis=0).astype(np.float64)
-    n_pos = truth.sum(axis=0).astype(np.float64)
-    if spec.average == "macro":
-        with_fit = fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta, average=None)
-        with_default = fbeta_np(tp_def, pp_def, n_pos, beta=spec.beta, average=None)
-    else:
-        # The micro objective of all out-of-fold decisions, with class c's own or the default's.
-        tp_rest, pp_rest = tp_fit.sum() - tp_fit, pp_fit.sum() - pp_fit
-        with_fit = np.full(n_classes, float(fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta)))
-        with_default = fbeta_np(tp_rest + tp_def, pp_rest + pp_def, np.full(n_classes, n_pos.sum()),
-                                beta=spec.beta, average=None)
-    keep = with_fit > with_default
+        if fallback == "label_rate":
+            rate = ScoreIndex.build(scores[inside], truth[inside], slope=None).label_rate_thresholds()
+            by_fallback[~inside] = scores[~inside] > rate
+    if fallback == "default":
+        by_fallback = scores > default
+    with_fit, with_fallback, n_pos = _guard_objectives(decided, by_fallback, truth, spec)
+    keep = with_fit >= with_fallback if fallback == "label_rate" else with_fit > with_fallback
+    name = "label-rate threshold" if fallback == "label_rate" else f"default {default:g}"
     reasons: list[str | None] = []
     for c in range(n_classes):
         if keep[c]:
@@ -599,6 +618,26 @@ def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: O
         elif n_pos[c] == 0:
             reasons.append("no positive example")
         else:
-            reasons.append(f"{folds}-fold {spec.label} {with_fit[c]:.4f} does not beat default {default:g} "
-                           f"({with_default[c]:.4f}) with {int(n_pos[c])} positive(s)")
+            reasons.append(f"{folds}-fold {spec.label} {with_fit[c]:.4f} does not beat {name} "
+                           f"({with_fallback[c]:.4f}) with {int(n_pos[c])} positive(s)")
     return keep, reasons
+
+
+def _guard_objectives(decided: np.ndarray, by_fallback: np.ndarray, truth: np.ndarray,
+                      spec: Objective) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class, the out-of-fold objective with the fit's and with the fallback's decisions, and the positives."""
+    tp_fit = (decided & truth).sum(axis=0).astype(np.float64)
+    pp_fit = decided.sum(axis=0).astype(np.float64)
+    tp_alt = (by_fallback & truth).sum(axis=0).astype(np.float64)
+    pp_alt = by_fallback.sum(axis=0).astype(np.float64)
+    n_pos = truth.sum(axis=0).astype(np.float64)
+    if spec.average == "macro":
+        with_fit = fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta, average=None)
+        with_alt = fbeta_np(tp_alt, pp_alt, n_pos, beta=spec.beta, average=None)
+    else:
+        # The micro objective of all out-of-fold decisions, with class c's own or the fallback's.
+        tp_rest, pp_rest = tp_fit.sum() - tp_fit, pp_fit.sum() - pp_fit
+        with_fit = np.full(truth.shape[1], float(fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta)))
+        with_alt = fbeta_np(tp_rest + tp_alt, pp_rest + pp_alt, np.full(truth.shape[1], n_pos.sum()),
+                            beta=spec.beta, average=None)
+    return with_fit, with_alt, n_pos

@@ -56,7 +56,8 @@ def _options(method: str, objective: str, val_fraction: float, folds: int | None
                  help="Worker processes that score the folder, as in `calitag batch` (yamnet: one per CPU this "
                       "process may use; other models: 1)."),
     click.option("--guard/--no-guard", default=True, show_default=True,
-                 help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips."),
+                 help="Fall back to a class's label-rate threshold when it beats the fit under 3-fold CV inside "
+                      "the fitting clips."),
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Thresholds file to write (its score cache goes beside it).")
@@ -72,9 +73,9 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
     held-out part, and the thresholds fitted on the first are measured on the second against the
-    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class keeps its
-    fitted threshold only when it beats 0.5 under 3-fold cross-validation inside the fitting
-    clips. Classes absent from the labels keep 0.5.
+    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class falls back to
+    its label-rate threshold when that beats its fit under 3-fold cross-validation inside the
+    fitting clips. Classes absent from the labels keep 0.5.
     With --scores, the clip scores come from a batch output of the same model instead.
     """
     from calitag.pipeline.calibrate import CalibrationJob, run_calibration
@@ -149,12 +150,14 @@ def _echo_table(result: Any, *, model: str) -> None:
     kept = dict(zip(result.thresholds.class_names, (result.thresholds.per_class or {}).get("kept", ())))
     for i, name in enumerate(result.classes):
         d, c = result.default, result.calibrated
-        mark = "*" if kept.get(name) == "default" else " "
+        mark = "*" if kept.get(name, "fit") != "fit" else " "
         click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {d.thresholds[i]:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
                    f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
                    f"{c.f1[i]:>5.2f}")
     if any(kept.get(name) == "default" for name in result.classes):
         click.echo("* the default 0.5 was kept: the fit did not beat it under cross-validation")
+    if any(kept.get(name) == "fallback" for name in result.classes):
+        click.echo("* the label-rate threshold was kept: it beat the fit under cross-validation")
     for average in ("micro", "macro"):
         gain = result.gains[f"{average}_f1"]
         d, c = gain.default, gain.calibrated

@@ -81,7 +81,8 @@ def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -
     click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver."),
 )
 @click.option("--guard-folds", type=click.IntRange(min=2), default=None,
-              help="Keep a class's fit only when it beats 0.5 under K-fold CV inside the clips (default: no guard).")
+              help="Fall back to a class's label-rate threshold when it beats the fit under K-fold CV inside "
+                   "the clips (default: no guard).")
 @click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
 @_LOGITS_OPTION
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
