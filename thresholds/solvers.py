@@ -40,6 +40,8 @@ from calitag.thresholds.objectives import Objective, fbeta_count_gradient, resol
 
 from calitag.thresholds.choices import METHODS  # noqa: E402  (the names live where the CLI reads them cheaply)
 from calitag.thresholds.splits import fold_indices
+from calitag.thresholds.targets import DEFAULT_CONFIDENCE, certify, check_confidence, resolve_targets
+from calitag.thresholds.targets import cut_table as _cut_table
 
 ProgressFn = Callable[[int, int], None]
 #: What the small-class guard falls back to: the class's label-rate threshold (fitted), or the fixed default.
@@ -300,23 +302,6 @@ def _numeric(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: Nume
     return thresholds, done
 
 
-def _cut_table(column: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every achievable decision of one class: (thresholds, tp, pp), from 'none' to 'all'."""
-    order = np.argsort(-column, kind="stable")
-    desc = column[order].astype(np.float64)
-    hits = np.concatenate([[0], np.cumsum(truth[order])])
-    n = desc.size
-    k = np.arange(n + 1)
-    valid = np.ones(n + 1, dtype=bool)
-    valid[1:n] = desc[:-1] > desc[1:]  # cut between distinct values only (ties cannot be split)
-    valid[n] = desc[-1] > 0.0  # "predict all" needs t < min score with t >= 0
-    thresholds = np.empty(n + 1)
-    thresholds[0] = 1.0
-    thresholds[1:n] = (desc[:-1] + desc[1:]) / 2.0
-    thresholds[n] = 0.0
-    return thresholds[valid], hits[k][valid], k[valid]
-
-
 def _exact(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: ExactOptions, init: np.ndarray) -> tuple[np.ndarray, int]:
     n_classes = scores.shape[1]
     tables = [_cut_table(scores[:, c], labels[:, c]) for c in range(n_classes)]
@@ -496,7 +481,8 @@ def _apply_guard(problem: _Problem, values: np.ndarray, *, method: str, options:
 def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objective = "micro_f1",
         class_names: Sequence[str] | None = None, model: str | None = None, model_sha256: str | None = None,
         beta: float | None = None, guard_folds: int | None = None, default_threshold: float = DEFAULT_THRESHOLD,
-        guard_fallback: str = "label_rate", on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
+        guard_fallback: str = "label_rate", target: Any = None, confidence: float = DEFAULT_CONFIDENCE,
+        probabilities: str = "none", on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
     """Fit one decision threshold per class on validation scores.
 
     Parameters
@@ -525,6 +511,15 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
         What the guard falls back to: the class's label-rate threshold on the given clips
         (fitted, so it costs nothing where the fit is good; kept on ties by the fit), or the
         fixed ``default_threshold`` (which the fit must beat; calitag 0.1's guard).
+    target : str, Target, mapping or path, optional
+        Certify an operating point instead of the objective's optimum for these classes:
+        ``"precision=0.9"`` (every class), ``{"Dog": "recall=0.8"}`` or a ``class,metric,value``
+        CSV file (see :mod:`calitag.thresholds.targets`). ``per_class`` records ``certified``
+        and ``best_level``; an uncertified class gets the threshold of its best level.
+    confidence : float
+        Confidence of the targets (0.95: the target holds on new clips with probability 0.95).
+    probabilities : {"none", "auto", "platt", "isotonic"}
+        Also fit per-class calibration maps (:meth:`Thresholds.probabilities`).
     on_progress : callable, optional
         Called as ``on_progress(done, total)`` after each epoch/iteration.
     **options
@@ -570,9 +565,38 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
                                                     default_threshold=default_threshold,
                                                     seed=int(getattr(opts, "seed", 0)), fallback=guard_fallback)
         per_class.update(kept)
-    provenance = {"model": model, "model_sha256": model_sha256, "method": method,
-                  "options": _recorded_options(opts, method, spec)}
-    return _result(problem, values, names=names, seconds=seconds, extra=extra, per_class=per_class, **provenance)
+    recorded = _recorded_options(opts, method, spec)
+    if target is not None:
+        values = _apply_targets(problem, values, per_class, target=target, confidence=confidence, names=names)
+        recorded.update(target=sorted({t for t in per_class["target"] if t}), confidence=float(confidence))
+    provenance = {"model": model, "model_sha256": model_sha256, "method": method, "options": recorded}
+    result = _result(problem, values, names=names, seconds=seconds, extra=extra, per_class=per_class, **provenance)
+    if probabilities != "none":
+        from calitag.thresholds.probability import fit_probability_maps
+
+        maps = fit_probability_maps(checked, truth, method=probabilities, seed=int(getattr(opts, "seed", 0)))
+        result = dataclasses.replace(result, probability_maps=maps, created=result.created)
+    return result
+
+
+def _apply_targets(problem: _Problem, values: np.ndarray, per_class: dict[str, list[Any]], *, target: Any,
+                   confidence: float, names: tuple[str, ...]) -> np.ndarray:
+    """The thresholds of the classes with a target, certified where they can be; ``per_class`` records how."""
+    targets = resolve_targets(target, names)
+    outcomes = certify(problem.scores, problem.labels, targets, confidence=check_confidence(confidence))
+    values = values.copy()
+    per_class.update(target=[None if t is None else str(t) for t in targets], certified=[], best_level=[])
+    for c, outcome in enumerate(outcomes):
+        per_class["certified"].append(None if outcome is None else outcome.certified)
+        per_class["best_level"].append(None if outcome is None else outcome.best_level)
+        if outcome is None:
+            continue
+        if outcome.threshold is not None:
+            values[c] = outcome.threshold
+            per_class["kept"][c] = "target"
+        level = f"best certifiable {targets[c].metric} {outcome.best_level:.3f}"
+        per_class["reason"][c] = None if outcome.certified else f"{targets[c]} not certified at {confidence:g}: {level}"
+    return values
 
 
 def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: Objective, method: str,
