@@ -487,14 +487,11 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
 
     Parameters
     ----------
-    scores : array_like
-        (n_clips, n_classes) clip scores in [0, 1].
-    labels : array_like
-        Same shape, 0/1.
-    method : {"sgl", "default", "heuristic", "numeric", "exact"}
-        Solver (see the module docstring).
-    objective : str or Objective
-        "micro_f1" (default), "macro_f1", "micro_fbeta" or "macro_fbeta".
+    scores, labels : array_like
+        (n_clips, n_classes) clip scores in [0, 1] and their 0/1 labels.
+    method, objective : str
+        Solver ("sgl", "default", "heuristic", "numeric", "exact"; see the module docstring) and
+        objective ("micro_f1", "macro_f1", "micro_fbeta", "macro_fbeta"; or an Objective).
     class_names : sequence of str, optional
         One per column ("0", "1", ... when omitted).
     model, model_sha256 : str, optional
@@ -502,30 +499,21 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     beta : float, optional
         Recall weight of the F-beta objectives.
     guard_folds : int, optional
-        Small-class guard: cross-validate the solver and its fallback with this many folds
-        inside the given clips and keep the fallback for a class whose out-of-fold objective
-        it beats, recording why (``per_class``). None (the default) keeps every fitted value.
-    default_threshold : float
-        The fixed threshold of ``guard_fallback="default"``.
-    guard_fallback : {"label_rate", "default"}
-        What the guard falls back to: the class's label-rate threshold on the given clips
-        (fitted, so it costs nothing where the fit is good; kept on ties by the fit), or the
-        fixed ``default_threshold`` (which the fit must beat; calitag 0.1's guard).
+        Small-class guard: K-fold cross-validate the solver and its fallback inside the clips and
+        keep the fallback where it wins, recording why (``per_class``). None: no guard.
+    guard_fallback, default_threshold : str, float
+        The guard's fallback: "label_rate", the class's label-rate threshold (kept on ties by the fit),
+        or "default", the fixed ``default_threshold`` (which the fit must beat; calitag 0.1's guard).
     target : str, Target, mapping or path, optional
-        Certify an operating point instead of the objective's optimum for these classes:
-        ``"precision=0.9"`` (every class), ``{"Dog": "recall=0.8"}`` or a ``class,metric,value``
-        CSV file (see :mod:`calitag.thresholds.targets`). ``per_class`` records ``certified``
-        and ``best_level``; an uncertified class gets the threshold of its best level.
-    confidence : float
-        Confidence of the targets (0.95: the target holds on new clips with probability 0.95).
+        Certify ``"precision=0.9"`` (every class), ``{"Dog": "recall=0.8"}`` or a CSV file's
+        targets at ``confidence`` instead of the objective's optimum (:mod:`~calitag.thresholds.targets`).
     probabilities : {"none", "auto", "platt", "isotonic"}
         Also fit per-class calibration maps (:meth:`Thresholds.probabilities`).
     on_progress : callable, optional
         Called as ``on_progress(done, total)`` after each epoch/iteration.
     **options
-        Solver options, keyword-only: the fields of the method's options class
-        (:class:`SGLOptions`, :class:`DefaultOptions`, :class:`HeuristicOptions`,
-        :class:`NumericOptions`, :class:`ExactOptions`).
+        Solver options: the fields of the method's options class (:class:`SGLOptions`,
+        :class:`DefaultOptions`, :class:`HeuristicOptions`, :class:`NumericOptions`, :class:`ExactOptions`).
 
     Returns
     -------
@@ -537,7 +525,7 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     ScoresError
         Invalid scores or labels (NaN/inf, outside [0, 1], shape mismatch, non-binary labels).
     CalibrationError
-        Unknown method, objective or option, or an option out of range.
+        Unknown method, objective, option or target, or an option out of range.
 
     Warns
     -----
@@ -549,40 +537,48 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     spec = resolve_objective(objective, beta=beta)
     opts = _resolve_options(method, options)
     checked, truth = check_scores_labels(scores, labels, class_names=class_names)
-    n_classes = checked.shape[1]
-    names = _class_names(class_names, n_classes)
+    names = _class_names(class_names, n_classes := checked.shape[1])
     start = time.perf_counter()
     problem = _prepare(checked, truth, spec, method, opts)
     values, extra = _SOLVERS[method].solve(problem, opts, on_progress)
     if problem.index is not None:
         # Same decisions on the fitting clips, but never within rounding of a score level.
         values = problem.index.snap(np.clip(values, 0.0, 1.0))
-    seconds = time.perf_counter() - start
-    values = np.clip(values, 0.0, 1.0)
+    seconds, values = time.perf_counter() - start, np.clip(values, 0.0, 1.0)
     per_class: dict[str, list[Any]] = {"kept": ["fit"] * n_classes, "reason": [None] * n_classes}
+    seed = int(getattr(opts, "seed", 0))
     if guard_folds is not None and method != "default":
         values, kept, extra["guard"] = _apply_guard(problem, values, method=method, options=options, folds=guard_folds,
-                                                    default_threshold=default_threshold,
-                                                    seed=int(getattr(opts, "seed", 0)), fallback=guard_fallback)
+                                                    default_threshold=default_threshold, seed=seed,
+                                                    fallback=guard_fallback)
         per_class.update(kept)
     recorded = _recorded_options(opts, method, spec)
-    if target is not None:
-        values = _apply_targets(problem, values, per_class, target=target, confidence=confidence, names=names)
-        recorded.update(target=sorted({t for t in per_class["target"] if t}), confidence=float(confidence))
+    values = _apply_targets(problem, values, per_class, recorded, target=target, confidence=confidence, names=names)
     provenance = {"model": model, "model_sha256": model_sha256, "method": method, "options": recorded}
     result = _result(problem, values, names=names, seconds=seconds, extra=extra, per_class=per_class, **provenance)
-    if probabilities != "none":
-        from calitag.thresholds.probability import fit_probability_maps
-
-        maps = fit_probability_maps(checked, truth, method=probabilities, seed=int(getattr(opts, "seed", 0)))
-        result = dataclasses.replace(result, probability_maps=maps, created=result.created)
-    return result
+    return _with_probabilities(result, problem, method=probabilities, seed=seed)
 
 
-def _apply_targets(problem: _Problem, values: np.ndarray, per_class: dict[str, list[Any]], *, target: Any,
-                   confidence: float, names: tuple[str, ...]) -> np.ndarray:
-    """The thresholds of the classes with a target, certified where they can be; ``per_class`` records how."""
+def _with_probabilities(result: Thresholds, problem: _Problem, *, method: str, seed: int) -> Thresholds:
+    """``result`` with per-class probability maps fitted on the problem's clips (unchanged for "none")."""
+    if method == "none":
+        return result
+    from calitag.thresholds.probability import fit_probability_maps
+
+    maps = fit_probability_maps(problem.scores, problem.labels, method=method, seed=seed)
+    return dataclasses.replace(result, probability_maps=maps, created=result.created)
+
+
+def _apply_targets(problem: _Problem, values: np.ndarray, per_class: dict[str, list[Any]], recorded: dict[str, Any],
+                   *, target: Any, confidence: float, names: tuple[str, ...]) -> np.ndarray:
+    """The thresholds of the classes with a target, certified where they can be; ``per_class`` records how.
+
+    Without a target the values are returned as they are and nothing is recorded.
+    """
+    if target is None:
+        return values
     targets = resolve_targets(target, names)
+    recorded.update(target=sorted({str(t) for t in targets if t is not None}), confidence=float(confidence))
     outcomes = certify(problem.scores, problem.labels, targets, confidence=check_confidence(confidence))
     values = values.copy()
     per_class.update(target=[None if t is None else str(t) for t in targets], certified=[], best_level=[])
