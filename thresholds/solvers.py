@@ -506,7 +506,8 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
         or "default", the fixed ``default_threshold`` (which the fit must beat; calitag 0.1's guard).
     target : str, Target, mapping or path, optional
         Certify ``"precision=0.9"`` (every class), ``{"Dog": "recall=0.8"}`` or a CSV file's
-        targets at ``confidence`` instead of the objective's optimum (:mod:`~calitag.thresholds.targets`).
+        targets at ``confidence`` instead of the objective's optimum (:mod:`~calitag.thresholds.targets`);
+        an uncertified class keeps the optimum, marked ``certified: false`` in ``per_class``.
     probabilities : {"none", "auto", "platt", "isotonic"}
         Also fit per-class calibration maps (:meth:`Thresholds.probabilities`).
     on_progress : callable, optional

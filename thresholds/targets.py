@@ -19,9 +19,9 @@ least 0.95 over the draw of the fitting clips. The rule is Learn-then-Test's fix
 - recall: the cuts are tested from loose to strict (``tp`` successes in ``n_pos`` trials); among
   the passed cuts the one with the best precision is chosen.
 
-A class whose first test fails is not certified: its threshold is the one certified at the best
-level that the same procedure certifies on these clips (``best_level``), and it is recorded as
-``certified: false``; a class for which no level at all can be certified keeps the solver's value.
+A class that no cut certifies keeps the solver's threshold (its F1 optimum) and is recorded as
+``certified: false`` with ``best_level``: the highest level of the metric that the same procedure
+certifies on these clips (the largest lower bound of a cut), so the user sees how far it fell short.
 Each class is certified on its own at the given confidence (no correction across classes).
 """
 
@@ -193,7 +193,7 @@ def cut_table(column: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nda
 
 @dataclass(frozen=True)
 class Certified:
-    """The outcome of one class: its threshold (None: nothing certifiable), whether the target holds, the best level."""
+    """The outcome of one class: the certified threshold (None when not certified), whether it is, the best level."""
 
     threshold: float | None
     certified: bool
@@ -220,10 +220,7 @@ def _certify_precision(thresholds: np.ndarray, tp: np.ndarray, pp: np.ndarray, l
         return int(_passed_prefix(bounds, int(reached[0]), at)[-1])
 
     chosen = run(level)
-    if chosen is not None:
-        return Certified(float(thresholds[chosen]), True, best)
-    fallback = run(best) if best > 0 else None
-    return Certified(None if fallback is None else float(thresholds[fallback]), False, best)
+    return Certified(None if chosen is None else float(thresholds[chosen]), chosen is not None, best)
 
 
 def _certify_recall(thresholds: np.ndarray, tp: np.ndarray, pp: np.ndarray, n_pos: int, level: float,
@@ -243,10 +240,7 @@ def _certify_recall(thresholds: np.ndarray, tp: np.ndarray, pp: np.ndarray, n_po
         return int(passed[np.flatnonzero(precision == precision.max())[-1]])
 
     chosen = run(level)
-    if chosen is not None:
-        return Certified(float(thresholds[chosen]), True, best)
-    fallback = run(best) if best > 0 else None
-    return Certified(None if fallback is None else float(thresholds[fallback]), False, best)
+    return Certified(None if chosen is None else float(thresholds[chosen]), chosen is not None, best)
 
 
 def certify_class(column: np.ndarray, truth: np.ndarray, target: Target, *,
@@ -266,8 +260,8 @@ def certify_class(column: np.ndarray, truth: np.ndarray, target: Target, *,
     Returns
     -------
     Certified
-        The chosen threshold (the best on the other metric among the certified ones), or for a class
-        that cannot be certified the one certified at its best level (None when there is none).
+        The chosen threshold (the best on the other metric among the certified ones; None when the
+        class cannot be certified) and the best certifiable level.
     """
     confidence = check_confidence(confidence)
     thresholds, tp, pp = cut_table(np.asarray(column, dtype=np.float64), np.asarray(truth, dtype=bool))
