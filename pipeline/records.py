@@ -465,6 +465,10 @@ class RecordOptions:
     all_scores: keep every class score in the record (Parquet: a fixed-size list column); the segments
       keep ``top_scores``.
     rows_per_part: Parquet records per part file (a kill redoes at most this many files).
+    probabilities: thresholds whose probability maps add a record's calibrated ``probabilities``
+      (for the classes of its ``scores``; JSON lines only), or None.
+    uncertified: classes whose target could not be certified; a record's tags among them are listed
+      in its ``uncertified`` field (JSON lines only).
     """
 
     fmt: str | None = None
@@ -472,6 +476,8 @@ class RecordOptions:
     top_scores: int | None = 5
     all_scores: bool = False
     rows_per_part: int = ROWS_PER_PART
+    probabilities: Any = None
+    uncertified: tuple[str, ...] = ()
 
     @property
     def keeps_all_scores(self) -> bool:
@@ -481,9 +487,16 @@ class RecordOptions:
     def record(self, result: FileResult, *, class_names: Sequence[str], model: str,
                thresholds_id: str | None = None) -> dict[str, Any]:
         """The record of one file (see :func:`batch_record`), its segments' timeline included."""
-        return batch_record(result, class_names=class_names, model=model, thresholds_id=thresholds_id,
-                            top_k=self.top_k, top_scores=None if self.keeps_all_scores else self.top_scores,
-                            segments=segment_records(result, class_names=class_names, top_scores=self.top_scores))
+        record = batch_record(result, class_names=class_names, model=model, thresholds_id=thresholds_id,
+                              top_k=self.top_k, top_scores=None if self.keeps_all_scores else self.top_scores,
+                              segments=segment_records(result, class_names=class_names, top_scores=self.top_scores))
+        if result.error is None and self.uncertified:
+            record["uncertified"] = [label for label in record["tags"] if label in self.uncertified]
+        if result.error is None and self.probabilities is not None:
+            probs = self.probabilities.probabilities(result.scores)
+            index = {name: i for i, name in enumerate(class_names)}
+            record["probabilities"] = {name: round(float(probs[index[name]]), 6) for name in record["scores"]}
+        return record
 
 
 def batch_record(
