@@ -435,3 +435,23 @@ def test_calibrate_cli_target_probabilities_then_tag_marks_uncertified(yamnet_ca
     assert record["probabilities"] is True and camera and camera[0]["certified"] is False
     refused = CliRunner().invoke(main, ["tag", str(audio_samples / "camera_01.wav"), "--probabilities"])
     assert refused.exit_code == 1 and "--probabilities needs a --thresholds file" in refused.output
+
+
+def test_report_of_a_calibration_with_maps_shows_ece_brier_and_reliability(tmp_path):
+    """The HTML report gains a Probabilities section: ECE and Brier before/after per class and the diagrams."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("PIL")
+    from calitag.pipeline.report import calibration_report
+    from calitag.thresholds.probability import expected_calibration_error
+
+    out, labels_path = _batch_output(tmp_path, n_clips=80)
+    job = CalibrationJob(labels=labels_path, out=tmp_path / "th.json", scores=out,
+                         options=CalibrationOptions(method="exact", probabilities="platt"))
+    result = run_calibration(job, _StubTagger())
+    text = calibration_report(result)
+    assert "id='probabilities'" in text and "alt='reliability diagrams'" in text
+    raw = expected_calibration_error(result.held_out_scores, result.held_out_targets).mean()
+    assert f">{raw:.4f}<" in text
+    plain = run_calibration(CalibrationJob(labels=labels_path, out=tmp_path / "plain.json", scores=out,
+                                           options=CalibrationOptions(method="exact")), _StubTagger())
+    assert "id='probabilities'" not in calibration_report(plain)
