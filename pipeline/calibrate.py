@@ -32,6 +32,8 @@ from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
 from calitag.thresholds.io import DEFAULT_THRESHOLD, is_thresholds_file
 from calitag.thresholds.metrics import report_from_counts
+from calitag.thresholds.probability import ProbabilityMap, ProbabilityMaps, brier_score, expected_calibration_error
+from calitag.thresholds.targets import achieved
 from calitag.thresholds.html_report import check_report_target
 from calitag.thresholds.splits import kfold_splits, split_indices
 
@@ -93,6 +95,27 @@ class CalibrationResult:
     held_out_scores: np.ndarray | None = None
     held_out_targets: np.ndarray | None = None
     held_out_decided: np.ndarray | None = None
+    #: Calibrated probabilities of the held-out clips (by maps that did not see them), or None.
+    held_out_probs: np.ndarray | None = None
+
+    def achieved(self) -> dict[str, list[object]] | None:
+        """With targets: per labeled class, held-out precision and recall with exact 95% intervals
+        (:func:`calitag.thresholds.targets.achieved`); None without targets."""
+        if "target" not in (self.thresholds.per_class or {}) or self.held_out_decided is None:
+            return None
+        return achieved(self.held_out_decided, self.held_out_targets > 0)
+
+    def probability_quality(self) -> dict[str, object] | None:
+        """With probability maps: class-wise ECE (15 equal bins) and Brier score of the held-out clips,
+        raw scores against calibrated probabilities; None without maps."""
+        if self.held_out_probs is None:
+            return None
+        raw, calibrated, truth = self.held_out_scores, self.held_out_probs, self.held_out_targets
+        return {"method": self.thresholds.probability_maps.method,
+                "ece_raw": float(expected_calibration_error(raw, truth).mean()),
+                "ece_calibrated": float(expected_calibration_error(calibrated, truth).mean()),
+                "brier_raw": float(brier_score(raw, truth).mean()),
+                "brier_calibrated": float(brier_score(calibrated, truth).mean())}
 
     def to_dict(self) -> dict[str, object]:
         """Every number of the calibration as one JSON-ready object.
@@ -104,6 +127,7 @@ class CalibrationResult:
         thresholds = dict(zip(self.thresholds.class_names, self.thresholds.values))
         per_class = self.thresholds.per_class or {}
         index = {name: i for i, name in enumerate(self.thresholds.class_names)}
+        reached = self.achieved()
         classes = []
         for i, name in enumerate(self.classes):
             d, c, j = self.default, self.calibrated, index[name]
@@ -118,6 +142,10 @@ class CalibrationResult:
                 "calibrated": {"threshold": float(thresholds[name]), "precision": float(c.precision[i]),
                                "recall": float(c.recall[i]), "f1": float(c.f1[i])},
             })
+            if reached is not None:
+                classes[-1].update({key: per_class[key][j] for key in ("target", "certified", "best_level")})
+                classes[-1]["calibrated"].update(precision_interval=reached["precision_interval"][i],
+                                                 recall_interval=reached["recall_interval"][i])
         return {
             "model": self.thresholds.model,
             "method": self.thresholds.method,
@@ -136,6 +164,8 @@ class CalibrationResult:
             "missing_files": list(self.missing_files),
             "unlabeled_files": list(self.unlabeled_files),
             "notes": list(self.notes),
+            **({"confidence": self.thresholds.options.get("confidence")} if reached is not None else {}),
+            **({"probabilities": quality} if (quality := self.probability_quality()) is not None else {}),
         }
 
 
@@ -151,9 +181,12 @@ class CalibrationOptions:
     seed: seeds the split, the solver and the bootstrap.
     skip_missing: drop files listed but absent, and labels that are not model classes, instead of failing.
     workers: worker processes that score the folder (:func:`calitag.pipeline.batch.run_batch`).
-    guard: keep a class's fitted threshold only when it beats the default threshold under 3-fold
+    guard: fall back to a class's label-rate threshold when it beats the fitted one under 3-fold
     cross-validation inside the fitting clips.
     solver: further options of the solver (``lr``, ``epochs``, ...).
+    target, confidence: certify ``"precision=0.9"`` (or a mapping, or a ``class,metric,value`` CSV
+    file) at this confidence instead of the objective's optimum (:mod:`calitag.thresholds.targets`).
+    probabilities: also fit per-class probability maps ("none", "auto", "platt", "isotonic").
     """
 
     method: str = "sgl"
@@ -165,6 +198,9 @@ class CalibrationOptions:
     workers: int | None = None
     guard: bool = True
     solver: Mapping[str, object] = field(default_factory=dict)
+    target: object = None
+    confidence: float = 0.95
+    probabilities: str = "none"
 
     def with_keywords(self, **keywords: object) -> CalibrationOptions:
         """These options with ``keywords`` applied: a field's name replaces it, any other name is a solver option."""
@@ -465,6 +501,9 @@ class HeldOutFit:
     clip_values: np.ndarray
     n_fit: int
     folds: int | None
+    #: (len(held_out), n_classes) calibrated probabilities of the held-out clips by the maps that
+    #: did not see them; None without probability maps.
+    clip_probs: np.ndarray | None = None
 
 
 def fit_clips(data: LabeledClips, index: np.ndarray, *, model: str, options: CalibrationOptions) -> Thresholds:
@@ -473,7 +512,8 @@ def fit_clips(data: LabeledClips, index: np.ndarray, *, model: str, options: Cal
     guard = options.guard and options.method != "default" and len(index) >= 2 * GUARD_FOLDS
     return fit(data.scores[index], data.targets[index], method=options.method, objective=options.objective,
                class_names=data.classes, model=model, guard_folds=GUARD_FOLDS if guard else None,
-               default_threshold=DEFAULT_THRESHOLD, **options.fit_options())
+               default_threshold=DEFAULT_THRESHOLD, target=options.target, confidence=options.confidence,
+               probabilities=options.probabilities, **options.fit_options())
 
 
 def split_and_fit(data: LabeledClips, *, model: str, options: CalibrationOptions) -> HeldOutFit:
@@ -489,16 +529,21 @@ def split_and_fit(data: LabeledClips, *, model: str, options: CalibrationOptions
         fit_idx, held_idx = split_indices(data.targets, held_out_fraction=options.val_fraction, seed=options.seed)
         fitted = fit_clips(data, fit_idx, model=model, options=options)
         clip_values = np.broadcast_to(fitted.values, (len(held_idx), len(data.classes)))
-        return HeldOutFit(fitted, held_idx, clip_values, len(fit_idx), folds)
+        probs = fitted.probabilities(data.scores[held_idx]) if fitted.probability_maps is not None else None
+        return HeldOutFit(fitted, held_idx, clip_values, len(fit_idx), folds, probs)
     if folds < 2 or folds > n_clips:
         raise LabelsError(f"--folds must be between 2 and the number of clips ({n_clips}), got {folds}")
     # Every clip is held out once, and decided with the thresholds of the fold fitted without it.
     clip_values = np.empty_like(data.scores)
+    probs = None if options.probabilities == "none" else np.empty_like(data.scores)
     for fit_idx, fold_idx in kfold_splits(data.targets, n_folds=folds, seed=options.seed):
-        clip_values[fold_idx] = fit_clips(data, fit_idx, model=model, options=options).values
+        fold_fit = fit_clips(data, fit_idx, model=model, options=options)
+        clip_values[fold_idx] = fold_fit.values
+        if probs is not None:
+            probs[fold_idx] = fold_fit.probabilities(data.scores[fold_idx])
     everything = np.arange(n_clips)
     return HeldOutFit(fit_clips(data, everything, model=model, options=options), everything, clip_values, n_clips,
-                      folds)
+                      folds, probs)
 
 
 def _report(decided: np.ndarray, targets: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...]) -> ClassificationReport:
@@ -566,13 +611,26 @@ def provenance(data: LabeledClips, fitted: HeldOutFit, comparison: Comparison, *
         validation={**fitted_thresholds.validation, "held_out": held_out, "source": str(source),
                     "labels": labels.source},
         per_class=_full_per_class(fitted_thresholds, data.columns, len(class_names)),
+        probability_maps=_full_maps(fitted_thresholds.probability_maps, data.columns, len(class_names)),
     )
+
+
+def _full_maps(maps: ProbabilityMaps | None, columns: np.ndarray, n_classes: int) -> ProbabilityMaps | None:
+    """The fit's probability maps spread over every model class (unlabeled ones keep their scores)."""
+    if maps is None:
+        return None
+    full = [ProbabilityMap("identity")] * n_classes
+    for j, column in enumerate(columns):
+        full[int(column)] = maps.maps[j]
+    return ProbabilityMaps(tuple(full), method=maps.method)
 
 
 def _full_per_class(fitted: Thresholds, columns: np.ndarray, n_classes: int) -> dict[str, list[object]]:
     """The fit's per-class record spread over every model class (unlabeled ones keep the default)."""
     record: dict[str, list[object]] = {"positives": [0] * n_classes, "kept": ["default"] * n_classes,
                                        "reason": ["not in the labels"] * n_classes}
+    if "target" in (fitted.per_class or {}):
+        record.update(target=[None] * n_classes, certified=[None] * n_classes, best_level=[None] * n_classes)
     for j, column in enumerate(columns):
         for key in record:
             record[key][int(column)] = (fitted.per_class or {}).get(key, [None] * len(columns))[j]
@@ -652,6 +710,7 @@ def calibrate(
         n_held_out=len(fitted.held_out), failed=clips.failed, unlabeled_files=clips.unlabeled,
         missing_files=clips.missing, folds=options.folds, notes=tuple(notes), few_positives=data.few_positives(),
         held_out_scores=comparison.scores, held_out_targets=comparison.targets, held_out_decided=comparison.decided,
+        held_out_probs=fitted.clip_probs,
     )
 
 

@@ -711,6 +711,10 @@ class RecordOptions:
     top_n, merge_gap_s: review formats ("raven", "audacity"): the ``top_n`` best classes per segment
       instead of its tags; segments of a tag at most ``merge_gap_s`` apart joined into one event
       (:func:`calitag.pipeline.review_formats.timeline_events`).
+    probabilities: thresholds whose probability maps add a record's calibrated ``probabilities``
+      (for the classes of its ``scores``; JSON lines only), or None.
+    uncertified: classes whose target could not be certified; a record's tags among them are listed
+      in its ``uncertified`` field (JSON lines only).
     """
 
     fmt: str | None = None
@@ -720,6 +724,8 @@ class RecordOptions:
     rows_per_part: int = ROWS_PER_PART
     top_n: int | None = None
     merge_gap_s: float | None = None
+    probabilities: Any = None
+    uncertified: tuple[str, ...] = ()
 
     @property
     def keeps_all_scores(self) -> bool:
@@ -731,9 +737,16 @@ class RecordOptions:
         """The record of one file (see :func:`batch_record`), its segments' timeline included."""
         if self.fmt in REVIEW_FORMATS:
             return review_record(result, top_n=self.top_n, merge_gap_s=self.merge_gap_s)
-        return batch_record(result, class_names=class_names, model=model, thresholds_id=thresholds_id,
-                            top_k=self.top_k, top_scores=None if self.keeps_all_scores else self.top_scores,
-                            segments=segment_records(result, class_names=class_names, top_scores=self.top_scores))
+        record = batch_record(result, class_names=class_names, model=model, thresholds_id=thresholds_id,
+                              top_k=self.top_k, top_scores=None if self.keeps_all_scores else self.top_scores,
+                              segments=segment_records(result, class_names=class_names, top_scores=self.top_scores))
+        if result.error is None and self.uncertified:
+            record["uncertified"] = [label for label in record["tags"] if label in self.uncertified]
+        if result.error is None and self.probabilities is not None:
+            probs = self.probabilities.probabilities(result.scores)
+            index = {name: i for i, name in enumerate(class_names)}
+            record["probabilities"] = {name: round(float(probs[index[name]]), 6) for name in record["scores"]}
+        return record
 
 
 def batch_record(

@@ -599,7 +599,8 @@ class Tagger:
         return self.decision.apply(scores.probs)
 
     def tag(
-        self, items: AudioInput | Sequence[AudioInput], *, top_k: int | None = None, aggregate: Aggregate = "max"
+        self, items: AudioInput | Sequence[AudioInput], *, top_k: int | None = None, aggregate: Aggregate = "max",
+        probabilities: bool = False,
     ) -> list[Tags]:
         """Labels of each recording whose clip score passes its threshold.
 
@@ -611,6 +612,9 @@ class Tagger:
             Keep at most this many labels per recording (the highest scores).
         aggregate : {"max", "mean"}
             As :meth:`scores`.
+        probabilities : bool
+            Pair each label with its calibrated probability (the thresholds file's maps) instead of
+            its score; the decision is the same.
 
         Returns
         -------
@@ -620,17 +624,19 @@ class Tagger:
         if top_k is not None and top_k < 1:
             raise AudioError(f"top_k must be at least 1, got {top_k}")
         scores = self.scores(items, aggregate=aggregate)
-        return self.tags_from_scores(scores, top_k=top_k)
+        return self.tags_from_scores(scores, top_k=top_k, probabilities=probabilities)
 
-    def tags_from_scores(self, scores: Scores, *, top_k: int | None = None) -> list[Tags]:
+    def tags_from_scores(self, scores: Scores, *, top_k: int | None = None, probabilities: bool = False) -> list[Tags]:
         """Turn clip scores into tag sets with this Tagger's :attr:`decision` (see :meth:`tag`).
 
         Raises
         ------
         ScoresError
             Scores with another number of classes, or NaN/inf.
+        ThresholdsError
+            ``probabilities`` with thresholds that hold no probability maps.
         """
-        labels = self.decision.labels(scores.probs, top_k=top_k)
+        labels = self.decision.labels(scores.probs, top_k=top_k, probabilities=probabilities)
         sources = scores.sources or ("",) * len(labels)
         return [Tags(source=source, labels=pairs, model=scores.model) for source, pairs in zip(sources, labels)]
 

@@ -394,3 +394,64 @@ def test_tagger_calibrate_without_out_returns_the_result_and_writes_nothing(yamn
     assert result.thresholds.validation["held_out"]["n_clips"] == result.n_held_out
     assert {p: p.stat().st_mtime_ns for p in audio_samples.rglob("*")} == before
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibrate_with_target_and_probabilities_reports_intervals_and_writes_maps(tmp_path):
+    """A precision target and probability maps: the file records both, the result has held-out intervals and ECE."""
+    out, labels_path = _batch_output(tmp_path, n_clips=80)
+    options = CalibrationOptions(method="exact", target="precision=0.6", probabilities="platt")
+    job = CalibrationJob(labels=labels_path, out=tmp_path / "th.json", scores=out, options=options)
+    result = run_calibration(job, _StubTagger())
+    saved = Thresholds.load(tmp_path / "th.json")
+    assert saved.per_class["target"] == ["precision=0.6", "precision=0.6", None]
+    assert saved.per_class["certified"][2] is None and isinstance(saved.per_class["certified"][0], bool)
+    assert [m.kind for m in saved.probability_maps.maps] == ["platt", "platt", "identity"]
+    document = result.to_dict()
+    speech = document["classes"][0]
+    low, high = speech["calibrated"]["precision_interval"]
+    assert low <= speech["calibrated"]["precision"] <= high and speech["target"] == "precision=0.6"
+    quality = document["probabilities"]
+    assert quality["method"] == "platt" and quality["ece_raw"] > 0 and quality["brier_calibrated"] > 0
+    plain = run_calibration(CalibrationJob(labels=labels_path, out=tmp_path / "plain.json", scores=out,
+                                           options=CalibrationOptions(method="exact")), _StubTagger())
+    assert "probabilities" not in plain.to_dict() and "target" not in plain.to_dict()["classes"][0]
+
+
+def test_calibrate_cli_target_probabilities_then_tag_marks_uncertified(yamnet_cached, audio_samples, tmp_path):
+    """calibrate --target --probabilities prints certification and ECE; tag --probabilities marks uncertified tags."""
+    out = tmp_path / "th.json"
+    result = CliRunner().invoke(main, ["calibrate", str(audio_samples), "--labels", str(audio_samples / "labels.csv"),
+                                       "--target", "precision=0.6", "--probabilities", "auto", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "held-out precision and recall with exact 95% intervals" in result.stdout
+    assert "ECE (15 bins)" in result.stdout
+    saved = Thresholds.load(out)
+    assert "Speech" not in saved.uncertified and "Ding" in saved.uncertified
+    tagged = CliRunner().invoke(main, ["tag", str(audio_samples / "camera_01.wav"), "--thresholds", str(out),
+                                       "--probabilities", "--format", "json"])
+    assert tagged.exit_code == 0, tagged.output
+    (record,) = json.loads(tagged.stdout)
+    camera = [t for t in record["tags"] if t["label"] == "Camera"]
+    assert record["probabilities"] is True and camera and camera[0]["certified"] is False
+    refused = CliRunner().invoke(main, ["tag", str(audio_samples / "camera_01.wav"), "--probabilities"])
+    assert refused.exit_code == 1 and "--probabilities needs a --thresholds file" in refused.output
+
+
+def test_report_of_a_calibration_with_maps_shows_ece_brier_and_reliability(tmp_path):
+    """The HTML report gains a Probabilities section: ECE and Brier before/after per class and the diagrams."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("PIL")
+    from calitag.pipeline.report import calibration_report
+    from calitag.thresholds.probability import expected_calibration_error
+
+    out, labels_path = _batch_output(tmp_path, n_clips=80)
+    job = CalibrationJob(labels=labels_path, out=tmp_path / "th.json", scores=out,
+                         options=CalibrationOptions(method="exact", probabilities="platt"))
+    result = run_calibration(job, _StubTagger())
+    text = calibration_report(result)
+    assert "id='probabilities'" in text and "alt='reliability diagrams'" in text
+    raw = expected_calibration_error(result.held_out_scores, result.held_out_targets).mean()
+    assert f">{raw:.4f}<" in text
+    plain = run_calibration(CalibrationJob(labels=labels_path, out=tmp_path / "plain.json", scores=out,
+                                           options=CalibrationOptions(method="exact")), _StubTagger())
+    assert "id='probabilities'" not in calibration_report(plain)

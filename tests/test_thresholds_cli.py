@@ -243,3 +243,29 @@ def test_fit_command_imports_no_heavy_library(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout
     assert Thresholds.load(tmp_path / "th.json").n_classes == 20
+
+
+def test_fit_probabilities_writes_maps_that_the_file_applies(runner, val_eval_17, tmp_path):
+    """fit --probabilities auto writes one map per class; Thresholds.probabilities of the file gives (n, C)."""
+    out = tmp_path / "th.json"
+    result = _run(runner, "thresholds", "fit", val_eval_17, "--probabilities", "auto", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "probability maps (auto)" in result.stdout
+    th = Thresholds.load(out)
+    with np.load(val_eval_17) as data:
+        probs = th.probabilities(data["eval_scores"])
+    assert probs.shape == (700, 17) and np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()
+    assert len(th.probability_maps.maps) == 17
+
+
+def test_fit_without_new_options_writes_the_same_thresholds(runner, val_eval_17, tmp_path):
+    """No --target and no --probabilities: the values equal the library's plain fit, no maps, no targets."""
+    from calitag.thresholds import fit
+
+    out = tmp_path / "th.json"
+    assert _run(runner, "thresholds", "fit", val_eval_17, "--out", out).exit_code == 0
+    th = Thresholds.load(out)
+    with np.load(val_eval_17) as data:
+        plain = fit(data["val_scores"], data["val_labels"])
+    assert th.values.tolist() == plain.values.tolist()
+    assert th.probability_maps is None and "target" not in th.per_class

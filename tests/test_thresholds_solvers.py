@@ -336,7 +336,7 @@ def test_guard_keeps_the_default_for_a_class_the_fit_does_not_help():
     scores = np.empty((n, 2))
     scores[:, 0] = np.where(labels[:, 0], rng.uniform(0.2, 0.45, n), rng.uniform(0.0, 0.25, n))
     scores[:, 1] = rng.uniform(0.0, 0.49, n)
-    th = fit(scores, labels, guard_folds=3, class_names=("strong", "noise"))
+    th = fit(scores, labels, guard_folds=3, guard_fallback="default", class_names=("strong", "noise"))
     assert th.per_class["positives"] == [int(labels[:, 0].sum()), 3]
     assert th.per_class["kept"] == ["fit", "default"]
     assert th.per_class["reason"][0] is None and "3 positive" in th.per_class["reason"][1]
@@ -349,3 +349,71 @@ def test_slope_must_be_finite():
     scores, labels = synthetic_scores(100, 3, seed=0)
     with pytest.raises(CalibrationError, match="slope.*finite"):
         fit(scores, labels, slope=float("inf"))
+
+
+def test_guard_keeps_a_fitted_threshold_for_a_tiny_class_that_separates_low():
+    """A class with 4 positives just above its negatives (like audio_samples' Camera) is not sent to 0.5."""
+    rng = np.random.default_rng(3)
+    n = 240
+    labels = np.zeros((n, 2), dtype=np.uint8)
+    labels[:, 0] = rng.random(n) < 0.3
+    labels[:4, 1] = 1
+    scores = np.empty((n, 2))
+    scores[:, 0] = np.where(labels[:, 0], rng.uniform(0.3, 0.9, n), rng.uniform(0.0, 0.4, n))
+    scores[:, 1] = np.where(labels[:, 1], rng.uniform(0.12, 0.2, n), rng.uniform(0.0, 0.08, n))
+    new = fit(scores, labels, guard_folds=3, class_names=("common", "tiny"))
+    old = fit(scores, labels, guard_folds=3, guard_fallback="default", class_names=("common", "tiny"))
+    assert old.values[1] == 0.5  # calitag 0.1's guard: the tiny class never fires
+    assert 0.08 < new.values[1] < 0.12 and new.per_class["kept"][1] in ("fit", "fallback")
+    assert new.validation["guard"]["fallback"] == "label_rate"
+
+
+def test_guard_falls_back_to_the_label_rate_threshold_and_says_so():
+    """Where the label-rate threshold wins out of fold it is kept, marked 'fallback', with the reason."""
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = np.zeros((n, 2), dtype=np.uint8)
+    labels[:, 0] = rng.random(n) < 0.3
+    labels[:3, 1] = 1
+    scores = np.empty((n, 2))
+    scores[:, 0] = np.where(labels[:, 0], rng.uniform(0.2, 0.45, n), rng.uniform(0.0, 0.25, n))
+    scores[:, 1] = rng.uniform(0.0, 0.49, n)
+    th = fit(scores, labels, guard_folds=3, class_names=("strong", "noise"))
+    fallen = [i for i, kept in enumerate(th.per_class["kept"]) if kept == "fallback"]
+    assert fallen, "some class should fall back on these clips"
+    for i in fallen:
+        assert "label-rate threshold" in th.per_class["reason"][i]
+        predicted = int((scores[:, i] > th.values[i]).sum())
+        assert predicted == int(labels[:, i].sum())  # the label-rate rule: as many clips as positives
+
+
+def test_guard_costs_nothing_on_dcase2017_eval(dcase2017, dcase2019):
+    """--guard-folds 3 loses at most 0.5 points of eval macro-F1 to no guard (DCASE2017; DCASE2019 val halves)."""
+    from calitag.thresholds.splits import split_indices
+
+    a, b = split_indices(dcase2019["val_labels"], held_out_fraction=0.5, seed=0)
+    sets = [(dcase2017["val_scores"], dcase2017["val_labels"], dcase2017["eval_scores"], dcase2017["eval_labels"]),
+            (dcase2019["val_scores"][a], dcase2019["val_labels"][a], dcase2019["val_scores"][b],
+             dcase2019["val_labels"][b])]
+    for vs, vl, es, el in sets:
+        plain = evaluate(es, el, fit(vs, vl)).macro_f1
+        guarded = evaluate(es, el, fit(vs, vl, guard_folds=3)).macro_f1
+        assert _pct(guarded) >= _pct(plain) - 0.5
+
+
+def test_guard_helps_dcase2019_classes_cut_to_four_positives(dcase2019):
+    """With 4 fitting positives per class in turn, the guard raises that class's mean held-out F1."""
+    from calitag.thresholds.splits import split_indices
+
+    scores, labels = dcase2019["val_scores"], dcase2019["val_labels"]
+    a, b = split_indices(labels, held_out_fraction=0.5, seed=0)
+    rng = np.random.default_rng(0)
+    plain = guarded = 0.0
+    for c in range(labels.shape[1]):
+        positives = a[labels[a, c] > 0]
+        keep = np.setdiff1d(a, rng.choice(positives, size=len(positives) - 4, replace=False))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain += evaluate(scores[b], labels[b], fit(scores[keep], labels[keep])).f1[c]
+            guarded += evaluate(scores[b], labels[b], fit(scores[keep], labels[keep], guard_folds=3)).f1[c]
+    assert guarded > plain + 0.02 * labels.shape[1]

@@ -5,6 +5,8 @@
     decisions = th.apply(eval_scores)            # bool (n_clips, n_classes), strict score > threshold
     report = evaluate(eval_scores, eval_targets, th)
     th.save("th.json"); Thresholds.load("th.json", expected_classes=th.class_names)
+    th = fit(val_scores, val_labels, target="precision=0.9", probabilities="auto")  # certified, calibrated
+    th.per_class["certified"], th.probabilities(eval_scores)
 
 Names are imported on first use: reading a thresholds file loads neither the solvers nor torch.
 Frame scores have their own decision stack in :mod:`calitag.thresholds.events`.
@@ -31,6 +33,9 @@ _EXPORTS = {
                      "objective_value", "resolve_objective"), _OBJECTIVES),
     **dict.fromkeys(("SurrogateStep", "ThresholdLayer", "surrogate_step"), "calitag.thresholds.surrogate"),
     "synthetic_scores": "calitag.thresholds.synthetic",
+    **dict.fromkeys(("Target", "certify", "read_targets"), "calitag.thresholds.targets"),
+    **dict.fromkeys(("ProbabilityMaps", "brier_score", "expected_calibration_error", "fit_probability_maps"),
+                    "calitag.thresholds.probability"),
     **dict.fromkeys(("label_rate_thresholds", "sgl_thresholds"), "calitag.thresholds.sgl_reference"),
 }
 __all__ = sorted(_EXPORTS)

@@ -432,6 +432,7 @@ def report(
     decided: Any | None = None, meta: Mapping[str, Any] | None = None,
     intervals: Mapping[str, Mapping[str, Any]] | None = None, gains: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None, events: Mapping[str, Any] | None = None,
+    probabilities: Any | None = None,
 ) -> str:
     """The calibration report as one self-contained HTML document.
 
@@ -469,6 +470,10 @@ def report(
     events : mapping, optional
         A thresholds file's ``events`` section (``classes``, ``fitted``), optionally with
         ``class_scores`` and ``baseline_class_scores`` (event-F1 per class tuned and at 0.5).
+    probabilities : array_like, optional
+        Calibrated probabilities of the same clips, same shape as ``scores``: adds a section with
+        ECE (15 equal bins) and Brier score before and after per class, and a reliability diagram
+        per class.
 
     Returns
     -------
@@ -494,9 +499,64 @@ def report(
                                                    interval_note=meta.pop("intervals", None))
         body += [table, figures]
         footer = f"; {n_figures} figures; a clip has a class when its score is strictly above the threshold"
+        if probabilities is not None:
+            names = list(class_names) if class_names is not None else list(thresholds.class_names)
+            body.append(_probabilities_html(scores, probabilities, targets, names))
     if events:
         body.append(_events_html(events))
     return _page(title, meta, body, footer)  # after _clip_sections: it takes "intervals" out of meta
+
+
+def _probabilities_html(scores: Any, probabilities: Any, targets: Any, names: Sequence[str]) -> str:
+    """ECE and Brier score per class, raw scores against calibrated probabilities, and reliability diagrams."""
+    from calitag.thresholds.probability import brier_score, expected_calibration_error
+
+    raw = check_scores(scores, name="scores")
+    calibrated = check_scores(probabilities, name="probabilities")
+    truth = check_targets(targets, raw.shape, name="labels")
+    if calibrated.shape != raw.shape:
+        raise ScoresError(f"probabilities have shape {calibrated.shape}, the scores {raw.shape}: expected the same")
+    ece = expected_calibration_error(raw, truth), expected_calibration_error(calibrated, truth)
+    brier = brier_score(raw, truth), brier_score(calibrated, truth)
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td>{_num_cell(ece[0][c], f'{ece[0][c]:.4f}')}{_num_cell(ece[1][c], f'{ece[1][c]:.4f}')}"
+        f"{_num_cell(brier[0][c], f'{brier[0][c]:.4f}')}{_num_cell(brier[1][c], f'{brier[1][c]:.4f}')}</tr>"
+        for c, name in enumerate(names))
+    mean = (f"<tr><td><b>mean</b></td>{_num_cell(ece[0].mean(), f'{ece[0].mean():.4f}')}"
+            f"{_num_cell(ece[1].mean(), f'{ece[1].mean():.4f}')}{_num_cell(brier[0].mean(), f'{brier[0].mean():.4f}')}"
+            f"{_num_cell(brier[1].mean(), f'{brier[1].mean():.4f}')}</tr>")
+    return ("<section id='probabilities'><h2>Probabilities</h2><p class='note'>Class-wise expected calibration "
+            "error (15 equal-width bins) and Brier score of the same clips, raw scores against calibrated "
+            "probabilities (maps fitted on other clips).</p><table><thead><tr><th>class</th><th>ECE raw</th>"
+            "<th>ECE calibrated</th><th>Brier raw</th><th>Brier calibrated</th></tr></thead><tbody>"
+            f"{rows}{mean}</tbody></table>"
+            f"<img alt='reliability diagrams' src='{_reliability_figure(raw, calibrated, truth, names)}'></section>")
+
+
+def _reliability_figure(raw: np.ndarray, calibrated: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> str:
+    """Reliability diagrams, one small panel per class: positive rate against mean value per bin."""
+    from matplotlib.figure import Figure
+
+    from calitag.thresholds.probability import reliability
+
+    n_cols = min(4, len(names))
+    n_rows = math.ceil(len(names) / n_cols)
+    fig = Figure(figsize=(2.2 * n_cols, 2.0 * n_rows), dpi=FIGURE_DPI)
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"hspace": 0.55})).reshape(-1)
+    for c, ax in enumerate(axes):
+        if c >= len(names):
+            ax.set_visible(False)
+            continue
+        ax.plot([0, 1], [0, 1], color="#999999", linewidth=0.7, linestyle="--")
+        for values, color, label in ((raw, COLOR_DEFAULT, "raw"), (calibrated, COLOR_FITTED, "calibrated")):
+            points = reliability(values[:, c], truth[:, c])
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2.5, linewidth=1.0,
+                    color=color, label=label)
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(str(names[c])[:28], fontsize=7.5)
+        _style_axes(ax)
+    axes[0].legend(fontsize=6.5, loc="upper left", frameon=False)
+    return _figure_uri(fig)
 
 
 def _page(title: str, meta: Mapping[str, Any], body: Sequence[str], footer: str) -> str:

@@ -1,6 +1,7 @@
 """The thresholds file: a fitted artefact that records where it came from.
 
-Layout of a thresholds file (JSON, format version 2; version 1 lacks ``per_class``)::
+Layout of a thresholds file (JSON, format version 3; version 1 lacks ``per_class``, version 2 the
+targets, the guard's "fallback" and ``probabilities``)::
 
     {"format_version": 2, "calitag_version": "0.1.0", "created": "2026-01-01T12:00:00+00:00",
      "model": "yamnet", "model_sha256": null,
@@ -8,7 +9,14 @@ Layout of a thresholds file (JSON, format version 2; version 1 lacks ``per_class
      "method": "sgl", "options": {"lr": 0.01, ...}, "objective": "micro_f1",
      "validation": {"micro_f1": 0.62, "macro_f1": 0.41, "objective": 0.62, "n_clips": 488},
      "events": null,
-     "per_class": {"positives": [120, ...], "kept": ["fit", ...], "reason": [null, ...]}}
+     "per_class": {"positives": [120, ...], "kept": ["fit", ...], "reason": [null, ...],
+                   "target": ["precision=0.9", ...], "certified": [true, ...], "best_level": [0.93, ...]},
+     "probabilities": {"method": "auto", "maps": [{"kind": "platt", "a": 1.2, "b": -0.3}, ...]}}
+
+``per_class.target``, ``certified`` and ``best_level`` are present when the thresholds certify
+targets (:mod:`calitag.thresholds.targets`; null for a class without one); ``probabilities`` holds
+the per-class calibration maps (:mod:`calitag.thresholds.probability`); a file without maps has no
+such key.
 
 ``events`` is the post-processing stack of sound event detection
 (:class:`calitag.thresholds.events.postprocess.Postprocess`, its layout in that module), or null.
@@ -35,15 +43,19 @@ from calitag._version import __version__
 from calitag._fileio import write_atomic
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.thresholds.events.postprocess import Postprocess, postprocess_from_authors, read_json
+from calitag.thresholds.probability import ProbabilityMaps
 
-#: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 1
-#: files (without it) are still read.
-FORMAT_VERSION = 2
+#: Version 2 adds ``per_class`` (positives seen, fit or default kept, and why); version 3 the
+#: certified targets, the guard's fitted fallback and the probability maps. Older files are still read.
+FORMAT_VERSION = 3
 #: The threshold of every class that no calibration has touched: ``score > 0.5`` decides. The one
 #: definition of the default; every path that turns scores into tags goes through :class:`Thresholds`.
 DEFAULT_THRESHOLD = 0.5
-#: What ``per_class["kept"]`` may say for a class.
-KEPT = ("fit", "default")
+#: What ``per_class["kept"]`` may say for a class: the fitted value, the default threshold, the
+#: guard's fitted fallback (the label-rate threshold), or the threshold of a target.
+KEPT = ("fit", "default", "fallback", "target")
+#: The optional per-class columns of targets (version 3).
+TARGET_COLUMNS = ("target", "certified", "best_level")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -87,7 +99,40 @@ def _check_per_class(per_class: Any, n_classes: int) -> dict[str, list[Any]]:
         raise ThresholdsError(f"per_class.kept entries must be one of {', '.join(KEPT)}")
     if not all(r is None or isinstance(r, str) for r in out["reason"]):
         raise ThresholdsError("per_class.reason entries must be strings or null")
+    out.update(_check_target_columns(per_class, n_classes))
     return out
+
+
+def _check_target_columns(per_class: dict[str, Any], n_classes: int) -> dict[str, list[Any]]:
+    """The optional target columns of ``per_class`` (all three or none)."""
+    present = [key for key in TARGET_COLUMNS if key in per_class]
+    if not present:
+        return {}
+    if len(present) != len(TARGET_COLUMNS):
+        raise ThresholdsError(f"per_class must hold all of {', '.join(TARGET_COLUMNS)} or none of them")
+    out = {key: per_class[key] for key in TARGET_COLUMNS}
+    if not all(isinstance(out[key], (list, tuple)) and len(out[key]) == n_classes for key in TARGET_COLUMNS):
+        raise ThresholdsError(f"per_class.{', '.join(TARGET_COLUMNS)} must be lists with one entry per class ({n_classes})")
+    if not all(t is None or isinstance(t, str) for t in out["target"]):
+        raise ThresholdsError("per_class.target entries must be strings like 'precision=0.9' or null")
+    if not all(c is None or isinstance(c, bool) for c in out["certified"]):
+        raise ThresholdsError("per_class.certified entries must be true, false or null")
+    if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+               for v in out["best_level"]):
+        raise ThresholdsError("per_class.best_level entries must be numbers in [0, 1] or null")
+    return {key: list(column) for key, column in out.items()}
+
+
+def _read_probabilities(section: dict[str, Any] | None, n_classes: int) -> ProbabilityMaps | None:
+    """The ``probabilities`` section as maps (None when absent)."""
+    from calitag.errors import CalibrationError
+
+    if section is None:
+        return None
+    try:
+        return ProbabilityMaps.from_dict(section, n_classes=n_classes)
+    except CalibrationError as err:
+        raise ThresholdsError(str(err)) from err
 
 
 def _read_events(section: dict[str, Any] | None, *, source: str) -> Postprocess | None:
@@ -133,7 +178,12 @@ class Thresholds:
     per_class : dict or None
         Per-class provenance, lists in class order: ``positives`` (positive clips seen by the
         fit), ``kept`` ("fit" or "default": whether the fitted value or the default threshold
-        was kept) and ``reason`` (why the default was kept, else None).
+        was kept) and ``reason`` (why the default was kept, else None); with targets also
+        ``target`` ("precision=0.9" or None), ``certified`` (whether the target holds at the
+        fit's confidence; None without a target) and ``best_level`` (the best level of that
+        metric the fitting clips certify).
+    probability_maps : ProbabilityMaps or None
+        Per-class calibration maps (:meth:`probabilities`); the file's ``probabilities`` section.
     """
 
     values: np.ndarray
@@ -148,6 +198,7 @@ class Thresholds:
     calitag_version: str = __version__
     events: Postprocess | None = None
     per_class: dict[str, list[Any]] | None = None
+    probability_maps: ProbabilityMaps | None = None
 
     def __post_init__(self) -> None:
         values = np.array(self.values, dtype=np.float64).reshape(-1) if np.ndim(self.values) <= 1 else None
@@ -175,6 +226,11 @@ class Thresholds:
             raise ThresholdsError(f"events must be a Postprocess, a JSON object or None, got {type(self.events).__name__}")
         if self.per_class is not None:
             object.__setattr__(self, "per_class", _check_per_class(self.per_class, len(names)))
+        if isinstance(self.probability_maps, dict):
+            object.__setattr__(self, "probability_maps", _read_probabilities(self.probability_maps, len(names)))
+        if self.probability_maps is not None and (not isinstance(self.probability_maps, ProbabilityMaps)
+                                                  or len(self.probability_maps.maps) != len(names)):
+            raise ThresholdsError(f"probability_maps must be ProbabilityMaps with one map per class ({len(names)})")
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "class_names", names)
@@ -221,7 +277,8 @@ class Thresholds:
         return cls(values=np.full(len(names), float(value)), class_names=names, model=model, method="default",
                    options={"init": float(value)})
 
-    def labels(self, probs: np.ndarray, *, top_k: int | None = None) -> list[tuple[tuple[str, float], ...]]:
+    def labels(self, probs: np.ndarray, *, top_k: int | None = None,
+               probabilities: bool = False) -> list[tuple[tuple[str, float], ...]]:
         """The (class name, score) pairs that pass their threshold, per row, by decreasing score.
 
         This is the one decision of calitag: the Tagger, the batch engines and the segment timelines
@@ -233,6 +290,9 @@ class Thresholds:
             Scores ``(n_rows, n_classes)`` or ``(n_classes,)``, finite.
         top_k : int or None
             Keep at most this many labels per row (the highest scores); ties keep class order.
+        probabilities : bool
+            Pair each tag with its calibrated probability (:meth:`probabilities`) instead of its
+            score; the decision is the same.
 
         Returns
         -------
@@ -243,9 +303,13 @@ class Thresholds:
         ------
         ScoresError
             As :meth:`apply`.
+        ThresholdsError
+            ``probabilities`` without probability maps.
         """
         rows = np.atleast_2d(np.asarray(probs))
         passed = self.apply(rows)
+        if probabilities:
+            rows = self.probabilities(rows)
         out = []
         for row, chosen in zip(rows, passed):
             columns = np.flatnonzero(chosen)
@@ -253,9 +317,45 @@ class Thresholds:
             out.append(tuple(pairs[:top_k]))
         return out
 
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of ``scores`` through the per-class maps of the file.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            ``(n, n_classes)`` or ``(n_classes,)`` scores, finite.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, the shape of ``scores``.
+
+        Raises
+        ------
+        ScoresError
+            As :meth:`apply`.
+        ThresholdsError
+            The thresholds hold no probability maps (fit them with ``probabilities="auto"``).
+        """
+        self.apply(scores)  # the same checks of shape and values
+        if self.probability_maps is None:
+            raise ThresholdsError("these thresholds hold no probability maps: fit them with --probabilities "
+                                  "auto|platt|isotonic (probabilities='auto' in Python)")
+        return self.probability_maps(np.asarray(scores, dtype=np.float64))
+
+    def probability_thresholds(self) -> np.ndarray:
+        """The thresholds on the probability scale: each class's map of its threshold, (n_classes,)."""
+        return self.probabilities(self.values[None, :])[0]
+
+    @property
+    def uncertified(self) -> tuple[str, ...]:
+        """The classes whose target could not be certified (``per_class.certified`` false)."""
+        certified = (self.per_class or {}).get("certified") or [None] * self.n_classes
+        return tuple(name for name, ok in zip(self.class_names, certified) if ok is False)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of this object (see the module docstring for the layout)."""
-        return {
+        document = {
             "format_version": FORMAT_VERSION,
             "calitag_version": self.calitag_version,
             "created": self.created,
@@ -270,6 +370,9 @@ class Thresholds:
             "events": _jsonable(self.events.to_dict(), where="events") if self.events is not None else None,
             "per_class": _jsonable(self.per_class, where="per_class") if self.per_class is not None else None,
         }
+        if self.probability_maps is not None:
+            document["probabilities"] = _jsonable(self.probability_maps.to_dict(), where="probabilities")
+        return document
 
     @classmethod
     def from_dict(cls, document: Any, *, source: str = "<dict>") -> Thresholds:
@@ -332,6 +435,7 @@ class Thresholds:
                 calitag_version=need("calitag_version", (str,), optional=True) or "",
                 events=_read_events(need("events", (dict,), optional=True), source=source),
                 per_class=need("per_class", (dict,), optional=True),
+                probability_maps=need("probabilities", (dict,), optional=True),
             )
         except ThresholdsError as err:
             raise ThresholdsError(f"{source}: {err}") from err

@@ -16,8 +16,8 @@ exact      per-class optimum over the sorted scores: exact for macro/per-class F
            ascent (to a fixed point) for micro F.
 
 Without ``init`` the solvers start at each class's label-rate threshold. Every fitted value is
-then moved to the middle of its gap between fitting scores, and ``guard_folds`` keeps the default
-threshold for classes whose fit does not beat it out of fold.
+then moved to the middle of its gap between fitting scores, and ``guard_folds`` falls back to the
+label-rate threshold for classes where that beats the fit out of fold.
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ from calitag.thresholds.objectives import Objective, fbeta_count_gradient, resol
 
 from calitag.thresholds.choices import METHODS  # noqa: E402  (the names live where the CLI reads them cheaply)
 from calitag.thresholds.splits import fold_indices
+from calitag.thresholds.targets import DEFAULT_CONFIDENCE, certify, check_confidence, resolve_targets
+from calitag.thresholds.targets import cut_table as _cut_table
 
 ProgressFn = Callable[[int, int], None]
+#: What the small-class guard falls back to: the class's label-rate threshold (fitted), or the fixed default.
+GUARD_FALLBACKS = ("label_rate", "default")
 
 
 @dataclass(frozen=True)
@@ -298,23 +302,6 @@ def _numeric(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: Nume
     return thresholds, done
 
 
-def _cut_table(column: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every achievable decision of one class: (thresholds, tp, pp), from 'none' to 'all'."""
-    order = np.argsort(-column, kind="stable")
-    desc = column[order].astype(np.float64)
-    hits = np.concatenate([[0], np.cumsum(truth[order])])
-    n = desc.size
-    k = np.arange(n + 1)
-    valid = np.ones(n + 1, dtype=bool)
-    valid[1:n] = desc[:-1] > desc[1:]  # cut between distinct values only (ties cannot be split)
-    valid[n] = desc[-1] > 0.0  # "predict all" needs t < min score with t >= 0
-    thresholds = np.empty(n + 1)
-    thresholds[0] = 1.0
-    thresholds[1:n] = (desc[:-1] + desc[1:]) / 2.0
-    thresholds[n] = 0.0
-    return thresholds[valid], hits[k][valid], k[valid]
-
-
 def _exact(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: ExactOptions, init: np.ndarray) -> tuple[np.ndarray, int]:
     n_classes = scores.shape[1]
     tables = [_cut_table(scores[:, c], labels[:, c]) for c in range(n_classes)]
@@ -466,35 +453,45 @@ def _recorded_options(opts: Any, method: str, spec: Objective) -> dict[str, Any]
 
 
 def _apply_guard(problem: _Problem, values: np.ndarray, *, method: str, options: dict[str, Any], folds: int,
-                 default_threshold: float, seed: int) -> tuple[np.ndarray, dict[str, list[Any]], dict[str, Any]]:
-    """Keep the default threshold for the classes whose fit does not beat it out of fold (see :func:`_guard`)."""
+                 default_threshold: float, seed: int, fallback: str = "label_rate"
+                 ) -> tuple[np.ndarray, dict[str, list[Any]], dict[str, Any]]:
+    """Keep the fallback for the classes whose fit does not beat it out of fold (see :func:`_guard`).
+
+    The fallback is the class's label-rate threshold on the fitting clips (``fallback="label_rate"``,
+    the default), or the fixed ``default_threshold`` (``fallback="default"``, the guard of calitag 0.1).
+    """
     keep, reasons = _guard(problem.scores, problem.labels, values, spec=problem.spec, method=method, options=options,
-                           folds=folds, default=default_threshold, seed=seed)
-    # A kept default stays the default; only one within rounding of a score level (quantised
-    # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
-    default = np.full(values.size, float(default_threshold))
-    default = np.where(problem.index.near_a_score(default), problem.index.snap(default), default)
-    kept = {"kept": ["fit" if k else "default" for k in keep], "reason": reasons}
-    summary = {"folds": folds, "default_threshold": default_threshold, "n_default": int((~keep).sum())}
-    return np.where(keep, values, default), kept, summary
+                           folds=folds, default=default_threshold, seed=seed, fallback=fallback)
+    if fallback == "label_rate":
+        # Fitted like the fit itself: mid-gap between two fitting scores.
+        backup = problem.index.snap(problem.index.label_rate_thresholds())
+    else:
+        # A kept default stays the default; only one within rounding of a score level (quantised
+        # scores) moves to the middle of its gap, keeping the default's decisions on these clips.
+        backup = np.full(values.size, float(default_threshold))
+        backup = np.where(problem.index.near_a_score(backup), problem.index.snap(backup), backup)
+    marker = "fallback" if fallback == "label_rate" else "default"
+    kept = {"kept": ["fit" if k else marker for k in keep], "reason": reasons}
+    summary = {"folds": folds, "fallback": fallback, "n_fallback": int((~keep).sum())}
+    if fallback == "default":
+        summary.update(default_threshold=default_threshold, n_default=int((~keep).sum()))
+    return np.where(keep, values, backup), kept, summary
 
 
 def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objective = "micro_f1",
         class_names: Sequence[str] | None = None, model: str | None = None, model_sha256: str | None = None,
         beta: float | None = None, guard_folds: int | None = None, default_threshold: float = DEFAULT_THRESHOLD,
-        on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
+        guard_fallback: str = "label_rate", target: Any = None, confidence: float = DEFAULT_CONFIDENCE,
+        probabilities: str = "none", on_progress: ProgressFn | None = None, **options: Any) -> Thresholds:
     """Fit one decision threshold per class on validation scores.
 
     Parameters
     ----------
-    scores : array_like
-        (n_clips, n_classes) clip scores in [0, 1].
-    labels : array_like
-        Same shape, 0/1.
-    method : {"sgl", "default", "heuristic", "numeric", "exact"}
-        Solver (see the module docstring).
-    objective : str or Objective
-        "micro_f1" (default), "macro_f1", "micro_fbeta" or "macro_fbeta".
+    scores, labels : array_like
+        (n_clips, n_classes) clip scores in [0, 1] and their 0/1 labels.
+    method, objective : str
+        Solver ("sgl", "default", "heuristic", "numeric", "exact"; see the module docstring) and
+        objective ("micro_f1", "macro_f1", "micro_fbeta", "macro_fbeta"; or an Objective).
     class_names : sequence of str, optional
         One per column ("0", "1", ... when omitted).
     model, model_sha256 : str, optional
@@ -502,18 +499,22 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     beta : float, optional
         Recall weight of the F-beta objectives.
     guard_folds : int, optional
-        Small-class guard: cross-validate the solver with this many folds inside the given
-        clips and keep a class's fitted threshold only when its out-of-fold objective beats
-        ``default_threshold``; otherwise keep the default and record why (``per_class``).
-        None (the default) keeps every fitted value.
-    default_threshold : float
-        The threshold the guard falls back to.
+        Small-class guard: K-fold cross-validate the solver and its fallback inside the clips and
+        keep the fallback where it wins, recording why (``per_class``). None: no guard.
+    guard_fallback, default_threshold : str, float
+        The guard's fallback: "label_rate", the class's label-rate threshold (kept on ties by the fit),
+        or "default", the fixed ``default_threshold`` (which the fit must beat; calitag 0.1's guard).
+    target : str, Target, mapping or path, optional
+        Certify ``"precision=0.9"`` (every class), ``{"Dog": "recall=0.8"}`` or a CSV file's
+        targets at ``confidence`` instead of the objective's optimum (:mod:`~calitag.thresholds.targets`);
+        an uncertified class keeps the optimum, marked ``certified: false`` in ``per_class``.
+    probabilities : {"none", "auto", "platt", "isotonic"}
+        Also fit per-class calibration maps (:meth:`Thresholds.probabilities`).
     on_progress : callable, optional
         Called as ``on_progress(done, total)`` after each epoch/iteration.
     **options
-        Solver options, keyword-only: the fields of the method's options class
-        (:class:`SGLOptions`, :class:`DefaultOptions`, :class:`HeuristicOptions`,
-        :class:`NumericOptions`, :class:`ExactOptions`).
+        Solver options: the fields of the method's options class (:class:`SGLOptions`,
+        :class:`DefaultOptions`, :class:`HeuristicOptions`, :class:`NumericOptions`, :class:`ExactOptions`).
 
     Returns
     -------
@@ -525,7 +526,7 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     ScoresError
         Invalid scores or labels (NaN/inf, outside [0, 1], shape mismatch, non-binary labels).
     CalibrationError
-        Unknown method, objective or option, or an option out of range.
+        Unknown method, objective, option or target, or an option out of range.
 
     Warns
     -----
@@ -537,61 +538,100 @@ def fit(scores: Any, labels: Any, *, method: str = "sgl", objective: str | Objec
     spec = resolve_objective(objective, beta=beta)
     opts = _resolve_options(method, options)
     checked, truth = check_scores_labels(scores, labels, class_names=class_names)
-    n_classes = checked.shape[1]
-    names = _class_names(class_names, n_classes)
+    names = _class_names(class_names, n_classes := checked.shape[1])
     start = time.perf_counter()
     problem = _prepare(checked, truth, spec, method, opts)
     values, extra = _SOLVERS[method].solve(problem, opts, on_progress)
     if problem.index is not None:
         # Same decisions on the fitting clips, but never within rounding of a score level.
         values = problem.index.snap(np.clip(values, 0.0, 1.0))
-    seconds = time.perf_counter() - start
-    values = np.clip(values, 0.0, 1.0)
+    seconds, values = time.perf_counter() - start, np.clip(values, 0.0, 1.0)
     per_class: dict[str, list[Any]] = {"kept": ["fit"] * n_classes, "reason": [None] * n_classes}
+    seed = int(getattr(opts, "seed", 0))
     if guard_folds is not None and method != "default":
         values, kept, extra["guard"] = _apply_guard(problem, values, method=method, options=options, folds=guard_folds,
-                                                    default_threshold=default_threshold,
-                                                    seed=int(getattr(opts, "seed", 0)))
+                                                    default_threshold=default_threshold, seed=seed,
+                                                    fallback=guard_fallback)
         per_class.update(kept)
-    provenance = {"model": model, "model_sha256": model_sha256, "method": method,
-                  "options": _recorded_options(opts, method, spec)}
-    return _result(problem, values, names=names, seconds=seconds, extra=extra, per_class=per_class, **provenance)
+    recorded = _recorded_options(opts, method, spec)
+    values = _apply_targets(problem, values, per_class, recorded, target=target, confidence=confidence, names=names)
+    provenance = {"model": model, "model_sha256": model_sha256, "method": method, "options": recorded}
+    result = _result(problem, values, names=names, seconds=seconds, extra=extra, per_class=per_class, **provenance)
+    return _with_probabilities(result, problem, method=probabilities, seed=seed)
+
+
+def _with_probabilities(result: Thresholds, problem: _Problem, *, method: str, seed: int) -> Thresholds:
+    """``result`` with per-class probability maps fitted on the problem's clips (unchanged for "none")."""
+    if method == "none":
+        return result
+    from calitag.thresholds.probability import fit_probability_maps
+
+    maps = fit_probability_maps(problem.scores, problem.labels, method=method, seed=seed)
+    return dataclasses.replace(result, probability_maps=maps, created=result.created)
+
+
+def _apply_targets(problem: _Problem, values: np.ndarray, per_class: dict[str, list[Any]], recorded: dict[str, Any],
+                   *, target: Any, confidence: float, names: tuple[str, ...]) -> np.ndarray:
+    """The thresholds of the classes with a target, certified where they can be; ``per_class`` records how.
+
+    Without a target the values are returned as they are and nothing is recorded.
+    """
+    if target is None:
+        return values
+    targets = resolve_targets(target, names)
+    recorded.update(target=sorted({str(t) for t in targets if t is not None}), confidence=float(confidence))
+    outcomes = certify(problem.scores, problem.labels, targets, confidence=check_confidence(confidence))
+    values = values.copy()
+    per_class.update(target=[None if t is None else str(t) for t in targets], certified=[], best_level=[])
+    for c, outcome in enumerate(outcomes):
+        per_class["certified"].append(None if outcome is None else outcome.certified)
+        per_class["best_level"].append(None if outcome is None else outcome.best_level)
+        if outcome is None:
+            continue
+        if outcome.threshold is not None:
+            values[c] = outcome.threshold
+            per_class["kept"][c] = "target"
+        level = f"best certifiable {targets[c].metric} {outcome.best_level:.3f}"
+        per_class["reason"][c] = None if outcome.certified else f"{targets[c]} not certified at {confidence:g}: {level}"
+    return values
 
 
 def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: Objective, method: str,
-           options: dict[str, Any], folds: int, default: float, seed: int) -> tuple[np.ndarray, list[str | None]]:
-    """Per class: keep the fit (True) when its cross-validated objective beats ``default``."""
+           options: dict[str, Any], folds: int, default: float, seed: int,
+           fallback: str = "label_rate") -> tuple[np.ndarray, list[str | None]]:
+    """Per class: keep the fit (True) unless the fallback beats it out of fold.
+
+    Both rules are cross-validated the same way: in each fold the solver and the fallback are
+    fitted on the other folds' clips and decide the fold's clips. ``fallback="label_rate"``
+    compares with the label-rate threshold (fitted per fold; the fit is kept on a tie);
+    ``fallback="default"`` with the fixed ``default`` (the fit must beat it strictly).
+    """
     import warnings
 
     from calitag.thresholds.metrics import NoPositivesWarning
 
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(scores):
         raise CalibrationError(f"guard_folds must be an integer from 2 to the number of clips ({len(scores)}), got {folds!r}")
+    if fallback not in GUARD_FALLBACKS:
+        raise CalibrationError(f"guard fallback must be one of {', '.join(GUARD_FALLBACKS)}, got {fallback!r}")
     n_classes = scores.shape[1]
     fold = fold_indices(truth, folds, seed=seed)
     decided = np.zeros_like(truth)
+    by_fallback = np.zeros_like(truth)
     for f in range(folds):
         inside = fold != f
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoPositivesWarning)
             inner = fit(scores[inside], truth[inside], method=method, objective=spec, **options)
         decided[~inside] = scores[~inside] > inner.values
-    tp_fit = (decided & truth).sum(axis=0).astype(np.float64)
-    pp_fit = decided.sum(axis=0).astype(np.float64)
-    by_default = scores > default
-    tp_def = (by_default & truth).sum(axis=0).astype(np.float64)
-    pp_def = by_default.sum(axis=0).astype(np.float64)
-    n_pos = truth.sum(axis=0).astype(np.float64)
-    if spec.average == "macro":
-        with_fit = fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta, average=None)
-        with_default = fbeta_np(tp_def, pp_def, n_pos, beta=spec.beta, average=None)
-    else:
-        # The micro objective of all out-of-fold decisions, with class c's own or the default's.
-        tp_rest, pp_rest = tp_fit.sum() - tp_fit, pp_fit.sum() - pp_fit
-        with_fit = np.full(n_classes, float(fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta)))
-        with_default = fbeta_np(tp_rest + tp_def, pp_rest + pp_def, np.full(n_classes, n_pos.sum()),
-                                beta=spec.beta, average=None)
-    keep = with_fit > with_default
+        if fallback == "label_rate":
+            rate = ScoreIndex.build(scores[inside], truth[inside], slope=None).label_rate_thresholds()
+            by_fallback[~inside] = scores[~inside] > rate
+    if fallback == "default":
+        by_fallback = scores > default
+    with_fit, with_fallback, n_pos = _guard_objectives(decided, by_fallback, truth, spec)
+    keep = with_fit >= with_fallback if fallback == "label_rate" else with_fit > with_fallback
+    name = "label-rate threshold" if fallback == "label_rate" else f"default {default:g}"
     reasons: list[str | None] = []
     for c in range(n_classes):
         if keep[c]:
@@ -599,6 +639,26 @@ def _guard(scores: np.ndarray, truth: np.ndarray, values: np.ndarray, *, spec: O
         elif n_pos[c] == 0:
             reasons.append("no positive example")
         else:
-            reasons.append(f"{folds}-fold {spec.label} {with_fit[c]:.4f} does not beat default {default:g} "
-                           f"({with_default[c]:.4f}) with {int(n_pos[c])} positive(s)")
+            reasons.append(f"{folds}-fold {spec.label} {with_fit[c]:.4f} does not beat {name} "
+                           f"({with_fallback[c]:.4f}) with {int(n_pos[c])} positive(s)")
     return keep, reasons
+
+
+def _guard_objectives(decided: np.ndarray, by_fallback: np.ndarray, truth: np.ndarray,
+                      spec: Objective) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class, the out-of-fold objective with the fit's and with the fallback's decisions, and the positives."""
+    tp_fit = (decided & truth).sum(axis=0).astype(np.float64)
+    pp_fit = decided.sum(axis=0).astype(np.float64)
+    tp_alt = (by_fallback & truth).sum(axis=0).astype(np.float64)
+    pp_alt = by_fallback.sum(axis=0).astype(np.float64)
+    n_pos = truth.sum(axis=0).astype(np.float64)
+    if spec.average == "macro":
+        with_fit = fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta, average=None)
+        with_alt = fbeta_np(tp_alt, pp_alt, n_pos, beta=spec.beta, average=None)
+    else:
+        # The micro objective of all out-of-fold decisions, with class c's own or the fallback's.
+        tp_rest, pp_rest = tp_fit.sum() - tp_fit, pp_fit.sum() - pp_fit
+        with_fit = np.full(truth.shape[1], float(fbeta_np(tp_fit, pp_fit, n_pos, beta=spec.beta)))
+        with_alt = fbeta_np(tp_rest + tp_alt, pp_rest + pp_alt, np.full(truth.shape[1], n_pos.sum()),
+                            beta=spec.beta, average=None)
+    return with_fit, with_alt, n_pos

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -82,6 +82,9 @@ def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor
 @click.option("--jit/--no-jit", "optimize", default=True, show_default=True,
               help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
 @SEGMENT_OPTION
+@click.option("--probabilities", is_flag=True,
+              help="Also record calibrated probabilities (JSON lines; needs a --thresholds file fitted with "
+                   "--probabilities).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine's processes; ray: Ray Data, on a local instance or a cluster (--address).")
 @option_group(
@@ -96,8 +99,8 @@ def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor
 )
 def batch_command(folder: str, out_path: str, records: RecordOptions, model: ModelChoice,
                   thresholds_path: Path | None, recursive: bool, pattern: str | None, workers: int | None,
-                  batch_size: int, resume: bool, force: bool, optimize: bool, segment_s: float | None, engine: str,
-                  ray: RayOptions) -> None:
+                  batch_size: int, resume: bool, force: bool, optimize: bool, segment_s: float | None,
+                  probabilities: bool, engine: str, ray: RayOptions) -> None:
     """Tag every audio file in SOURCE, writing one record per file to --out.
 
     SOURCE is a folder or a text file listing paths; with --engine ray also a URI (file://,
@@ -119,6 +122,7 @@ def batch_command(folder: str, out_path: str, records: RecordOptions, model: Mod
     if engine == "ray":
         model = dataclasses.replace(model, device="cpu")
     tagger = model.load(thresholds=thresholds_path, batch_size=batch_size, optimize=optimize)
+    records = _operating_points(records, tagger.thresholds, probabilities=probabilities)
     lines = _Lines(folder, out_path, resume=resume)
     try:
         with reported():
@@ -136,6 +140,16 @@ def batch_command(folder: str, out_path: str, records: RecordOptions, model: Mod
                    "their records are complete, but check the machine (memory?)", err=True)
     if not summary.clean:
         raise SystemExit(1)
+
+
+def _operating_points(records: RecordOptions, thresholds: Any, *, probabilities: bool) -> RecordOptions:
+    """The record options with the thresholds' uncertified classes and, when asked, their probability maps."""
+    if probabilities and (thresholds is None or thresholds.probability_maps is None):
+        raise click.UsageError("--probabilities needs a --thresholds file fitted with --probabilities auto|platt|isotonic")
+    if probabilities and records.fmt not in (None, "jsonl"):
+        raise click.UsageError("--probabilities adds a field to each record: use --format jsonl")
+    uncertified = thresholds.uncertified if thresholds is not None else ()
+    return dataclasses.replace(records, probabilities=thresholds if probabilities else None, uncertified=uncertified)
 
 
 class _Lines:

@@ -21,16 +21,20 @@ from calitag.cli._common import (
     reported,
 )
 
+from calitag.cli.thresholds import CONFIDENCE_OPTION, PROBABILITIES_OPTION, TARGET_OPTION
+
 if TYPE_CHECKING:
     from calitag.pipeline.calibrate import CalibrationOptions
 
 
 def _options(method: str, objective: str, val_fraction: float, folds: int | None, seed: int, skip_missing: bool,
-             workers: int | None, guard: bool) -> CalibrationOptions:
+             workers: int | None, guard: bool, target: str | None, confidence: float,
+             probabilities: str) -> CalibrationOptions:
     from calitag.pipeline.calibrate import CalibrationOptions
 
     return CalibrationOptions(method=method, objective=objective.replace("-", "_"), val_fraction=val_fraction,
-                              folds=folds, seed=seed, skip_missing=skip_missing, workers=workers, guard=guard)
+                              folds=folds, seed=seed, skip_missing=skip_missing, workers=workers, guard=guard,
+                              target=target, confidence=confidence, probabilities=probabilities)
 
 
 @click.command("calibrate")
@@ -56,7 +60,11 @@ def _options(method: str, objective: str, val_fraction: float, folds: int | None
                  help="Worker processes that score the folder, as in `calitag batch` (yamnet: one per CPU this "
                       "process may use; other models: 1)."),
     click.option("--guard/--no-guard", default=True, show_default=True,
-                 help="Keep a class's fit only when it beats 0.5 under 3-fold CV inside the fitting clips."),
+                 help="Fall back to a class's label-rate threshold when it beats the fit under 3-fold CV inside "
+                      "the fitting clips."),
+    TARGET_OPTION,
+    CONFIDENCE_OPTION,
+    PROBABILITIES_OPTION,
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Thresholds file to write (its score cache goes beside it).")
@@ -72,9 +80,9 @@ def calibrate_command(folder: Path | None, scores_path: str | None, labels_path:
 
     Every file is scored once (cached beside --out), the clips are split into a fitting part and a
     held-out part, and the thresholds fitted on the first are measured on the second against the
-    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class keeps its
-    fitted threshold only when it beats 0.5 under 3-fold cross-validation inside the fitting
-    clips. Classes absent from the labels keep 0.5.
+    default threshold 0.5, with bootstrap 95% intervals and the paired gain. A class falls back to
+    its label-rate threshold when that beats its fit under 3-fold cross-validation inside the
+    fitting clips. Classes absent from the labels keep 0.5.
     With --scores, the clip scores come from a batch output of the same model instead.
     """
     from calitag.pipeline.calibrate import CalibrationJob, run_calibration
@@ -149,12 +157,14 @@ def _echo_table(result: Any, *, model: str) -> None:
     kept = dict(zip(result.thresholds.class_names, (result.thresholds.per_class or {}).get("kept", ())))
     for i, name in enumerate(result.classes):
         d, c = result.default, result.calibrated
-        mark = "*" if kept.get(name) == "default" else " "
+        mark = "*" if kept.get(name) in ("default", "fallback") else " "
         click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {d.thresholds[i]:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
                    f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
                    f"{c.f1[i]:>5.2f}")
     if any(kept.get(name) == "default" for name in result.classes):
         click.echo("* the default 0.5 was kept: the fit did not beat it under cross-validation")
+    if any(kept.get(name) == "fallback" for name in result.classes):
+        click.echo("* the label-rate threshold was kept: it beat the fit under cross-validation")
     for average in ("micro", "macro"):
         gain = result.gains[f"{average}_f1"]
         d, c = gain.default, gain.calibrated
@@ -162,3 +172,31 @@ def _echo_table(result: Any, *, model: str) -> None:
                    f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
     for average in ("micro", "macro"):
         click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
+    _echo_operating_points(result)
+
+
+def _echo_operating_points(result: Any) -> None:
+    """With targets: held-out precision and recall with intervals per class; with maps: ECE and Brier."""
+    reached, per_class = result.achieved(), result.thresholds.per_class or {}
+    if reached is not None:
+        index = {name: i for i, name in enumerate(result.thresholds.class_names)}
+        click.echo(f"targets at confidence {result.thresholds.options.get('confidence'):g}; held-out precision and "
+                   "recall with exact 95% intervals:")
+        click.echo(f"{'class':<32} {'target':>15} {'cert':>4} {'best':>5} | {'P':>5} {'[low, high]':>13} | "
+                   f"{'R':>5} {'[low, high]':>13}")
+        for i, name in enumerate(result.classes):
+            j = index[name]
+            if per_class["target"][j] is None:
+                continue
+
+            def shown(metric: str) -> str:
+                value, (low, high) = reached[metric][i], reached[f"{metric}_interval"][i]
+                return f"{'-' if value is None else f'{value:.2f}':>5} [{low:.2f}, {high:.2f}]"
+
+            click.echo(f"{name[:32]:<32} {per_class['target'][j]:>15} {'yes' if per_class['certified'][j] else 'NO':>4} "
+                       f"{per_class['best_level'][j]:>5.2f} | {shown('precision')} | {shown('recall')}")
+    quality = result.probability_quality()
+    if quality is not None:
+        click.echo(f"probabilities ({quality['method']}) on the held-out clips: ECE (15 bins) "
+                   f"{quality['ece_raw']:.4f} -> {quality['ece_calibrated']:.4f}, Brier {quality['brier_raw']:.4f} -> "
+                   f"{quality['brier_calibrated']:.4f}")

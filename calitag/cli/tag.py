@@ -48,8 +48,11 @@ def _review(out_path: Path | None, top_n: int | None, merge: bool, merge_gap_s: 
               help="How window scores of long files become one clip score.")
 @SEGMENT_OPTION
 @option_group("review", _review, REVIEW_OUT_OPTION, TOP_N_OPTION, MERGE_OPTION, MERGE_GAP_OPTION)
+@click.option("--probabilities", is_flag=True,
+              help="Show calibrated probabilities instead of scores (needs a --thresholds file fitted with "
+                   "--probabilities); the tags are the same.")
 def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Path | None, top_k: int | None,
-                fmt: str, aggregate: str, segment_s: float | None, review: dict[str, Any]) -> None:
+                fmt: str, aggregate: str, segment_s: float | None, review: dict[str, Any], probabilities: bool) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -63,17 +66,20 @@ def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Pa
     paths = expand_inputs(files)
     if not paths:
         raise CommandError(f"no audio files in {', '.join(map(str, files))}")
-    writer = _Writer(fmt, segments=segment_s is not None)
+    if probabilities and (tagger.thresholds is None or tagger.thresholds.probability_maps is None):
+        raise CommandError("--probabilities needs a --thresholds file fitted with --probabilities auto|platt|isotonic")
+    writer = _Writer(fmt, segments=segment_s is not None, uncertified=tagger.decision.uncertified)
     if segment_s is None:
         def work(path: Path) -> dict[str, Any]:
-            (tags,) = tagger.tag([path], top_k=top_k, aggregate=aggregate)
+            (tags,) = tagger.tag([path], top_k=top_k, aggregate=aggregate, probabilities=probabilities)
             # Scores stay unrounded for the table and CSV; the JSON document rounds them (finish).
-            return {"path": str(path), "model": tags.model,
+            return {"path": str(path), "model": tags.model, **({"probabilities": True} if probabilities else {}),
                     "tags": [{"label": label, "score": score} for label, score in tags.labels]}
     else:
         def work(path: Path) -> dict[str, Any]:
             return {"path": str(path), "model": tagger.name, "segment_s": segment_s,
-                    "segments": _segment_tags(tagger, path, segment_s=segment_s, top_k=top_k, aggregate=aggregate)}
+                    "segments": _segment_tags(tagger, path, segment_s=segment_s, top_k=top_k, aggregate=aggregate,
+                                              probabilities=probabilities)}
     done = for_each_file(paths, lambda path: writer.row(work(path)), on_skip=writer.skipped)
     writer.finish()
     exit_if_failed(len(done), len(paths))
@@ -109,14 +115,15 @@ def _tag_list(labels: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
     return [{"label": label, "score": round(score, 6)} for label, score in labels]
 
 
-def _segment_tags(tagger: Any, path: Path, *, segment_s: float, top_k: int | None, aggregate: str) -> list[dict]:
+def _segment_tags(tagger: Any, path: Path, *, segment_s: float, top_k: int | None, aggregate: str,
+                  probabilities: bool = False) -> list[dict]:
     """One {start_s, end_s, tags} dict per segment of ``path`` (raises TaggingError)."""
     from calitag.pipeline.types import Scores
 
     timeline = tagger.segment_scores(path, segment_s=segment_s, aggregate=aggregate)
     scores = Scores(probs=timeline.probs, class_names=timeline.class_names, model=timeline.model,
                     sources=(timeline.source,) * len(timeline.probs))
-    tags = tagger.tags_from_scores(scores, top_k=top_k)
+    tags = tagger.tags_from_scores(scores, top_k=top_k, probabilities=probabilities)
     return [{"start_s": round(float(start), 3), "end_s": round(float(end), 3), "tags": _tag_list(row.labels)}
             for start, end, row in zip(timeline.starts_s, timeline.ends_s, tags)]
 
@@ -124,8 +131,9 @@ def _segment_tags(tagger: Any, path: Path, *, segment_s: float, top_k: int | Non
 class _Writer:
     """Prints each file's record as it comes (table, CSV) or all of them at the end (JSON)."""
 
-    def __init__(self, fmt: str, *, segments: bool) -> None:
+    def __init__(self, fmt: str, *, segments: bool, uncertified: tuple[str, ...] = ()) -> None:
         self.fmt = fmt
+        self.uncertified = frozenset(uncertified)
         self.records: list[dict[str, Any]] = []
         self.csv = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None  # stdout escapes bad names
         if self.csv:
@@ -135,6 +143,10 @@ class _Writer:
         self.records.append({"path": str(path), "error": reason})
 
     def row(self, record: dict[str, Any]) -> None:
+        for tags in [record.get("tags", ()), *(seg["tags"] for seg in record.get("segments", ()))]:
+            for t in tags:
+                if t["label"] in self.uncertified:
+                    t["certified"] = False  # the class's target could not be certified
         self.records.append(record)
         if self.fmt == "table":
             self._table(record)
@@ -143,7 +155,8 @@ class _Writer:
 
     def _table(self, record: dict[str, Any]) -> None:
         def shown(tags: list[dict]) -> str:
-            return ", ".join(f"{t['label']} {t['score']:.3f}" for t in tags) or NO_TAG
+            return ", ".join(f"{t['label']} {t['score']:.3f}" + (" (uncertified)" if "certified" in t else "")
+                             for t in tags) or NO_TAG
 
         if "segments" not in record:
             click.echo(f"{record['path']}: {shown(record['tags'])}")

@@ -30,6 +30,17 @@ _LABELS_OPTION = click.option(
     "--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="0/1 label matrix (.npy/.csv) for a .npy/.csv SCORES file (a .npz carries its own).")
 _LOGITS_OPTION = click.option("--logits", is_flag=True, help="SCORES holds logits: apply a sigmoid first.")
+TARGET_OPTION = click.option(
+    "--target", default=None, metavar="METRIC=VALUE|CSV",
+    help="Certify an operating point instead of the F1 optimum: precision=0.9 or recall=0.8 for every class, "
+         "or a class,metric,value CSV file. Classes that cannot be certified are marked certified: false.")
+CONFIDENCE_OPTION = click.option(
+    "--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
+    help="Confidence of --target: the target holds on new clips with this probability.")
+PROBABILITIES_OPTION = click.option(
+    "--probabilities", type=click.Choice(["none", "auto", "platt", "isotonic"]), default="none", show_default=True,
+    help="Also fit per-class maps from scores to calibrated probabilities (auto: chosen per class by "
+         "cross-validated log-loss).")
 
 @click.group("thresholds")
 def thresholds_group() -> None:
@@ -81,7 +92,11 @@ def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -
     click.option("--max-seconds", type=float, default=None, help="Time bound of the numeric solver."),
 )
 @click.option("--guard-folds", type=click.IntRange(min=2), default=None,
-              help="Keep a class's fit only when it beats 0.5 under K-fold CV inside the clips (default: no guard).")
+              help="Fall back to a class's label-rate threshold when it beats the fit under K-fold CV inside "
+                   "the clips (default: no guard).")
+@TARGET_OPTION
+@CONFIDENCE_OPTION
+@PROBABILITIES_OPTION
 @click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
 @_LOGITS_OPTION
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -89,8 +104,9 @@ def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -
 @FORCE_OPTION
 @JSON_OPTION
 def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, objective: str, beta: float | None,
-                   solver_options: dict[str, Any], guard_folds: int | None, model_name: str | None, logits: bool,
-                   out_path: Path | None, force: bool, as_json: bool) -> None:
+                   solver_options: dict[str, Any], guard_folds: int | None, target: str | None, confidence: float,
+                   probabilities: str, model_name: str | None, logits: bool, out_path: Path | None, force: bool,
+                   as_json: bool) -> None:
     """Fit one threshold per class on the validation split of SCORES.
 
     SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
@@ -107,7 +123,8 @@ def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, obj
             raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
         start = time.perf_counter()
         thresholds = fit(data.val_scores, data.val_labels, method=method, objective=objective, beta=beta,
-                         class_names=data.names(), model=model_name, guard_folds=guard_folds, **solver_options)
+                         class_names=data.names(), model=model_name, guard_folds=guard_folds, target=target,
+                         confidence=confidence, probabilities=probabilities, **solver_options)
         seconds = time.perf_counter() - start
         evaluated = evaluate(data.eval_scores, data.eval_labels, thresholds) if data.eval_scores is not None else None
         if out_path is not None:
@@ -130,6 +147,7 @@ def _echo_fit(method: str, thresholds: Any, evaluated: Any, *, seconds: float, o
         "seconds": seconds,
         "out": str(out_path) if out_path is not None else None,
         "thresholds": dict(zip(thresholds.class_names, map(float, thresholds.values))),
+        **_targets_summary(thresholds),
     }
     if as_json:
         click.echo(json.dumps(summary))
@@ -139,7 +157,42 @@ def _echo_fit(method: str, thresholds: Any, evaluated: Any, *, seconds: float, o
     click.echo(f"val  micro-F1 {100 * summary['val_micro_f1']:.1f}  macro-F1 {100 * summary['val_macro_f1']:.1f}")
     if evaluated:
         click.echo(f"eval micro-F1 {100 * evaluated.micro_f1:.1f}  macro-F1 {100 * evaluated.macro_f1:.1f}")
+    if "certified" in summary:
+        _echo_targets(thresholds)
+    if thresholds.probability_maps is not None:
+        kinds = [m.kind for m in thresholds.probability_maps.maps]
+        click.echo(f"probability maps ({thresholds.probability_maps.method}): "
+                   + ", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds))))
     click.echo(f"wrote {out_path}" if out_path is not None else "no --out given: nothing written")
+
+
+def _targets_summary(thresholds: Any) -> dict[str, Any]:
+    """The certification of each class with a target (nothing without targets)."""
+    per_class = thresholds.per_class or {}
+    if "certified" not in per_class:
+        return {}
+    names = thresholds.class_names
+    return {"target": dict(zip(names, per_class["target"])), "certified": dict(zip(names, per_class["certified"])),
+            "best_level": dict(zip(names, per_class["best_level"]))}
+
+
+def _echo_targets(thresholds: Any) -> None:
+    """One line per class with a target: its threshold, certified or not, the best certifiable level."""
+    per_class = thresholds.per_class
+    confidence = thresholds.options.get("confidence")
+    width = max(12, *(len(n) for n in thresholds.class_names))
+    click.echo(f"{'class':<{width}} {'target':>16} {'thr':>6} {'certified':>9} {'best level':>10}  "
+               f"(confidence {confidence:g})")
+    for i, name in enumerate(thresholds.class_names):
+        if per_class["target"][i] is None:
+            continue
+        mark = "yes" if per_class["certified"][i] else "NO"
+        click.echo(f"{name:<{width}} {per_class['target'][i]:>16} {thresholds.values[i]:>6.3f} {mark:>9} "
+                   f"{per_class['best_level'][i]:>10.3f}")
+    n_no = sum(c is False for c in per_class["certified"])
+    if n_no:
+        click.echo(f"{n_no} class(es) not certified: they keep their F1 threshold; the best level shown is the "
+                   "most these clips certify")
 
 
 @thresholds_group.command("evaluate")
