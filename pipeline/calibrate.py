@@ -14,7 +14,6 @@ the calibration again (another method, split or objective) decodes nothing.
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from calitag._fileio import atomic_output, check_output
+from calitag._fileio import atomic_output, check_output, load_arrays
 from calitag.errors import LabelsError, OutputError, ScoresError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
@@ -183,11 +182,11 @@ class CalibrationOptions:
 
 def _read_cache_arrays(path: Path) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
     """(keys, scores, class_names) of a score cache; ScoresError when it cannot be read."""
+    data = load_arrays(path, what="score cache", error=ScoresError)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return data["keys"].tolist(), data["scores"], tuple(data["class_names"].tolist())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ScoresError(f"cannot read score cache {path}: {err}") from err
+        return data["keys"].tolist(), data["scores"], tuple(data["class_names"].tolist())
+    except KeyError as err:
+        raise ScoresError(f"cannot read score cache {path}: it has no array {err}") from err
 
 
 class ScoreCache:
@@ -234,10 +233,10 @@ class ScoreCache:
     def is_cache(path: Path) -> bool:
         """Whether ``path`` is an npz with the arrays of a score cache."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return "keys" in data.files and "scores" in data.files
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            data = load_arrays(path, what="score cache", error=ScoresError)
+        except ScoresError:
             return False
+        return "keys" in data and "scores" in data
 
     def by_file(self) -> dict[str, np.ndarray]:
         """File sha256 -> score row, whatever model and checkpoint made it."""
