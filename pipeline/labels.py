@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -285,4 +286,7 @@ def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels
         if not parsed:
             raise LabelsError("the labels mapping lists no files")
         return ClipLabels(labels=parsed, source="<mapping>")
+    if not isinstance(labels, (str, os.PathLike)):
+        raise LabelsError(f"labels must be a label file (str or Path), a mapping {{file name: [class, ...]}} or "
+                          f"ClipLabels, got {type(labels).__name__} {labels!r:.40}")
     return read_clip_labels(labels, class_names=class_names)
