@@ -242,7 +242,10 @@ def read_input(path: str | os.PathLike, *, what: str, error: type[TaggingError],
         if size > max_bytes:
             raise error(f"{too_big} (it holds {_size_text(size)}); split it or check that it is the right file")
         try:
-            data = handle.read(max_bytes + 1)
+            # As much as fstat says (one more byte tells a growing file), never a max_bytes buffer up front.
+            data = handle.read(size + 1)
+            if len(data) > size:
+                data += handle.read(max_bytes + 1 - len(data))
         except OSError as err:
             raise error(f"cannot read {what} {name}: {err.strerror or err}") from err
     if len(data) > max_bytes:

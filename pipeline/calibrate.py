@@ -409,7 +409,7 @@ def gather_clip_scores(
     absent = set(missing)  # a set: a label file may list a million absent files
     names = [name for name in labels.labels if name not in absent]
     if scored is None:
-        listed = {(folder / name).resolve() for name in labels.labels}
+        listed = {(folder / name).resolve() for name in names}  # the files present: resolving absent ones costs
         nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
         unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
         scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,

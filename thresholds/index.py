@@ -207,17 +207,18 @@ def _index_classes(scores: np.ndarray, part: np.ndarray, below: np.ndarray, kern
         kernel[:] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
 
 
-def _check_index_size(n_classes: int, *, n_padded: int, n_nodes: int, n_pos: int, slope: float | None) -> None:
+def _check_index_size(n_classes: int, *, n_clips: int, n_padded: int, n_nodes: int, n_pos: int,
+                      slope: float | None) -> None:
     """Raise CalibrationError, before any allocation, if the index would take more than :data:`MAX_INDEX_BYTES`."""
     per_node = 2 * 4 + (2 * 8 if slope is not None else 0)
     needed = n_classes * (n_padded * 4 + n_nodes * per_node + WINDOW * 4) + n_pos * 4
     if needed > MAX_INDEX_BYTES:
-        gib = 1 << 30
+        mib = 1 << 20
         fix = ("use a smaller slope (fewer grid nodes) or method 'exact'" if slope is not None
                else "fit fewer classes at once")
         raise CalibrationError(
-            f"the sorted-score index of {n_classes} classes x {n_padded - WINDOW}+ clips ({n_nodes} grid nodes) needs "
-            f"{needed / gib:.1f} GiB, more than the {MAX_INDEX_BYTES / gib:.0f} GiB calitag allows: {fix}"
+            f"the sorted-score index of {n_classes} classes x {n_clips} clips ({n_nodes} grid nodes) needs "
+            f"{needed / mib:.0f} MiB, more than the {MAX_INDEX_BYTES / mib:.0f} MiB calitag allows: {fix}"
         )
 
 
@@ -307,7 +308,7 @@ class ScoreIndex:
         # padded so that a window of WINDOW values from any rank stays inside the row.
         n_padded = -(-(n_clips + WINDOW) // WINDOW) * WINDOW
         n_rows = n_classes * n_padded
-        _check_index_size(n_classes, n_padded=n_padded, n_nodes=n_nodes, n_pos=int(np.count_nonzero(labels)),
+        _check_index_size(n_classes, n_clips=n_clips, n_padded=n_padded, n_nodes=n_nodes, n_pos=int(np.count_nonzero(labels)),
                           slope=slope)
         values = np.empty(n_rows + int(np.count_nonzero(labels)) + n_classes * WINDOW, dtype=np.float32)
         rows = values[:n_rows].reshape(n_classes, n_padded)
