@@ -137,6 +137,7 @@ def test_load_arguments_of_the_wrong_type_are_named(call, named):
     assert isinstance(raised.value, TypeError) and isinstance(raised.value, TaggingError)
 
 
+@pytest.mark.torch
 def test_float_top_k_is_an_argument_type_error(tagger, clip):
     """tag(top_k=1.5) is an ArgumentTypeError naming top_k, not a slice TypeError."""
     from calitag.errors import ArgumentTypeError
@@ -145,6 +146,7 @@ def test_float_top_k_is_an_argument_type_error(tagger, clip):
         tagger.tag(clip, top_k=1.5)
 
 
+@pytest.mark.torch
 def test_run_batch_refuses_top_k_zero_like_tag(tagger, audio_samples):
     """run_batch with top_k=0 is refused with the message Tagger.tag gives (one check for both)."""
     from calitag.pipeline.records import RecordOptions
@@ -163,6 +165,7 @@ def test_numpy_matrix_scores_like_the_array(tagger, clip):
     np.testing.assert_allclose(as_matrix, tagger.scores(clip).probs, atol=1e-6)
 
 
+@pytest.mark.torch
 def test_detect_postprocess_of_the_wrong_type_is_named(tagger, clip):
     """detect(postprocess=5) is an ArgumentTypeError listing what it takes; an empty dict is a ThresholdsError."""
     from calitag.errors import ArgumentTypeError, ThresholdsError
@@ -174,6 +177,7 @@ def test_detect_postprocess_of_the_wrong_type_is_named(tagger, clip):
         resolve_postprocess(tagger, {})
 
 
+@pytest.mark.torch
 def test_detect_postprocess_dict_is_an_events_section(tagger):
     """A dict in Postprocess.to_dict's form is used as the events section."""
     from calitag.pipeline.detect import resolve_postprocess
@@ -185,6 +189,7 @@ def test_detect_postprocess_dict_is_an_events_section(tagger):
 
 @pytest.mark.parametrize(("labels", "named"), [({"speech_01.wav": None}, "labels of 'speech_01.wav' must be a list"),
                                                (123, "labels must be a label file.*got int 123")])
+@pytest.mark.torch
 def test_calibrate_labels_of_the_wrong_type_are_labels_errors(tagger, audio_samples, labels, named):
     """calibrate(labels={f: None}) or labels=123 is a LabelsError naming what it takes."""
     from calitag.errors import LabelsError
