@@ -18,6 +18,7 @@ Names are imported on first use, so ``import calitag`` loads neither numpy nor t
 from calitag._lazy import attach
 from calitag._version import __version__
 from calitag.errors import (
+    ArgumentTypeError,
     AudioError,
     AudioLoadError,
     AudioTypeError,
@@ -64,6 +65,7 @@ _EXPORTS = {
 __all__ = [
     "__version__",
     *sorted(_EXPORTS),
+    "ArgumentTypeError",
     "AudioError",
     "AudioLoadError",
     "AudioTypeError",

@@ -7,6 +7,10 @@ class TaggingError(Exception):
     """Base class of every error calitag raises on purpose."""
 
 
+class ArgumentTypeError(TaggingError, TypeError):
+    """A Python API argument of the wrong type; the message names the argument, what it takes and what it got."""
+
+
 class AudioLoadError(TaggingError):
     """A file cannot be read as audio (missing, corrupt, empty, not audio, bad layout)."""
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from calitag.errors import AudioError, EngineError, OutputError, TaggingError
 from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
-from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s
+from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s, check_top_k
 from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, RunStamp, open_writer
 from calitag.pipeline.review_formats import REVIEW_FORMATS
 
@@ -399,6 +399,7 @@ def run_batch(
     """
     _check_engine(engine, workers=workers, ray=ray)
     check_segment_s(segment_s)
+    check_top_k(records.top_k)  # the check Tagger.tag applies: 0 is refused alike
     scan = scan_source(source, recursive=recursive, pattern=pattern)
     if engine == "local" and (remote := [p for p in scan.files if _is_uri(p)]):
         raise AudioError(f"{remote[0]}: a URI needs the Ray engine (engine='ray', --engine ray)")

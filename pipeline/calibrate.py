@@ -14,7 +14,7 @@ the calibration again (another method, split or objective) decodes nothing.
 from __future__ import annotations
 
 import logging
-import zipfile
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from calitag._fileio import atomic_output, check_output, check_writable
+from calitag._fileio import atomic_output, check_output, check_writable, load_arrays
 from calitag.errors import LabelsError, OutputError, ScoresError
 from calitag.models.checkpoints import file_digests
 from calitag.pipeline.batch import BatchProgress, FileResult, find_audio_files, run_batch
@@ -219,11 +219,11 @@ class CalibrationOptions:
 
 def _read_cache_arrays(path: Path) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
     """(keys, scores, class_names) of a score cache; ScoresError when it cannot be read."""
+    data = load_arrays(path, what="score cache", error=ScoresError)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return data["keys"].tolist(), data["scores"], tuple(data["class_names"].tolist())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ScoresError(f"cannot read score cache {path}: {err}") from err
+        return data["keys"].tolist(), data["scores"], tuple(data["class_names"].tolist())
+    except KeyError as err:
+        raise ScoresError(f"cannot read score cache {path}: it has no array {err}") from err
 
 
 class ScoreCache:
@@ -270,10 +270,10 @@ class ScoreCache:
     def is_cache(path: Path) -> bool:
         """Whether ``path`` is an npz with the arrays of a score cache."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return "keys" in data.files and "scores" in data.files
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            data = load_arrays(path, what="score cache", error=ScoresError)
+        except ScoresError:
             return False
+        return "keys" in data and "scores" in data
 
     def by_file(self) -> dict[str, np.ndarray]:
         """File sha256 -> score row, whatever model and checkpoint made it."""
@@ -344,7 +344,15 @@ class ScoredFiles:
 
     @classmethod
     def read(cls, location: str | Path, *, model: str, class_names: tuple[str, ...]) -> ScoredFiles:
-        """The all-scores batch output at ``location`` (see :func:`calitag.pipeline.records.read_all_scores`)."""
+        """The all-scores batch output at ``location`` (see :func:`calitag.pipeline.records.read_all_scores`).
+
+        Raises
+        ------
+        OutputError
+            As :func:`~calitag.pipeline.records.read_all_scores`, and for a binary file (an .npz score file).
+        """
+        if "://" not in str(location) and Path(location).is_file():
+            _check_text_output(Path(location))
         paths, matrix, errors = read_all_scores(location, model=model, class_names=class_names)
         return cls(paths=tuple(paths), scores=matrix, errors=errors, source=str(location))
 
@@ -352,6 +360,22 @@ class ScoredFiles:
         """Label-file name -> its recorded path (scored or failed), for the names recorded (:func:`match_recorded`)."""
         recorded = (*self.paths, *self.errors)
         return {name: recorded[i] for name, i in match_recorded(names, recorded, source=self.source).items()}
+
+
+def _check_text_output(path: Path) -> None:
+    """Raise OutputError if ``path`` is a binary file (an .npz/.npy score file, anything else), not a results file."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if head.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+        raise OutputError(f"{path} is a numpy array file (.npz/.npy), not a `calitag batch --all-scores` output: "
+                          "fit thresholds on score arrays with `calitag thresholds fit`")
+    try:
+        head.decode("utf-8")
+        text = b"\0" not in head
+    except UnicodeDecodeError as err:
+        text = err.start >= len(head) - 3  # only a character cut at the end of the 4 KiB read
+    if not text:
+        raise OutputError(f"{path} is a binary file, not a `calitag batch --all-scores` output (JSON lines or CSV)")
 
 
 def _checkpoint_sha256(tagger: Tagger) -> str | None:
@@ -409,6 +433,7 @@ def gather_clip_scores(
     """
     found = scored.match(list(labels.labels)) if scored is not None else {}
     if scored is None:
+        _check_inside(folder, labels)
         missing = tuple(sorted(name for name in labels.labels if not (folder / name).is_file()))
     else:
         missing = tuple(sorted(name for name in labels.labels if name not in found))
@@ -417,9 +442,10 @@ def gather_clip_scores(
             f"{labels.source}: {len(missing)} listed file(s) are not in {folder}: {', '.join(missing[:5])}"
             + (" ..." if len(missing) > 5 else "") + "; pass --skip-missing to calibrate without them"
         )
-    names = [name for name in labels.labels if name not in missing]
+    absent = set(missing)  # a set: a label file may list a million absent files
+    names = [name for name in labels.labels if name not in absent]
     if scored is None:
-        listed = {(folder / name).resolve() for name in labels.labels}
+        listed = {(folder / name).resolve() for name in names}  # the files present: resolving absent ones costs
         nested = any("/" in name for name in labels.labels)  # look in sub-folders only if the labels do
         unlabeled = tuple(str(p) for p in find_audio_files(folder, recursive=nested) if p.resolve() not in listed)
         scores, ok, failed = score_files(tagger, [folder / n for n in names], cache=cache,
@@ -434,6 +460,16 @@ def gather_clip_scores(
             f"calibration needs at least 2; e.g. {failed[0].error}"
         )
     return ClipScores(tuple(names[i] for i in ok), scores, tuple(failed), missing, unlabeled)
+
+
+def _check_inside(folder: Path, labels: ClipLabels) -> None:
+    """Raise LabelsError for a label-file name that leads out of ``folder`` (an absolute path elsewhere, ``../``)."""
+    root = os.path.abspath(folder)
+    for name in labels.labels:
+        path = os.path.normpath(os.path.join(root, name))
+        if os.path.commonpath([root, path]) != root:
+            raise LabelsError(f"{labels.source}: {name} is not in {folder}: names in a label file are relative to "
+                              "the folder calibrated; list only files inside it")
 
 
 def _take_scores(scored: ScoredFiles, recorded: list[str]) -> tuple[tuple[str, ...], np.ndarray, list[int], list[FileResult]]:

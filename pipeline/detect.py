@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,21 +34,33 @@ def resolve_postprocess(tagger: Tagger, postprocess: Postprocess | Thresholds | 
     """The post-processing stack for ``tagger``'s frame scores.
 
     ``postprocess`` is a :class:`Postprocess`, a Thresholds with an events section, a file
-    (:func:`calitag.thresholds.events.load_postprocess`), or None: threshold 0.5, no smoothing.
+    (:func:`calitag.thresholds.events.load_postprocess`), an events section as a dict, or None:
+    threshold 0.5, no smoothing.
 
     Raises
     ------
+    ArgumentTypeError
+        Anything else.
     ThresholdsError, ThresholdsMismatchError
         A file without events section, or parameters for other classes or another model.
     """
-    from calitag.errors import ThresholdsError
+    from calitag.errors import ArgumentTypeError, ThresholdsError
     from calitag.thresholds.events import Postprocess, load_postprocess
     from calitag.thresholds.io import Thresholds
 
     if postprocess is None:
         return Postprocess.uniform(tagger.class_names)
-    if isinstance(postprocess, (str, Path)):
+    if isinstance(postprocess, (str, os.PathLike)):
         return load_postprocess(postprocess, class_names=tagger.class_names, expected_model=tagger.name)
+    if isinstance(postprocess, Mapping):
+        # An events section as a dict (the JSON form of Postprocess.to_dict).
+        return Postprocess.from_dict(postprocess, class_names=tagger.class_names, source="the postprocess mapping")
+    if not isinstance(postprocess, (Postprocess, Thresholds)):
+        text = repr(postprocess)
+        raise ArgumentTypeError(
+            "postprocess must be a Postprocess, a Thresholds object with an events section, a file (str or Path), "
+            f"an events section (dict) or None, got {type(postprocess).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+        )
     if isinstance(postprocess, Thresholds):
         postprocess.check_compatible(expected_model=tagger.name, expected_classes=tagger.class_names)
         if postprocess.events is None:

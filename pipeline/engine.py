@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calitag.errors import AudioError, TaggingError
+from calitag.errors import ArgumentTypeError, AudioError, TaggingError
 from calitag.pipeline.audio import (
     Aggregate, RunningAggregate, Window, _sizes, check_finite_scores, split_segments, stream_audio, window_chunks,
 )
@@ -76,6 +76,24 @@ def check_segment_s(segment_s: float | None) -> None:
     if isinstance(segment_s, bool) or not isinstance(segment_s, (int, float)) or not math.isfinite(segment_s) \
             or segment_s <= 0:
         raise AudioError(f"segment_s must be a positive number of seconds, got {segment_s!r}")
+
+
+def check_top_k(top_k: int | None) -> None:
+    """The one check of ``top_k`` (tags kept per recording), for :meth:`Tagger.tag` and :func:`run_batch` alike.
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``top_k`` is not None or an integer (1.5, "3", True).
+    AudioError
+        ``top_k`` is below 1 (0 would keep no tag; None keeps them all).
+    """
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+        raise ArgumentTypeError(f"top_k must be a whole number >= 1 or None, got {type(top_k).__name__} {top_k!r}")
+    if top_k < 1:
+        raise AudioError(f"top_k must be at least 1, got {top_k}; pass None to keep every tag")
 
 
 @dataclass(frozen=True)

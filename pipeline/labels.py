@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+import os
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 import numpy as np
 
+from calitag._fileio import read_input
 from calitag.errors import LabelsError
 
 #: Column names accepted for the file and the label columns (DCASE weak TSV and our CSV).
@@ -94,6 +97,22 @@ def _check_unquoted_comma(
     )
 
 
+def label_key(name: str) -> str:
+    """The file a label-file name stands for, as one key: ``./a.wav``, ``a.wav`` and ``b/../a.wav`` are one file."""
+    return posixpath.normpath(PurePath(name).as_posix())
+
+
+def _check_unique(name: str, first: tuple[str, int | None], seen: dict[str, tuple[str, int | None]], *,
+                  where: str) -> None:
+    """Record ``name`` in ``seen`` (by :func:`label_key`), or raise LabelsError if it names a file listed before."""
+    earlier = seen.setdefault(label_key(name), first)
+    if earlier is first:
+        return
+    other, line = earlier
+    same = "" if other == name else f" (as {other}" + (f" on line {line})" if line is not None else ")")
+    raise LabelsError(f"{where}: {name} is listed twice{same}: list each file once")
+
+
 def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> ClipLabels:
     """Read a clip-level label file.
 
@@ -112,19 +131,25 @@ def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> Cl
         If the file is missing, empty, has no file column, or lists a file twice.
     """
     path = Path(path)
+    data = read_input(path, what="label file", error=LabelsError)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise LabelsError(f"cannot read label file {path}: {e.strerror or e}") from e
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise LabelsError(f"label file {path} is not UTF-8 text") from e
-    # read_text has turned CRLF and CR into "\n"; splitlines() would also cut a file name at U+2028 or U+0085.
+    del data
+    # As text mode would: CRLF and CR become "\n"; splitlines() would also cut a file name at U+2028 or U+0085.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     numbered = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
     if not numbered:
         raise LabelsError(f"label file {path} is empty")
     line_numbers = [n for n, _ in numbered]  # rows are numbered as lines of the file, blank ones included
     delimiter = "\t" if "\t" in numbered[0][1] else ","
-    rows = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter))
+    reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter)
+    try:
+        rows = list(reader)
+    except csv.Error as e:  # a cell over the csv module's field limit (131,072 characters), a NUL byte
+        line = line_numbers[min(reader.line_num, len(line_numbers)) - 1]
+        raise LabelsError(f"{path}, line {line}: {e}; is it a label file?") from e
     header = [cell.strip().lower() for cell in rows[0]]
     file_col = next((header.index(c) for c in FILE_COLUMNS if c in header), None)
     has_header = file_col is not None
@@ -141,12 +166,12 @@ def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> Cl
         file_col, label_col, named_columns = 0, 1, 2
     known = frozenset(class_names)
     labels: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, tuple[str, int]] = {}
     for line_no, row in zip(line_numbers, rows):
         if len(row) <= file_col or not row[file_col].strip():
             raise LabelsError(f"{path}, line {line_no}: no file name")
         name = row[file_col].strip()
-        if name in labels:
-            raise LabelsError(f"{path}, line {line_no}: {name} is listed twice")
+        _check_unique(name, (name, line_no), seen, where=f"{path}, line {line_no}")
         if delimiter == ",":
             _check_unquoted_comma(row, label_col=label_col, named_columns=named_columns, strict=has_header,
                                   known=known, where=f"{path}, line {line_no}")
@@ -247,11 +272,21 @@ def as_clip_labels(labels: str | Path | Mapping[str, Sequence[str]] | ClipLabels
         return labels
     if isinstance(labels, Mapping):
         parsed: dict[str, tuple[str, ...]] = {}
+        seen: dict[str, tuple[str, int | None]] = {}
         for name, classes in labels.items():
-            if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
-                raise LabelsError(f"labels of {name!r} must be a list of class names, got {classes!r}")
-            parsed[str(name)] = tuple(dict.fromkeys(classes))
+            if not isinstance(name, (str, PurePath)):
+                raise LabelsError(f"the labels mapping's keys must be file names (str or Path), got "
+                                  f"{type(name).__name__} {name!r}")
+            listed = tuple(classes) if isinstance(classes, Iterable) and not isinstance(classes, (str, bytes)) else None
+            if listed is None or not all(isinstance(c, str) for c in listed):
+                raise LabelsError(f"labels of {name!r} must be a list of class names, got "
+                                  f"{type(classes).__name__} {classes!r}")
+            _check_unique(str(name), (str(name), None), seen, where="the labels mapping")
+            parsed[str(name)] = tuple(dict.fromkeys(listed))
         if not parsed:
             raise LabelsError("the labels mapping lists no files")
         return ClipLabels(labels=parsed, source="<mapping>")
+    if not isinstance(labels, (str, os.PathLike)):
+        raise LabelsError(f"labels must be a label file (str or Path), a mapping {{file name: [class, ...]}} or "
+                          f"ClipLabels, got {type(labels).__name__} {labels!r:.40}")
     return read_clip_labels(labels, class_names=class_names)

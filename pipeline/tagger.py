@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import operator
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from calitag.errors import AudioError, AudioTypeError, ModelNotFoundError, ThresholdsMismatchError
+from calitag.errors import ArgumentTypeError, AudioError, AudioTypeError, ModelNotFoundError, ThresholdsMismatchError
 from calitag.models.backends import Backend, backend_for, build_model, make_backend, resolve_device
 from calitag.models.checkpoints import file_digests, known_sha256, resolve_checkpoint
 from calitag.models.registry import MODELS, ModelSpec, get_spec
 from calitag.pipeline.audio import (
     Aggregate, RunningAggregate, Window, check_finite_scores, resample, stream_audio, stream_windows, windows,
 )
-from calitag.pipeline.engine import Windowing
+from calitag.pipeline.engine import Windowing, check_top_k
 from calitag.pipeline.precision import resolve_precision
 from calitag.pipeline.types import FrameScores, Scores, SegmentScores, Tags, Waveform
 from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
@@ -93,6 +94,32 @@ def _path_str(path: str | Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def _shown(value: Any) -> str:
+    """A value's type and (shortened) repr, for messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _check_whole(name: str, value: Any, *, minimum: int | None = None) -> None:
+    """Raise ArgumentTypeError unless ``value`` is an integer, AudioError if it is below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ArgumentTypeError(f"{name} must be a whole number, got {_shown(value)}")
+    if minimum is not None and value < minimum:
+        raise AudioError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_arguments(config: TaggerConfig, thresholds: Any) -> None:
+    """Raise ArgumentTypeError (or AudioError for a batch size below 1) before any work, naming the argument."""
+    if not isinstance(config.model, str):
+        raise ArgumentTypeError(f"name must be a model name (str) such as 'yamnet', got {_shown(config.model)}; "
+                                "load one model per call")
+    _check_whole("seed", config.seed)
+    _check_whole("batch_size", config.batch_size, minimum=1)
+    if thresholds is not None and not isinstance(thresholds, (str, os.PathLike, Thresholds)):
+        raise ArgumentTypeError(f"thresholds must be a thresholds file (str or Path), a Thresholds object or None, "
+                                f"got {_shown(thresholds)}")
+
+
 def _read_thresholds(
     thresholds: str | Path | Thresholds | None, spec: ModelSpec, checkpoint: Path | None
 ) -> tuple[Thresholds | None, Path | None]:
@@ -106,7 +133,7 @@ def _read_thresholds(
         A malformed file.
     """
     path = None
-    if isinstance(thresholds, (str, Path)):
+    if isinstance(thresholds, (str, os.PathLike)):
         path = Path(thresholds)
         thresholds = Thresholds.load(path, expected_model=spec.name, expected_classes=spec.class_names)
     elif thresholds is not None:
@@ -156,8 +183,7 @@ class Tagger:
         frontend: Callable[[np.ndarray], np.ndarray] | None = None,
         precision: str = "fp32",
     ) -> None:
-        if batch_size < 1:
-            raise AudioError(f"batch_size must be at least 1, got {batch_size}")
+        _check_whole("batch_size", batch_size, minimum=1)
         self.spec = spec
         self.checkpoint = checkpoint
         self.batch_size = batch_size
@@ -324,6 +350,7 @@ class Tagger:
         Tagger
             Its :attr:`config` is ``config``.
         """
+        _check_arguments(config, thresholds)
         spec = get_spec(config.model)
         device = backend_for(spec).device_for(spec, config.device)  # a missing runtime is named before any download
         path = resolve_checkpoint(spec.name, config.checkpoint, config.cache_dir, on_progress=on_progress)
@@ -346,7 +373,8 @@ class Tagger:
         """An in-memory input at the model's rate: arrays are taken to be at it, Waveforms are resampled."""
         rate = self.spec.frontend.sample_rate
         if isinstance(item, np.ndarray):
-            item = Waveform(samples=item, sample_rate=rate, source=f"<array {index}>")
+            # np.asarray: an ndarray subclass (np.matrix stays 2-D when indexed) becomes a plain array.
+            item = Waveform(samples=np.asarray(item), sample_rate=rate, source=f"<array {index}>")
         if not isinstance(item, Waveform):
             text = repr(item)
             raise AudioTypeError(
@@ -621,8 +649,7 @@ class Tagger:
         list of Tags
             One per input, labels sorted by decreasing score.
         """
-        if top_k is not None and top_k < 1:
-            raise AudioError(f"top_k must be at least 1, got {top_k}")
+        check_top_k(top_k)
         scores = self.scores(items, aggregate=aggregate)
         return self.tags_from_scores(scores, top_k=top_k, probabilities=probabilities)
 

@@ -118,3 +118,92 @@ def test_jsonl_writer_refuses_nan(tmp_path):
             writer.write({"path": "a.wav", "scores": {"Speech": float("nan")}})
         writer.write({"path": "b.wav", "scores": {"Speech": 0.5}})
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == ["b.wav"]
+
+
+# --- arguments of the wrong type or range: one precise calitag error each ---------------------------
+
+
+@pytest.mark.parametrize(("call", "named"), [
+    (lambda: Tagger.load("debug", device="cpu", thresholds=123), "thresholds must be a thresholds file.*got int 123"),
+    (lambda: Tagger.load("debug", device="cpu", batch_size="8"), "batch_size must be a whole number, got str '8'"),
+    (lambda: Tagger.load(["yamnet"]), r"name must be a model name \(str\).*got list \['yamnet'\]"),
+])
+def test_load_arguments_of_the_wrong_type_are_named(call, named):
+    """load_tagger's thresholds=123, batch_size='8', a list of names: ArgumentTypeError naming argument and type."""
+    from calitag.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match=named) as raised:
+        call()
+    assert isinstance(raised.value, TypeError) and isinstance(raised.value, TaggingError)
+
+
+@pytest.mark.torch
+def test_float_top_k_is_an_argument_type_error(tagger, clip):
+    """tag(top_k=1.5) is an ArgumentTypeError naming top_k, not a slice TypeError."""
+    from calitag.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match="top_k must be a whole number >= 1 or None, got float 1.5"):
+        tagger.tag(clip, top_k=1.5)
+
+
+@pytest.mark.torch
+def test_run_batch_refuses_top_k_zero_like_tag(tagger, audio_samples):
+    """run_batch with top_k=0 is refused with the message Tagger.tag gives (one check for both)."""
+    from calitag.pipeline.records import RecordOptions
+
+    with pytest.raises(AudioError, match="top_k must be at least 1, got 0") as from_batch:
+        run_batch(tagger, [audio_samples / CLIP], records=RecordOptions(top_k=0))
+    with pytest.raises(AudioError) as from_tag:
+        tagger.tag(audio_samples / CLIP, top_k=0)
+    assert str(from_batch.value) == str(from_tag.value)
+
+
+@pytest.mark.torch
+def test_numpy_matrix_scores_like_the_array(tagger, clip):
+    """An np.matrix (1, n) of samples scores as the same plain array."""
+    as_matrix = tagger.scores(np.matrix(clip)).probs
+    np.testing.assert_allclose(as_matrix, tagger.scores(clip).probs, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_detect_postprocess_of_the_wrong_type_is_named(tagger, clip):
+    """detect(postprocess=5) is an ArgumentTypeError listing what it takes; an empty dict is a ThresholdsError."""
+    from calitag.errors import ArgumentTypeError, ThresholdsError
+    from calitag.pipeline.detect import resolve_postprocess
+
+    with pytest.raises(ArgumentTypeError, match="postprocess must be a Postprocess.*got int 5"):
+        resolve_postprocess(tagger, 5)
+    with pytest.raises(ThresholdsError, match="the postprocess mapping: expected an events section"):
+        resolve_postprocess(tagger, {})
+
+
+@pytest.mark.torch
+def test_detect_postprocess_dict_is_an_events_section(tagger):
+    """A dict in Postprocess.to_dict's form is used as the events section."""
+    from calitag.pipeline.detect import resolve_postprocess
+    from calitag.thresholds.events import Postprocess
+
+    stack = Postprocess.uniform(tagger.class_names)
+    assert resolve_postprocess(tagger, stack.to_dict()) == stack
+
+
+@pytest.mark.parametrize(("labels", "named"), [({"speech_01.wav": None}, "labels of 'speech_01.wav' must be a list"),
+                                               (123, "labels must be a label file.*got int 123")])
+@pytest.mark.torch
+def test_calibrate_labels_of_the_wrong_type_are_labels_errors(tagger, audio_samples, labels, named):
+    """calibrate(labels={f: None}) or labels=123 is a LabelsError naming what it takes."""
+    from calitag.errors import LabelsError
+
+    with pytest.raises(LabelsError, match=named):
+        tagger.calibrate(audio_samples, labels)
+
+
+@pytest.mark.torch
+def test_calibrate_without_out_writes_nothing(tagger, audio_samples, tmp_path, monkeypatch):
+    """tagger.calibrate(folder, labels) without out fits thresholds and writes no file."""
+    monkeypatch.chdir(tmp_path)
+    labels = {name: ["Speech"] if name.startswith("speech") else [] for name in
+              ("speech_01.wav", "speech_02.wav", "speech_03.wav", "music_01.wav", "music_02.wav", "ding_01.wav")}
+    result = tagger.calibrate(audio_samples, labels, seed=0)
+    assert result.thresholds.n_classes == len(tagger.class_names)
+    assert list(tmp_path.iterdir()) == []

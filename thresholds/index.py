@@ -40,6 +40,11 @@ MAX_GRID = 1 << 16
 COUNT_GRID_STEP = 1.0 / 1024
 #: Classes sorted and tabulated together (a block of rows that stays in cache).
 CHUNK_CLASSES = 32
+#: Classes whose positives are counted and tabulated together (bounds the temporaries).
+BLOCK_CLASSES = 1024
+#: Largest index built, in bytes (per class: its padded scores, and per grid node two int32 counts and,
+#: with a slope, two float64 kernel sums: ~24 KB a class at the default slope).
+MAX_INDEX_BYTES = 2 << 30
 #: Scores of a threshold's bin compared at once (a bin rarely holds more); every row is followed
 #: by at least this many pads.
 WINDOW = 8
@@ -178,11 +183,15 @@ def _index_positives(scores: np.ndarray, labels: np.ndarray, table: np.ndarray, 
     table[np.arange(local.size) + WINDOW * column] = local
     # Positives below edge j: those whose bin (edges at or below the score) is below j.
     bins = np.searchsorted(edges, local, side="right")
-    counts = np.bincount(column * (n_nodes + 1) + bins, minlength=n_classes * (n_nodes + 1))
-    below[:] = np.cumsum(counts.reshape(n_classes, n_nodes + 1), axis=1)[:, :n_nodes]
-    if kernel is not None:
-        grid = _bin_scores(local, column, n_classes=n_classes, step=step, n_nodes=n_nodes)
-        kernel[:] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
+    # By blocks of classes: for all classes at once, the counts' and kernels' temporaries took ~50 KB a class.
+    for first in range(0, n_classes, BLOCK_CLASSES):
+        last = min(first + BLOCK_CLASSES, n_classes)
+        lo, hi = np.searchsorted(column, [first, last])
+        counts = np.bincount((column[lo:hi] - first) * (n_nodes + 1) + bins[lo:hi], minlength=(last - first) * (n_nodes + 1))
+        below[first:last] = np.cumsum(counts.reshape(last - first, n_nodes + 1), axis=1)[:, :n_nodes]
+        if kernel is not None:
+            grid = _bin_scores(local[lo:hi], column[lo:hi] - first, n_classes=last - first, step=step, n_nodes=n_nodes)
+            kernel[first:last] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
     return np.bincount(column, minlength=n_classes)
 
 
@@ -196,6 +205,21 @@ def _index_classes(scores: np.ndarray, part: np.ndarray, below: np.ndarray, kern
     if kernel is not None:
         grid = _bin_sorted_rows(part, below, n_clips=n_clips, step=step)
         kernel[:] = _convolve_kernel(grid, step_z=step * slope, slope=slope)
+
+
+def _check_index_size(n_classes: int, *, n_clips: int, n_padded: int, n_nodes: int, n_pos: int,
+                      slope: float | None) -> None:
+    """Raise CalibrationError, before any allocation, if the index would take more than :data:`MAX_INDEX_BYTES`."""
+    per_node = 2 * 4 + (2 * 8 if slope is not None else 0)
+    needed = n_classes * (n_padded * 4 + n_nodes * per_node + WINDOW * 4) + n_pos * 4
+    if needed > MAX_INDEX_BYTES:
+        mib = 1 << 20
+        fix = ("use a smaller slope (fewer grid nodes) or method 'exact'" if slope is not None
+               else "fit fewer classes at once")
+        raise CalibrationError(
+            f"the sorted-score index of {n_classes} classes x {n_clips} clips ({n_nodes} grid nodes) needs "
+            f"{needed / mib:.0f} MiB, more than the {MAX_INDEX_BYTES / mib:.0f} MiB calitag allows: {fix}"
+        )
 
 
 def _run(tasks: list[Callable[[], object]], workers: int) -> list[object]:
@@ -284,6 +308,8 @@ class ScoreIndex:
         # padded so that a window of WINDOW values from any rank stays inside the row.
         n_padded = -(-(n_clips + WINDOW) // WINDOW) * WINDOW
         n_rows = n_classes * n_padded
+        _check_index_size(n_classes, n_clips=n_clips, n_padded=n_padded, n_nodes=n_nodes, n_pos=int(np.count_nonzero(labels)),
+                          slope=slope)
         values = np.empty(n_rows + int(np.count_nonzero(labels)) + n_classes * WINDOW, dtype=np.float32)
         rows = values[:n_rows].reshape(n_classes, n_padded)
         below = np.empty((n_classes, n_nodes, 2), dtype=np.int32)

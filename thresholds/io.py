@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from calitag._version import __version__
-from calitag._fileio import write_atomic
+from calitag._fileio import MAX_JSON_BYTES, parse_json, read_input, write_atomic
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 from calitag.thresholds.events.postprocess import Postprocess, postprocess_from_authors, read_json
 from calitag.thresholds.probability import ProbabilityMaps
@@ -495,22 +495,11 @@ class Thresholds:
             Made for another model or class list.
         """
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError as err:
-            raise ThresholdsError(f"thresholds file not found: {source}") from err
-        except (OSError, UnicodeDecodeError) as err:
-            raise ThresholdsError(f"cannot read thresholds file {source}: {err}") from err
-        if not text.strip():
+        data = read_input(path, what="thresholds file", error=ThresholdsError, max_bytes=MAX_JSON_BYTES)
+        if not data.strip():
             raise ThresholdsError(f"thresholds file {source} is empty: expected a JSON object from `calitag thresholds fit`")
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ThresholdsError(f"thresholds file {source} is not valid JSON: {err}") from err
-        except RecursionError as err:
-            raise ThresholdsError(
-                f"thresholds file {source} nests JSON too deeply to read: it is not a calitag thresholds file"
-            ) from err
+        # Numbers no field can hold (1e400, 5,000 digits) are refused here, naming their key.
+        document = parse_json(data, source=source, what="thresholds file", error=ThresholdsError)
         thresholds = cls.from_dict(document, source=source)
         thresholds.check_compatible(expected_model=expected_model, expected_classes=expected_classes, source=source)
         return thresholds

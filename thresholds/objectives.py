@@ -45,6 +45,10 @@ class Objective:
         return self.name
 
 
+#: Largest recall weight: F-beta is recall to 12 digits there, and beta**2 stays far from overflowing.
+MAX_BETA = 1e6
+
+
 def resolve_objective(name: str | Objective, *, beta: float | None = None) -> Objective:
     """Turn an objective name (``"micro_f1"``, ``"macro-fbeta"`` ...) into an :class:`Objective`.
 
@@ -76,8 +80,8 @@ def resolve_objective(name: str | Objective, *, beta: float | None = None) -> Ob
             raise CalibrationError(f"objective {key} has beta 1, got beta={beta}: use {average}_fbeta instead")
         return Objective(key, average, 1.0)
     value = 1.0 if beta is None else float(beta)
-    if not value > 0 or value != value or value == float("inf"):
-        raise CalibrationError(f"beta must be a finite number > 0, got {beta}")
+    if not 0 < value <= MAX_BETA:
+        raise CalibrationError(f"beta must be a number > 0 and at most {MAX_BETA:g} (beta**2 weighs recall), got {beta}")
     return Objective(key, average, value)
 
 

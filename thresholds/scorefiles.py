@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import array
 import csv
+import io
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from calitag._fileio import load_arrays, read_input
 from calitag.errors import ScoresError
 from calitag.thresholds.metrics import check_scores, check_targets
 
@@ -58,41 +63,64 @@ def _read_matrix(path: Path, *, what: str) -> tuple[np.ndarray, tuple[str, ...] 
     """A numeric matrix from .npy or .csv (optionally with a header row of class names)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            raise ScoresError(f"cannot read {what} file {path}: {err}") from err
-        return array, None
+        return load_arrays(path, what=f"{what} file", error=ScoresError)[""], None
     if suffix in (".csv", ".tsv", ".txt"):
         delimiter = "\t" if suffix == ".tsv" else ","
-        try:
-            with path.open(newline="", encoding="utf-8") as handle:
-                rows = [row for row in csv.reader(handle, delimiter=delimiter) if row and any(c.strip() for c in row)]
-        except (OSError, UnicodeDecodeError) as err:
-            raise ScoresError(f"cannot read {what} file {path}: {err}") from err
-        if not rows:
-            raise ScoresError(f"{what} file {path} is empty: expected rows of numbers")
-        header = None
-        # Row 1 is a header when a non-blank cell is not a number; a blank cell among numbers is
-        # a missing value, reported below like any other row's.
-        if not all(_is_number(c) for c in rows[0] if c.strip()):
-            header, rows = tuple(c.strip() for c in rows[0]), rows[1:]
-        if not rows:
-            raise ScoresError(f"{what} file {path} has a header but no rows")
-        if len({len(r) for r in rows}) != 1:
+        return _csv_matrix(path, what=what, delimiter=delimiter)
+    raise ScoresError(f"{what} file {path} has an unsupported extension {path.suffix!r}: expected .npz, .npy or .csv")
+
+
+def _csv_rows(path: Path, *, what: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of the non-blank rows of a CSV, read with the bounded reader (a UTF-8 BOM is dropped)."""
+    data = read_input(path, what=f"{what} file", error=ScoresError)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ScoresError(f"cannot read {what} file {path}: it is not UTF-8 text (a binary file?): {err}") from err
+    del data
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        for row in reader:
+            if row and any(c.strip() for c in row):
+                yield reader.line_num, row
+    except csv.Error as err:
+        raise ScoresError(f"cannot read {what} file {path}, line {reader.line_num}: {err}") from err
+
+
+def _csv_matrix(path: Path, *, what: str, delimiter: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """A float64 matrix from a CSV, with the header row of class names when row 1 is one.
+
+    Rows are converted as they are read into one flat float64 buffer (8 bytes a cell), so the memory
+    is bounded by the file's size, whatever its shape.
+    """
+    rows = _csv_rows(path, what=what, delimiter=delimiter)
+    first = next(rows, None)
+    if first is None:
+        raise ScoresError(f"{what} file {path} is empty: expected rows of numbers")
+    header = None
+    # Row 1 is a header when a non-blank cell is not a number; a blank cell among numbers is
+    # a missing value, reported below like any other row's.
+    if not all(_is_number(c) for c in first[1] if c.strip()):
+        header, first = tuple(c.strip() for c in first[1]), next(rows, None)
+    if first is None:
+        raise ScoresError(f"{what} file {path} has a header but no rows")
+    width = len(first[1])
+    cells = array.array("d")
+    n_rows = 0
+    for number, (_, row) in enumerate(itertools.chain([first], rows), start=2 if header is not None else 1):
+        if len(row) != width:
             raise ScoresError(f"{what} file {path} has rows of different lengths: expected one column per class")
-        for number, row in enumerate(rows, start=2 if header is not None else 1):
-            blank = [k for k, c in enumerate(row, start=1) if not c.strip()]
-            if blank:
-                raise ScoresError(f"{what} file {path}: row {number}, column {blank[0]} is blank: expected a number")
+        blank = next((k for k, c in enumerate(row, start=1) if not c.strip()), None)
+        if blank is not None:
+            raise ScoresError(f"{what} file {path}: row {number}, column {blank} is blank: expected a number")
         try:
-            array = np.array([[float(c) for c in row] for row in rows], dtype=np.float64)
+            cells.extend(float(c) for c in row)
         except ValueError as err:
             raise ScoresError(f"{what} file {path} holds a non-numeric value: {err}") from err
-        if header is not None and len(header) != array.shape[1]:
-            raise ScoresError(f"{what} file {path}: header has {len(header)} names for {array.shape[1]} columns")
-        return array, header
-    raise ScoresError(f"{what} file {path} has an unsupported extension {path.suffix!r}: expected .npz, .npy or .csv")
+        n_rows += 1
+    if header is not None and len(header) != width:
+        raise ScoresError(f"{what} file {path}: header has {len(header)} names for {width} columns")
+    return np.frombuffer(cells, dtype=np.float64).reshape(n_rows, width).copy(), header
 
 
 def _is_number(cell: str) -> bool:
@@ -101,6 +129,19 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _class_names(classes: np.ndarray, *, source: str) -> tuple[str, ...]:
+    """The class names of an npz's ``classes`` array: text, or bytes decoded as UTF-8 (not ``"b'a'"``)."""
+    names = []
+    for name in np.asarray(classes).reshape(-1).tolist():
+        if isinstance(name, bytes):
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ScoresError(f"{source}: class name {name!r} is not UTF-8 text") from err
+        names.append(str(name))
+    return tuple(names)
 
 
 def _sigmoid(array: np.ndarray) -> np.ndarray:
@@ -139,18 +180,14 @@ def read_scores(
     """
     file = Path(path)
     source = str(file)
-    if not file.is_file():
+    if not file.exists():
         raise ScoresError(f"score file not found: {source}")
-    if file.stat().st_size == 0:
+    if file.is_file() and file.stat().st_size == 0:
         raise ScoresError(f"score file {source} is empty (0 bytes)")
     class_names: tuple[str, ...] | None = None
     eval_scores = eval_labels = None
     if file.suffix.lower() == ".npz":
-        try:
-            with np.load(file, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError) as err:
-            raise ScoresError(f"cannot read {source} as .npz: {err}") from err
+        arrays = load_arrays(file, what="score file", error=ScoresError)
         if "val_scores" not in arrays:
             found = ", ".join(sorted(arrays)) or "nothing"
             raise ScoresError(f"{source} has no 'val_scores' array (found {found}): expected val_scores, val_labels[, eval_scores, eval_labels, classes]")
@@ -161,7 +198,7 @@ def read_scores(
         if (eval_scores is None) != (eval_labels is None):
             raise ScoresError(f"{source} has only one of eval_scores/eval_labels: give both or neither")
         if "classes" in arrays:
-            class_names = tuple(str(c) for c in np.asarray(arrays["classes"]).reshape(-1))
+            class_names = _class_names(arrays["classes"], source=source)
     else:
         val_scores, class_names = _read_matrix(file, what="score")
         val_labels = None

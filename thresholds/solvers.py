@@ -46,6 +46,9 @@ from calitag.thresholds.targets import cut_table as _cut_table
 ProgressFn = Callable[[int, int], None]
 #: What the small-class guard falls back to: the class's label-rate threshold (fitted), or the fixed default.
 GUARD_FALLBACKS = ("label_rate", "default")
+#: Largest surrogate slope: beyond it the sigmoid is a step at float32's resolution of the scores (and
+#: slope * score overflows float32 long before 1e308).
+MAX_SLOPE = 1e6
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,10 @@ class DefaultOptions:
 
 @dataclass(frozen=True)
 class HeuristicOptions:
-    """dichoThresh: ``outer`` restarts of ``inner`` random steps each, per class (``init`` as for sgl)."""
+    """dichoThresh: ``outer`` restarts of ``inner`` random steps each, per class (``init`` as for sgl).
+
+    ``max_seconds`` bounds the search: it stops after the step that passes it, keeping the best values found.
+    """
 
     init: float | tuple[float, ...] | None = None
     outer: int = 80
@@ -92,11 +98,15 @@ class HeuristicOptions:
     step_ratio: float = 0.2
     ratio_decay: float = 1e-4
     seed: int = 0
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class NumericOptions:
-    """numThresh: finite differences of step ``delta`` (up to ``max_tries`` steps), Adam at ``lr`` (``init`` as for sgl)."""
+    """numThresh: finite differences of step ``delta`` (up to ``max_tries`` steps), Adam at ``lr`` (``init`` as for sgl).
+
+    ``max_seconds`` bounds the run, read between full-matrix evaluations: an iteration it interrupts is dropped.
+    """
 
     init: float | tuple[float, ...] | None = None
     lr: float = 1e-2
@@ -130,6 +140,9 @@ def _resolve_options(method: str, options: dict[str, Any]) -> Any:
             raise CalibrationError(
                 f"option {name} of method {method!r} must be a finite number > 0, got {getattr(resolved, name)}"
             )
+    if getattr(resolved, "slope", 0.0) > MAX_SLOPE:
+        raise CalibrationError(f"option slope of method {method!r} must be at most {MAX_SLOPE:g} (a step of the "
+                               f"scores' float32 resolution), got {resolved.slope:g}")
     max_seconds = getattr(resolved, "max_seconds", None)
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and 0 <= max_seconds < math.inf):
         raise CalibrationError(f"option max_seconds of method {method!r} must be a finite number of seconds >= 0, "
@@ -252,10 +265,13 @@ def _heuristic(index: ScoreIndex, spec: Objective, opts: HeuristicOptions, init:
 
     best = init.copy()
     best_score = per_class_score(best)
+    deadline = None if opts.max_seconds is None else time.perf_counter() + opts.max_seconds
     for outer in range(opts.outer):
         current = best.copy()
         ratio = opts.step_ratio
         for _ in range(opts.inner):
+            if deadline is not None and time.perf_counter() > deadline:
+                return best
             # The original draws around the threshold itself (mean t, std sigma), scaled by ratio.
             proposal = np.clip(current + rng.normal(current, opts.sigma) * ratio, 0.0, 1.0)
             ratio -= opts.ratio_decay
@@ -278,17 +294,19 @@ def _numeric(scores: np.ndarray, labels: np.ndarray, spec: Objective, opts: Nume
 
     thresholds = init.astype(np.float64)
     optimizer = _Adam(thresholds, lr=opts.lr)
-    start = time.perf_counter()
+    # The clock is read before every full-matrix evaluation, not only between iterations: one iteration
+    # costs C of them (O(C^2 N)), minutes at 10^4 classes.
+    deadline = None if opts.max_seconds is None else time.perf_counter() + opts.max_seconds
     done = 0
     for iteration in range(opts.iterations):
-        if opts.max_seconds is not None and time.perf_counter() - start > opts.max_seconds:
-            break
         values = thresholds.copy()
         base = full_score(values)
         grads = np.zeros_like(values)
         for c in range(values.size):
             moved = values.copy()
             for tries in range(1, opts.max_tries + 1):
+                if deadline is not None and time.perf_counter() > deadline:
+                    return thresholds, done  # the interrupted iteration's partial gradient is dropped
                 moved[c] += opts.delta
                 changed = full_score(moved)
                 if changed != base:

@@ -25,16 +25,15 @@ The ``events`` section of a thresholds file is :meth:`Postprocess.to_dict`::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from calitag._fileio import MAX_JSON_BYTES, parse_json, read_input
 from calitag.errors import ScoresError, ThresholdsError, ThresholdsMismatchError
 
 Smoothing = Literal["none", "median", "mean"]
@@ -521,14 +520,11 @@ def read_json(source: str, *, what: str) -> Any:
     Raises
     ------
     ThresholdsError
-        The file is missing, unreadable, not UTF-8 or not JSON.
+        The file is missing, unreadable, not a regular file, over :data:`calitag._fileio.MAX_JSON_BYTES`, not
+        UTF-8, not JSON, or holds a number out of range (``1e400``, a 5,000-digit integer).
     """
-    try:
-        return json.loads(Path(source).read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ThresholdsError(f"{what} not found: {source}") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ThresholdsError(f"cannot read {source} as JSON: {e}") from e
+    data = read_input(source, what=what, error=ThresholdsError, max_bytes=MAX_JSON_BYTES)
+    return parse_json(data, source=source, what=what, error=ThresholdsError)
 
 
 def postprocess_from_authors(
