@@ -43,8 +43,9 @@ def _sed_model_options(*, precision: bool) -> Any:
               help="Events TSV to write (DCASE layout: filename, onset, offset, event_label). An existing file "
                    "is replaced only with --force.")
 @FORCE_OPTION
+@click.option("--recursive", is_flag=True, help="Also take the audio files in the sub-folders of a folder argument.")
 def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path: Path | None, out_path: Path,
-                   force: bool) -> None:
+                   force: bool, recursive: bool) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -53,7 +54,7 @@ def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path
     from calitag.pipeline.detect import detect, resolve_postprocess, table_names
     from calitag.thresholds.events import write_events_tsv
 
-    paths = expand_inputs(files)
+    paths = expand_inputs(files, recursive=recursive)
     # An events table cannot be told from a reference annotation in the same layout: replace one only with --force.
     check_out(out_path, inputs=[*paths, postprocess_path, model.checkpoint], kind="events table", force=force)
     tagger = model.load()

@@ -33,8 +33,9 @@ NO_TAG = "(no tag above threshold)"
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="How window scores of long files become one clip score.")
 @SEGMENT_OPTION
+@click.option("--recursive", is_flag=True, help="Also tag the audio files in the sub-folders of a folder argument.")
 def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Path | None, top_k: int | None,
-                fmt: str, aggregate: str, segment_s: float | None) -> None:
+                fmt: str, aggregate: str, segment_s: float | None, recursive: bool) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -42,7 +43,7 @@ def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Pa
     row of tags per segment (start and end in seconds): a timeline of a long recording.
     """
     tagger = model.load(thresholds=thresholds_path)
-    paths = expand_inputs(files)
+    paths = expand_inputs(files, recursive=recursive)
     if not paths:
         raise CommandError(f"no audio files in {', '.join(map(str, files))}")
     writer = _Writer(fmt, segments=segment_s is not None)
