@@ -150,7 +150,7 @@ def test_page_examples_run(page, yamnet_cached, tmp_path, monkeypatch):
         pytest.importorskip("torch", reason=f"{_page_id(page)} needs the torch extra")
     blocks = [b for b in page_blocks(page) if b.kind in RUN_KINDS and b.skip is None]
     if not blocks:
-        pytest.skip(f"{_page_id(page)} has no runnable example")
+        return  # a page of prose and shown-only blocks (install commands, cluster set-ups) has nothing to run
     work = tmp_path / "work"
     work.mkdir()
     for name in ("audio_samples", "examples"):
