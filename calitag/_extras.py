@@ -1,7 +1,8 @@
 """Optional dependencies: which extra of calitag installs what, and the one error for a missing one.
 
 calitag is installed from its checkout (it is not on PyPI), so the advice is ``pip install -e ".[extra]"``;
-for the torch extra the CPU build of torch goes first, so that pip does not resolve a CUDA build.
+for the torch extra the CPU build of torch goes first, from PyTorch's CPU index, so that pip does not resolve a
+CUDA build.
 """
 
 from __future__ import annotations
@@ -18,11 +19,33 @@ TORCH_REQUIREMENT = "torch==2.13.0"
 EXTRA_OF_MODULE = {"torch": "torch", "librosa": "torch", "h5py": "torch"}
 
 
+#: PyTorch's own index of CPU-only wheels: torch from there pulls no CUDA packages (PyPI's Linux wheel does).
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
 def install_hint(extra: str) -> str:
     """What to run to install an extra of calitag (which is installed from its checkout, not from PyPI)."""
     if extra == "torch":
-        return f'pip install {TORCH_REQUIREMENT}, then pip install -e ".[torch]" in the calitag checkout'
+        return (f'pip install {TORCH_REQUIREMENT} --index-url {TORCH_CPU_INDEX}, then pip install -e ".[torch]" '
+                "in the calitag checkout")
     return f'pip install -e ".[{extra}]" in the calitag checkout'
+
+
+def require_installed(modules: tuple[str, ...], *, extra: str, what: str) -> None:
+    """Raise the one-line error of :func:`missing_dependency` for the first of ``modules`` not installed.
+
+    Checked without importing them (``importlib.util.find_spec``), so that a command can refuse before it works.
+
+    Raises
+    ------
+    MissingDependencyError
+        One of the modules is not installed.
+    """
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise missing_dependency(module, extra=extra, what=what)
 
 
 def missing_dependency(module: str, *, extra: str, what: str) -> MissingDependencyError:

@@ -276,7 +276,7 @@ register(
         MODELS["yamnet"],
         name="yamnet-int8",
         builder="calitag.models.yamnet:load_int8",
-        description="YAMNet, the published 8-bit ONNX graph: faster, coarse scores (a few dozen levels)",
+        description="YAMNet, the published 8-bit ONNX graph: faster, coarse scores (about 10 levels between 0.05 and 0.995)",
     )
 )
 

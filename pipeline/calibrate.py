@@ -252,8 +252,8 @@ class ScoreCache:
         return cls(path, class_names, dict(zip(keys, scores)) if names == class_names else None)
 
     @classmethod
-    def read(cls, path: Path, class_names: tuple[str, ...]) -> ScoreCache:
-        """The cache at ``path``, which must hold the scores of ``class_names`` (a thresholds file's classes).
+    def read(cls, path: Path, class_names: tuple[str, ...] | None = None) -> ScoreCache:
+        """The cache at ``path``, which must hold the scores of ``class_names`` (a thresholds file's classes; None: any).
 
         Raises
         ------
@@ -261,10 +261,10 @@ class ScoreCache:
             The file cannot be read, or holds other classes.
         """
         keys, scores, names = _read_cache_arrays(path)
-        if names != class_names:
+        if class_names is not None and names != class_names:
             raise ScoresError(f"score cache {path} holds {len(names)} classes that are not the thresholds file's "
                               f"{len(class_names)}: it was made for another model")
-        return cls(path, class_names, dict(zip(keys, scores)))
+        return cls(path, names, dict(zip(keys, scores)))
 
     @staticmethod
     def is_cache(path: Path) -> bool:

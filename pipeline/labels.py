@@ -183,18 +183,14 @@ def read_clip_labels(path: str | Path, *, class_names: Sequence[str] = ()) -> Cl
 
 def check_label_names(clip_labels: ClipLabels, class_names: tuple[str, ...], *, model: str) -> None:
     """Raise LabelsError if a label is not one of the model's classes, naming the closest ones."""
-    import difflib
+    from calitag._names import unknown_names_hint
 
     known = set(class_names)
     unknown = sorted({lab for labs in clip_labels.labels.values() for lab in labs if lab not in known})
     if unknown:
-        hints = []
-        for label in unknown[:5]:
-            close = difflib.get_close_matches(label, class_names, n=2)
-            hints.append(f"{label!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
         raise LabelsError(
             f"{clip_labels.source}: {len(unknown)} label(s) are not classes of model {model}: "
-            + ", ".join(hints)
+            + unknown_names_hint(unknown, class_names)
         )
 
 

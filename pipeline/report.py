@@ -23,7 +23,7 @@ from calitag.pipeline.labels import ClipLabels, match_recorded, read_clip_labels
 from calitag.pipeline.records import read_all_scores
 from calitag.thresholds.io import DEFAULT_THRESHOLD, Thresholds
 from calitag.thresholds.html_report import report
-from calitag.thresholds.scorefiles import read_scores
+from calitag.thresholds.scorefiles import ScoreSet, read_scores
 
 #: How to resolve a label-file name that matches several records of a batch output.
 AMBIGUOUS_FOLDER_FIX = "pass --folder to say which folder the label file's names are relative to"
@@ -47,7 +47,7 @@ def guard_of(thresholds: Thresholds) -> dict[str, Any] | None:
     """The per-class guard records of a thresholds file (fit kept or default restored), if it has any.
 
     Reads the file's ``per_class`` record (positives seen by the fit, "fit" or "default" kept, why);
-    a class that kept the default is marked "fallback".
+    a class that kept the default is marked "default", the file's own word.
     """
     per_class = thresholds.per_class
     if not per_class or "kept" not in per_class:
@@ -55,7 +55,7 @@ def guard_of(thresholds: Thresholds) -> dict[str, Any] | None:
     positives = per_class.get("positives", [None] * thresholds.n_classes)
     reasons = per_class.get("reason", [""] * thresholds.n_classes)
     return {
-        name: {"kept": "fallback" if kept == "default" else kept, "positives": n, "reason": reason}
+        name: {"kept": kept, "positives": n, "reason": reason}
         for name, kept, n, reason in zip(thresholds.class_names, per_class["kept"], positives, reasons)
     }
 
@@ -203,6 +203,49 @@ def _cache_rows(path: Path, names: list[str], folder: Path, class_names: tuple[s
                 rows.append(row)
                 used.append(name)
     return used, rows
+
+
+def read_cache_score_set(path: str | Path, labels: str | Path, *, folder: str | Path | None = None) -> ScoreSet:
+    """The labelled clips of a calibrate score cache as a score set for `calitag thresholds fit`.
+
+    Parameters
+    ----------
+    path : path-like
+        The score cache ``calitag calibrate`` leaves beside its thresholds file (``TH.MODEL.scores.npz``).
+    labels : path-like
+        The clip label file (``filename,labels``) of the scored folder.
+    folder : path-like, optional
+        The folder the label file's names are relative to (default: the label file's folder); the cache is
+        keyed by file content, so the files are hashed to find their rows.
+
+    Returns
+    -------
+    ScoreSet
+        Validation scores and 0/1 labels (clips, labelled classes): only the classes that occur in the
+        labels are columns, so classes without a positive clip are not fitted.
+
+    Raises
+    ------
+    ScoresError, LabelsError
+        An unreadable cache or label file, a folder that is not there, or no listed clip in the cache.
+    """
+    path = Path(path)
+    folder_path = Path(folder) if folder is not None else Path(labels).parent
+    if not folder_path.is_dir():
+        raise LabelsError(f"{path} is a score cache keyed by file content: --folder must be the folder of the "
+                          f"labelled audio files, got {folder_path}")
+    cache_classes = ScoreCache.read(path).class_names
+    clip_labels = read_clip_labels(labels, class_names=cache_classes)
+    names = list(clip_labels.labels)
+    used, rows = _cache_rows(path, names, folder_path, cache_classes)
+    if not used:
+        raise LabelsError(f"none of the {len(names)} clips of {labels} (in {folder_path}) has scores in {path}")
+    classes = tuple(c for c in cache_classes if any(c in clip_labels.labels[n] for n in used))
+    columns = [cache_classes.index(c) for c in classes]
+    kept = ClipLabels({n: tuple(lab for lab in clip_labels.labels[n] if lab in classes) for n in used}, clip_labels.source)
+    targets = kept.targets(used, classes).astype(bool)
+    scores = np.clip(np.stack(rows)[:, columns].astype(np.float64), 0.0, 1.0)
+    return ScoreSet(scores, targets, None, None, classes, str(path))
 
 
 def _batch_rows(path: Path, names: list[str], folder: Path | None, thresholds: Thresholds) -> tuple[list[str], list[np.ndarray]]:

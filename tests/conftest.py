@@ -94,7 +94,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """In a core install (no torch), tests marked `torch` skip with the reason."""
     if HAS_TORCH:
         return
-    skip = pytest.mark.skip(reason='needs torch (the torch extra): pip install torch==2.13.0, then pip install -e ".[torch]"')
+    skip = pytest.mark.skip(reason='needs torch (the torch extra): pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu, then pip install -e ".[torch]"')
     for item in items:
         if item.get_closest_marker("torch"):
             item.add_marker(skip)

@@ -128,7 +128,7 @@ def test_calibrate_cli_with_folds(speech_music, tmp_path):
     result = CliRunner().invoke(main, ["calibrate", str(folder), "--labels", str(labels_path), "--model", "debug",
                                        "--folds", "3", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "3-fold cross-validation" in result.stdout and "micro-F1  default" in result.stdout
+    assert "3-fold cross-validation" in result.stdout and "micro-F1 %  default" in result.stdout
     assert json.loads(out.read_text())["model"] == "debug"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calitag._extras import TORCH_REQUIREMENT
+from calitag._extras import TORCH_CPU_INDEX, TORCH_REQUIREMENT
 from calitag.models.registry import get_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,12 +86,12 @@ def test_thresholds_evaluate_runs_without_torch(tmp_path, tagger_like_scores):
 
 
 def test_torch_model_without_torch_names_the_extra(tmp_path, audio_samples):
-    """Asking for a torch model where torch is missing exits 1 with one line: the pinned CPU torch, then the
+    """Asking for a torch model where torch is missing exits 1 with one line: the pinned torch from the CPU index, then the
     checkout's torch extra (calitag is not on PyPI), no traceback."""
     probe, process = run_calitag(tmp_path, "tag", str(audio_samples / "speech_01.wav"), "--model", "debug",
                                  block_torch=True)
     assert probe["code"] == 1
-    assert f"pip install {TORCH_REQUIREMENT}, then pip install -e \".[torch]\"" in process.stderr
+    assert f"pip install {TORCH_REQUIREMENT} --index-url {TORCH_CPU_INDEX}, then pip install -e \".[torch]\"" in process.stderr
     assert "calitag[torch]" not in process.stderr and "Traceback" not in process.stderr
     assert len(process.stderr.strip().splitlines()) == 1
 

@@ -86,7 +86,7 @@ def test_report_has_one_figure_per_labelled_class_and_the_exact_metrics(dcase201
 
 
 def test_report_shows_given_intervals_gain_verdict_and_guard(dcase2017):
-    """Intervals and paired gains are taken duck-typed; a guard fallback is marked in its row."""
+    """Intervals and paired gains are taken duck-typed; a restored default ("fallback" in the input) is marked "default" in its row."""
     scores, labels, thresholds = dcase2017
 
     class Gain:
@@ -103,7 +103,7 @@ def test_report_shows_given_intervals_gain_verdict_and_guard(dcase2017):
     assert "0.590 [0.550, 0.630]" in text and "+3.1 [+1.2, +5.0] points" in text
     assert "micro-F1 +3.1 points [+1.2, +5.0]" in text and "95% intervals" in text
     row = next(r for r in text.split("<tr") if ">class 3<" in r)
-    assert "fallback" in row and "did not beat 0.3" in row
+    assert ">default<" in row and "fallback" not in row and "did not beat 0.3" in row
 
 
 def test_report_refuses_mismatched_inputs(dcase2017):

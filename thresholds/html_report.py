@@ -101,13 +101,15 @@ def _gain(value: Any) -> tuple[tuple[float, float, float, float | None], str | N
 
 
 def _guard(value: Any) -> tuple[str | None, int | None, str]:
-    """(kept: "fit"/"fallback"/None, positives seen, reason) from a per-class guard record."""
+    """(kept: "fit"/"default"/None, positives seen, reason) from a per-class guard record ("fallback" read as "default")."""
     if value is None:
         return None, None, ""
     get = value.get if isinstance(value, Mapping) else lambda key, default=None: getattr(value, key, default)
     kept = get("kept", None)
     if kept is None and get("fallback", None) is not None:
-        kept = "fallback" if get("fallback") else "fit"
+        kept = "default" if get("fallback") else "fit"
+    if kept == "fallback":
+        kept = "default"  # the thresholds file's word for a restored default
     positives = get("positives", None)
     if positives is None:
         positives = get("n_positives", None)
@@ -305,7 +307,7 @@ td.gain{color:var(--gain);font-weight:600}td.loss{color:var(--loss);font-weight:
 tr.nolabel td{color:#999}
 .tablewrap{display:inline-block;max-width:100%;max-height:70vh;overflow:auto;border:1px solid var(--line)}
 .badge{display:inline-block;padding:0 5px;border-radius:3px;font-size:11px;background:#eee}
-.badge.fallback{background:#fde2cf;color:#8a3000}
+.badge.default{background:#fde2cf;color:#8a3000}
 .verdict{font-weight:600}.verdict.none{font-weight:400;color:var(--muted)}
 .summary td.num{min-width:170px}
 .legend{font-size:12px;color:var(--muted);margin:4px 0 10px}
@@ -465,7 +467,7 @@ def report(
         ``{"micro_f1"|"macro_f1": gain}``: a paired gain (with ``gain``, an interval, and
         ``verdict()``) or an interval of calibrated minus default.
     guard : mapping, optional
-        Per class name: ``kept`` ("fit" or "fallback", or ``fallback`` as a bool), ``positives``
+        Per class name: ``kept`` ("fit" or "default"; "fallback" is read as "default", as is ``fallback`` as a bool), ``positives``
         seen and ``reason``; as a mapping or object.
     events : mapping, optional
         A thresholds file's ``events`` section (``classes``, ``fitted``), optionally with
@@ -702,8 +704,8 @@ def _class_rows(clips: _ClipInputs, before: ClassificationReport, after: Classif
         change = float(after.f1[c] - before.f1[c])
         css = "gain" if change > 1e-12 else "loss" if change < -1e-12 else ""
         name_cell = (f"<a href='#fig-{c}'>{_e(names[c])}</a>" if c in labeled else f"{_e(names[c])}")
-        guard_cell = ("<span class='badge fallback' title='{}'>fallback</span>".format(_e(reason or "the fit did not beat the default"))
-                      if kept == "fallback" else "<span class='badge'>fit</span>" if kept == "fit" else "–")
+        guard_cell = ("<span class='badge default' title='{}'>default</span>".format(_e(reason or "the fit did not beat the default"))
+                      if kept == "default" else "<span class='badge'>fit</span>" if kept == "fit" else "–")
         moved = float(fitted[c]) - float(defaults[c])
         rows.append(
             f"<tr class='{'labeled' if support else 'nolabel'}'><td data-v='{_e(names[c].lower())}'>{name_cell}</td>"
@@ -798,7 +800,11 @@ def check_report_target(path: str | Path, *, force: bool = False) -> None:
     """Raise :class:`OutputError` if writing a report to ``path`` would replace another kind of file.
 
     A missing file or an earlier calitag report may be replaced; anything else only with ``force``.
+    The report extra (matplotlib, Pillow) must be installed: a :class:`MissingDependencyError` says so first.
     """
+    from calitag._extras import require_installed
+
+    require_installed(("matplotlib", "PIL"), extra="report", what="the HTML report")
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{target} is a folder: give the report's file name, e.g. {target / 'report.html'}")

@@ -21,7 +21,14 @@ def clip_strata(targets: np.ndarray, n_splits: int) -> np.ndarray:
     strata = np.array([int(np.argmin(np.where(row > 0, order, np.inf))) if row.any() else -1 for row in targets])
     values, sizes = np.unique(strata, return_counts=True)
     rare = set(values[sizes < n_splits].tolist())
-    return np.array([-2 if s in rare else s for s in strata])
+    merged = np.array([-2 if s in rare else s for s in strata])
+    n_rare = int((merged == -2).sum())
+    if 0 < n_rare < n_splits and n_rare < len(merged):
+        # Too few even together: they join the largest stratum, so no stratum is smaller than the split count
+        # (scikit-learn would warn, and could not spread them anyway).
+        kept, kept_sizes = np.unique(merged[merged != -2], return_counts=True)
+        merged[merged == -2] = kept[np.argmax(kept_sizes)]
+    return merged
 
 
 def split_indices(targets: np.ndarray, *, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -213,8 +213,8 @@ def download_progress(desc: str) -> tuple[Callable[[int, int], None], Callable[[
     return update, close
 
 
-def expand_inputs(paths: tuple[Path, ...]) -> list[Path]:
-    """Files as given; a folder becomes the audio files directly inside it, sorted.
+def expand_inputs(paths: tuple[Path, ...], *, recursive: bool = False) -> list[Path]:
+    """Files as given; a folder becomes the audio files directly inside it (``recursive``: in its sub-folders too), sorted.
 
     A folder with no audio file is kept as it is, so that it is reported as a failed input rather than
     skipped in silence; the other entries a folder holds are counted on stderr.
@@ -224,7 +224,7 @@ def expand_inputs(paths: tuple[Path, ...]) -> list[Path]:
     expanded: list[Path] = []
     for path in paths:
         if path.is_dir():
-            scan = scan_audio_files(path)
+            scan = scan_audio_files(path, recursive=recursive)
             expanded.extend(scan.files or [path])
             echo_ignored(scan.ignored, path)
         else:
@@ -319,6 +319,11 @@ def echo_warnings(caught: Iterable[Any]) -> None:
 
 
 
+def _eta(left: float, rate: float) -> str:
+    """``ETA N s``, or ``ETA unknown`` before anything was measured (no rate yet)."""
+    return f"ETA {left / rate:.0f} s" if rate > 0 else "ETA unknown"
+
+
 class Progress:
     """Batch progress on stderr: a tqdm bar on a terminal, a plain line every few seconds otherwise.
 
@@ -346,6 +351,8 @@ class Progress:
     def __call__(self, progress: Any) -> None:
         by_audio = self.audio_total_s is not None
         if self.bar is not None:
+            if by_audio and progress.audio_s > self.bar.total:
+                self.bar.total = round(progress.audio_s, 1)  # estimated durations of compressed files ran short
             self.bar.update(round(progress.audio_s if by_audio else progress.done, 1) - self.bar.n)
             self.bar.set_postfix(files=f"{progress.done}/{progress.total}", failed=progress.failed)
             return
@@ -356,16 +363,15 @@ class Progress:
             elapsed = max(progress.elapsed_s, 1e-9)
             if by_audio:
                 rate = progress.audio_s / elapsed
-                left = max(self.audio_total_s - progress.audio_s, 0.0)
-                eta = left / rate if rate > 0 else float("nan")
-                click.echo(f"{progress.audio_s:.0f}/{self.audio_total_s:.0f} s of audio ({rate:.1f}x real time), "
-                           f"{progress.done}/{progress.total} files, ETA {eta:.0f} s, {progress.failed} failed",
-                           err=True)
+                # Headers of compressed files give estimated durations: the decoded audio may run past their sum.
+                total_s = max(self.audio_total_s, progress.audio_s)
+                click.echo(f"{progress.audio_s:.0f}/{total_s:.0f} s of audio ({rate:.1f}x real time), "
+                           f"{progress.done}/{progress.total} files, {_eta(total_s - progress.audio_s, rate)}, "
+                           f"{progress.failed} failed", err=True)
             else:
                 rate = progress.done / elapsed
-                eta = (progress.total - progress.done) / rate if rate > 0 else float("nan")
-                click.echo(f"{progress.done}/{progress.total} files, {rate:.2f} files/s, ETA {eta:.0f} s, "
-                           f"{progress.failed} failed", err=True)
+                click.echo(f"{progress.done}/{progress.total} files, {rate:.2f} files/s, "
+                           f"{_eta(progress.total - progress.done, rate)}, {progress.failed} failed", err=True)
 
     def close(self) -> None:
         if self.bar is not None:

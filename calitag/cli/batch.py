@@ -110,6 +110,9 @@ def batch_command(folder: str, out_path: str, records: RecordOptions, model: Mod
     """
     from calitag.pipeline.batch import BatchSummary, run_batch
 
+    if out_path == "-":
+        raise click.UsageError("--out - : batch appends records to a results file it can resume, not to stdout; give a "
+                               "file name (for tags on stdout: calitag tag DIR --format json)")
     if resume and force:
         raise click.UsageError("--resume continues --out and --force replaces it: give one of them")
     if engine == "local" and "://" in folder:

@@ -150,17 +150,18 @@ def _echo_table(result: Any, *, model: str) -> None:
     """Per class: default and calibrated threshold, P, R, F1 on the held-out clips; then the averages."""
     held = f"{result.folds}-fold cross-validation" if result.folds else f"held-out {result.n_held_out} clips"
     click.echo(f"{model}: {len(result.classes)} labeled classes, fitted on {result.n_fit} clips, {held}")
-    header = f"{'class':<32} {'n':>4} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5}"
-    click.echo(f"{'':<37} | {'default':^23} | {'calibrated':^23}")
+    header = f"{'class':<32} {'n':>4} | {'thr':>5} {'P':>5} {'R':>5} {'F1':>5} | {'thr':>5}  {'P':>5} {'R':>5} {'F1':>5}"
+    click.echo(f"{'':<37} | {'default':^23} | {'calibrated':^24}")
     click.echo(header)
     values = dict(zip(result.thresholds.class_names, result.thresholds.values))
     kept = dict(zip(result.thresholds.class_names, (result.thresholds.per_class or {}).get("kept", ())))
     for i, name in enumerate(result.classes):
         d, c = result.default, result.calibrated
         mark = "*" if kept.get(name) in ("default", "fallback") else " "
-        click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {d.thresholds[i]:>5.2f} {d.precision[i]:>5.2f} {d.recall[i]:>5.2f} "
-                   f"{d.f1[i]:>5.2f} | {values[name]:>5.3f}{mark}{c.precision[i]:>5.2f} {c.recall[i]:>5.2f} "
-                   f"{c.f1[i]:>5.2f}")
+        # P, R and F1 in percent with one decimal, as every command prints them.
+        click.echo(f"{name[:32]:<32} {int(d.support[i]):>4} | {d.thresholds[i]:>5.2f} {100 * d.precision[i]:>5.1f} "
+                   f"{100 * d.recall[i]:>5.1f} {100 * d.f1[i]:>5.1f} | {values[name]:>5.3f}{mark} "
+                   f"{100 * c.precision[i]:>5.1f} {100 * c.recall[i]:>5.1f} {100 * c.f1[i]:>5.1f}")
     if any(kept.get(name) == "default" for name in result.classes):
         click.echo("* the default 0.5 was kept: the fit did not beat it under cross-validation")
     if any(kept.get(name) == "fallback" for name in result.classes):
@@ -168,8 +169,8 @@ def _echo_table(result: Any, *, model: str) -> None:
     for average in ("micro", "macro"):
         gain = result.gains[f"{average}_f1"]
         d, c = gain.default, gain.calibrated
-        click.echo(f"{average}-F1  default {d.value:.3f} [{d.low:.3f}, {d.high:.3f}]   "
-                   f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
+        click.echo(f"{average}-F1 %  default {100 * d.value:.1f} [{100 * d.low:.1f}, {100 * d.high:.1f}]   "
+                   f"calibrated {100 * c.value:.1f} [{100 * c.low:.1f}, {100 * c.high:.1f}]   (bootstrap 95%)")
     for average in ("micro", "macro"):
         click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
     _echo_operating_points(result)
@@ -191,10 +192,11 @@ def _echo_operating_points(result: Any) -> None:
 
             def shown(metric: str) -> str:
                 value, (low, high) = reached[metric][i], reached[f"{metric}_interval"][i]
-                return f"{'-' if value is None else f'{value:.2f}':>5} [{low:.2f}, {high:.2f}]"
+                # In percent with one decimal, as every command prints P, R and F1.
+                return f"{'-' if value is None else f'{100 * value:.1f}':>5} [{100 * low:.1f}, {100 * high:.1f}]"
 
             click.echo(f"{name[:32]:<32} {per_class['target'][j]:>15} {'yes' if per_class['certified'][j] else 'NO':>4} "
-                       f"{per_class['best_level'][j]:>5.2f} | {shown('precision')} | {shown('recall')}")
+                       f"{100 * per_class['best_level'][j]:>5.1f} | {shown('precision')} | {shown('recall')}")
     quality = result.probability_quality()
     if quality is not None:
         click.echo(f"probabilities ({quality['method']}) on the held-out clips: ECE (15 bins) "

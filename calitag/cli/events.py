@@ -49,8 +49,9 @@ def _sed_model_options(*, precision: bool) -> Any:
               help="raven, audacity: one review file per audio file in the --out folder, each event with the "
                    "highest frame score of its class.")
 @FORCE_OPTION
+@click.option("--recursive", is_flag=True, help="Also take the audio files in the sub-folders of a folder argument.")
 def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path: Path | None, out_path: Path,
-                   fmt: str, force: bool) -> None:
+                   fmt: str, force: bool, recursive: bool) -> None:
     """Detect sound events in FILES (or the audio files in a folder) and write them as a DCASE TSV.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -60,7 +61,7 @@ def detect_command(files: tuple[Path, ...], model: ModelChoice, postprocess_path
     from calitag.pipeline.review_formats import write_reviews
     from calitag.thresholds.events import write_events_tsv
 
-    paths = expand_inputs(files)
+    paths = expand_inputs(files, recursive=recursive)
     if fmt in REVIEW_FORMATS:
         check_review_folder(out_path)
     else:
@@ -212,10 +213,11 @@ def evaluate_command(folder: Path, events_path: Path, model: ModelChoice, postpr
 def _echo_evaluation(evaluation: Any) -> None:
     """PSDS1, PSDS2, mean AP and F1 for raw and post-processed scores, then the per-class AP and F1."""
     rows = (("raw", evaluation.raw), ("postprocessed", evaluation.postprocessed))
-    click.echo(f"{'scores':<14} {'PSDS1':>6} {'PSDS2':>6} {'mAP':>6} {'F1':>6}")
+    # PSDS and AP on their usual 0-1 scale; F1 in percent with one decimal, as every command prints it.
+    click.echo(f"{'scores':<14} {'PSDS1':>6} {'PSDS2':>6} {'mAP':>6} {'F1 %':>6}")
     for name, m in rows:
-        click.echo(f"{name:<14} {m.psds1:>6.3f} {m.psds2:>6.3f} {m.mean_ap:>6.3f} {m.f1:>6.3f}")
+        click.echo(f"{name:<14} {m.psds1:>6.3f} {m.psds2:>6.3f} {m.mean_ap:>6.3f} {100 * m.f1:>6.1f}")
     click.echo(f"{'class':<28} {'AP raw':>7} {'AP pp':>7} {'F1 raw':>7} {'F1 pp':>7}")
     for label in evaluation.classes:
         click.echo(f"{label:<28} {evaluation.raw.class_ap[label]:>7.3f} {evaluation.postprocessed.class_ap[label]:>7.3f}"
-                   f" {evaluation.raw.class_f1[label]:>7.3f} {evaluation.postprocessed.class_f1[label]:>7.3f}")
+                   f" {100 * evaluation.raw.class_f1[label]:>7.1f} {100 * evaluation.postprocessed.class_f1[label]:>7.1f}")

@@ -48,11 +48,13 @@ def _review(out_path: Path | None, top_n: int | None, merge: bool, merge_gap_s: 
               help="How window scores of long files become one clip score.")
 @SEGMENT_OPTION
 @option_group("review", _review, REVIEW_OUT_OPTION, TOP_N_OPTION, MERGE_OPTION, MERGE_GAP_OPTION)
+@click.option("--recursive", is_flag=True, help="Also tag the audio files in the sub-folders of a folder argument.")
 @click.option("--probabilities", is_flag=True,
               help="Show calibrated probabilities instead of scores (needs a --thresholds file fitted with "
                    "--probabilities); the tags are the same.")
 def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Path | None, top_k: int | None,
-                fmt: str, aggregate: str, segment_s: float | None, review: dict[str, Any], probabilities: bool) -> None:
+                fmt: str, aggregate: str, segment_s: float | None, review: dict[str, Any], recursive: bool,
+                probabilities: bool) -> None:
     """Tag audio FILES (or the audio files in a folder) and print their tags with scores.
 
     A file that cannot be read is reported as `skip PATH: REASON` on stderr and the others are
@@ -63,12 +65,12 @@ def tag_command(files: tuple[Path, ...], model: ModelChoice, thresholds_path: Pa
         _tag_for_review(files, model, thresholds_path, fmt=fmt, aggregate=aggregate, segment_s=segment_s, **review)
         return
     tagger = model.load(thresholds=thresholds_path)
-    paths = expand_inputs(files)
+    paths = expand_inputs(files, recursive=recursive)
     if not paths:
         raise CommandError(f"no audio files in {', '.join(map(str, files))}")
     if probabilities and (tagger.thresholds is None or tagger.thresholds.probability_maps is None):
         raise CommandError("--probabilities needs a --thresholds file fitted with --probabilities auto|platt|isotonic")
-    writer = _Writer(fmt, segments=segment_s is not None, uncertified=tagger.decision.uncertified)
+    writer = _Writer(fmt, segments=segment_s is not None, uncertified=tagger.thresholds.uncertified if tagger.thresholds is not None else ())
     if segment_s is None:
         def work(path: Path) -> dict[str, Any]:
             (tags,) = tagger.tag([path], top_k=top_k, aggregate=aggregate, probabilities=probabilities)

@@ -64,9 +64,18 @@ def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
-def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -> Any:
+def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool, folder: Path | None = None) -> Any:
+    """A score file, or the score cache `calitag calibrate` leaves (with the clip label file as --labels)."""
+    from calitag.pipeline.calibrate import ScoreCache
     from calitag.thresholds.scorefiles import read_scores
 
+    if scores_path.suffix.lower() == ".npz" and ScoreCache.is_cache(scores_path):
+        from calitag.pipeline.report import read_cache_score_set
+
+        if labels_path is None:
+            raise click.UsageError(f"{scores_path} is a calibrate score cache: give the clip label file with --labels "
+                                   "(and the audio folder with --folder, default: the label file's folder)")
+        return read_cache_score_set(scores_path, labels_path, folder=folder)
     return read_scores(scores_path, labels=labels_path, logits=logits)
 
 
@@ -99,18 +108,23 @@ def _read_score_set(scores_path: Path, labels_path: Path | None, logits: bool) -
 @PROBABILITIES_OPTION
 @click.option("--model", "model_name", default=None, help="Model the scores came from (recorded in the file).")
 @_LOGITS_OPTION
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="For a calibrate score cache: the folder of the labelled audio files (default: the --labels "
+                   "file's folder).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Thresholds file to write (JSON). Without it nothing is written.")
 @FORCE_OPTION
 @JSON_OPTION
 def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, objective: str, beta: float | None,
                    solver_options: dict[str, Any], guard_folds: int | None, target: str | None, confidence: float,
-                   probabilities: str, model_name: str | None, logits: bool, out_path: Path | None, force: bool,
-                   as_json: bool) -> None:
+                   probabilities: str, model_name: str | None, logits: bool, folder: Path | None,
+                   out_path: Path | None, force: bool, as_json: bool) -> None:
     """Fit one threshold per class on the validation split of SCORES.
 
     SCORES is an .npz with val_scores, val_labels and optionally eval_scores, eval_labels and
     classes, or a .npy/.csv score matrix with --labels. The eval split, when present, is scored too.
+    SCORES may also be the score cache `calitag calibrate` leaves (TH.MODEL.scores.npz) with the clip
+    label file as --labels: the labelled classes are fitted on every labelled clip.
     """
     from calitag.thresholds import evaluate, fit
 
@@ -118,7 +132,7 @@ def thresholds_fit(scores_path: Path, labels_path: Path | None, method: str, obj
         check_out(out_path, inputs=(scores_path, labels_path), kind="thresholds file", is_kind=is_thresholds_file,
                   force=force)
     with _library_call():
-        data = _read_score_set(scores_path, labels_path, logits)
+        data = _read_score_set(scores_path, labels_path, logits, folder)
         if data.val_labels is None:
             raise click.UsageError(f"{scores_path} holds scores only: give their 0/1 labels with --labels")
         start = time.perf_counter()

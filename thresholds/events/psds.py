@@ -22,6 +22,7 @@ those of the reference that the model outputs (a PSD-ROC needs reference events 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,11 @@ AP_SEGMENT_S = 1.0
 def _sed_scores_eval() -> Any:
     from calitag._extras import import_optional
 
-    return import_optional("sed_scores_eval", extra="events", what="PSDS (sed_scores_eval)")
+    # sed_scores_eval imports dcase_util, which imports setuptools' deprecated pkg_resources: that warning
+    # is about a dependency's dependency, not something a user can act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        return import_optional("sed_scores_eval", extra="events", what="PSDS (sed_scores_eval)")
 
 
 def audio_id(name: str) -> str:

@@ -216,9 +216,11 @@ def _collect(
     events = reference.events if isinstance(reference, EventTable) else tuple(reference)
     unknown_labels = sorted({e.label for e in events} - set(names))
     if unknown_labels:
+        from calitag._names import unknown_names_hint
+
         raise LabelsError(
-            f"reference events use labels {unknown_labels} that {first.model} does not output; "
-            f"expected some of {list(names)}"
+            f"reference events use {len(unknown_labels)} label(s) that {first.model} does not output: "
+            f"{unknown_names_hint(unknown_labels, names)}; `calitag models classes {first.model}` lists its classes"
         )
     unscored = sorted({e.file for e in events} - set(files))
     if unscored:
