@@ -31,6 +31,7 @@ from calitag.pipeline.records import read_all_scores
 from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
 from calitag.thresholds.io import DEFAULT_THRESHOLD, is_thresholds_file
+from calitag.thresholds.learning_curve import LearningCurve, learning_curve
 from calitag.thresholds.metrics import report_from_counts
 from calitag.thresholds.html_report import check_report_target
 from calitag.thresholds.splits import kfold_splits, split_indices
@@ -93,6 +94,8 @@ class CalibrationResult:
     held_out_scores: np.ndarray | None = None
     held_out_targets: np.ndarray | None = None
     held_out_decided: np.ndarray | None = None
+    #: Held-out F against the number of fitting clips (None below 8 labeled clips).
+    learning_curve: LearningCurve | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Every number of the calibration as one JSON-ready object.
@@ -136,6 +139,7 @@ class CalibrationResult:
             "missing_files": list(self.missing_files),
             "unlabeled_files": list(self.unlabeled_files),
             "notes": list(self.notes),
+            "learning_curve": self.learning_curve.to_dict() if self.learning_curve is not None else None,
         }
 
 
@@ -652,7 +656,16 @@ def calibrate(
         n_held_out=len(fitted.held_out), failed=clips.failed, unlabeled_files=clips.unlabeled,
         missing_files=clips.missing, folds=options.folds, notes=tuple(notes), few_positives=data.few_positives(),
         held_out_scores=comparison.scores, held_out_targets=comparison.targets, held_out_decided=comparison.decided,
+        learning_curve=curve_of(data, options),
     )
+
+
+def curve_of(data: LabeledClips, options: CalibrationOptions) -> LearningCurve | None:
+    """The learning curve of the labeled clips with the calibration's solver (None below 8 clips)."""
+    if len(data.names) < 8:
+        return None
+    return learning_curve(data.scores, data.targets, objective=options.objective, method=options.method,
+                          repeats=5, seed=options.seed, fit_options=options.fit_options())
 
 
 def _check_out_folder(out: Path) -> None:

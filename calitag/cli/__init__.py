@@ -15,6 +15,7 @@ from calitag.cli.batch import batch_command
 from calitag.cli.calibrate import calibrate_command
 from calitag.cli.events import calibrate_events_command, detect_command
 from calitag.cli.models import models_group
+from calitag.cli.suggest import suggest_command
 from calitag.cli.tag import tag_command
 from calitag.cli.thresholds import thresholds_group
 
@@ -34,5 +35,5 @@ def _tolerate_undecodable_names() -> None:
 
 
 for _command in (tag_command, batch_command, calibrate_command, thresholds_group, models_group, detect_command,
-                 calibrate_events_command):
+                 calibrate_events_command, suggest_command):
     main.add_command(_command)

@@ -162,3 +162,12 @@ def _echo_table(result: Any, *, model: str) -> None:
                    f"calibrated {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]   (bootstrap 95%)")
     for average in ("micro", "macro"):
         click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
+    _echo_learning_curve(result.learning_curve)
+
+
+def _echo_learning_curve(curve: Any) -> None:
+    """One line: held-out F per number of fitting clips (a still rising curve says more labels help)."""
+    if curve is not None:
+        points = "  ".join(f"{size}: {value:.3f}" for size, value in zip(curve.sizes, curve.mean))
+        click.echo(f"learning curve ({curve.objective.replace('_', '-')} on {curve.n_held_out} held-out clips, "
+                   f"mean of {len(curve.values)}): {points}")
