@@ -118,3 +118,19 @@ def test_suggest_cli_on_audio_samples(yamnet_cached, audio_samples, tmp_path):
     foreign.write_text("my notes\n")
     refused = CliRunner().invoke(main, [*args[:-1], str(foreign)])
     assert refused.exit_code == 1 and foreign.read_text() == "my notes\n"
+
+
+def test_calibration_carries_and_reports_its_learning_curve(tagger_like_scores):
+    """calibrate's curve step gives a curve over the labeled clips (none below 8) and the HTML report plots it."""
+    from calitag.pipeline.calibrate import CalibrationOptions, LabeledClips, curve_of
+    from calitag.thresholds.html_report import report
+
+    scores, targets, names = tagger_like_scores
+    data = LabeledClips(tuple(f"{i}.wav" for i in range(len(scores))), tuple(names), np.arange(len(names)),
+                        scores.astype(np.float64), targets)
+    curve = curve_of(data, CalibrationOptions())
+    assert curve is not None and curve.n_labeled == len(scores) and curve.values.shape[0] == 5
+    small = LabeledClips(data.names[:7], data.classes, data.columns, data.scores[:7], data.targets[:7])
+    assert curve_of(small, CalibrationOptions()) is None
+    page = report(scores, targets, np.full(len(names), 0.5), class_names=names, learning_curve=curve)
+    assert "id='learning-curve'" in page and "data:image/png;base64," in page.split("id='learning-curve'")[1]
