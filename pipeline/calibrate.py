@@ -661,8 +661,9 @@ def calibrate(
 
 
 def curve_of(data: LabeledClips, options: CalibrationOptions) -> LearningCurve | None:
-    """The learning curve of the labeled clips with the calibration's solver (None below 8 clips)."""
-    if len(data.names) < 8:
+    """The learning curve of the labeled clips with the calibration's solver (None below 8 clips, and for the
+    slow search methods, which 20 more fits would make many times slower)."""
+    if len(data.names) < 8 or options.method not in ("sgl", "exact", "default"):
         return None
     return learning_curve(data.scores, data.targets, objective=options.objective, method=options.method,
                           repeats=5, seed=options.seed, fit_options=options.fit_options())
