@@ -60,6 +60,7 @@ _EXPORTS = {
     "Event": "calitag.thresholds.events.postprocess",
     "Postprocess": "calitag.thresholds.events.postprocess",
     "report": "calitag.thresholds.html_report",
+    "suggest_labels": "calitag.thresholds.active",
 }
 
 __all__ = [

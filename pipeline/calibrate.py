@@ -31,6 +31,7 @@ from calitag.pipeline.records import read_all_scores
 from calitag.thresholds import ClassificationReport, Thresholds, fit
 from calitag.thresholds.bootstrap import Interval, PairedGain, bootstrap_f1, paired_gain
 from calitag.thresholds.io import DEFAULT_THRESHOLD, is_thresholds_file
+from calitag.thresholds.learning_curve import LearningCurve, learning_curve
 from calitag.thresholds.metrics import report_from_counts
 from calitag.thresholds.probability import ProbabilityMap, ProbabilityMaps, brier_score, expected_calibration_error
 from calitag.thresholds.targets import achieved
@@ -97,6 +98,8 @@ class CalibrationResult:
     held_out_decided: np.ndarray | None = None
     #: Calibrated probabilities of the held-out clips (by maps that did not see them), or None.
     held_out_probs: np.ndarray | None = None
+    #: Held-out F against the number of fitting clips (None below 8 labeled clips).
+    learning_curve: LearningCurve | None = None
 
     def achieved(self) -> dict[str, list[object]] | None:
         """With targets: per labeled class, held-out precision and recall with exact 95% intervals
@@ -166,6 +169,7 @@ class CalibrationResult:
             "notes": list(self.notes),
             **({"confidence": self.thresholds.options.get("confidence")} if reached is not None else {}),
             **({"probabilities": quality} if (quality := self.probability_quality()) is not None else {}),
+            "learning_curve": self.learning_curve.to_dict() if self.learning_curve is not None else None,
         }
 
 
@@ -747,7 +751,17 @@ def calibrate(
         missing_files=clips.missing, folds=options.folds, notes=tuple(notes), few_positives=data.few_positives(),
         held_out_scores=comparison.scores, held_out_targets=comparison.targets, held_out_decided=comparison.decided,
         held_out_probs=fitted.clip_probs,
+        learning_curve=curve_of(data, options),
     )
+
+
+def curve_of(data: LabeledClips, options: CalibrationOptions) -> LearningCurve | None:
+    """The learning curve of the labeled clips with the calibration's solver (None below 8 clips, and for the
+    slow search methods, which 20 more fits would make many times slower)."""
+    if len(data.names) < 8 or options.method not in ("sgl", "exact", "default"):
+        return None
+    return learning_curve(data.scores, data.targets, objective=options.objective, method=options.method,
+                          repeats=5, seed=options.seed, fit_options=options.fit_options())
 
 
 def _check_out_folder(out: Path) -> None:

@@ -94,7 +94,8 @@ def calibration_report(result: Any, *, meta: Mapping[str, Any] | None = None, de
     return report(result.held_out_scores, result.held_out_targets, thresholds, class_names=result.classes,
                   default=default, decided=result.held_out_decided, meta=header, intervals=result.intervals,
                   gains=gains, guard=guard_of(thresholds), events=thresholds.events,
-                  probabilities=getattr(result, "held_out_probs", None))
+                  probabilities=getattr(result, "held_out_probs", None),
+                  learning_curve=getattr(result, "learning_curve", None))
 
 
 # --- reading scores from files ------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_version_option_prints_version():
     assert calitag.__version__ in result.output
 
 
-COMMANDS = {"batch", "calibrate", "calibrate-events", "detect", "events", "models", "tag", "thresholds"}
+COMMANDS = {"batch", "calibrate", "calibrate-events", "detect", "events", "models", "suggest", "tag", "thresholds"}
 
 
 def listed_commands(help_text: str) -> set[str]:

@@ -435,6 +435,7 @@ def report(
     intervals: Mapping[str, Mapping[str, Any]] | None = None, gains: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None, events: Mapping[str, Any] | None = None,
     probabilities: Any | None = None,
+    learning_curve: Any | None = None,
 ) -> str:
     """The calibration report as one self-contained HTML document.
 
@@ -506,6 +507,8 @@ def report(
             body.append(_probabilities_html(scores, probabilities, targets, names))
     if events:
         body.append(_events_html(events))
+    if learning_curve is not None:
+        body.append(_learning_curve_html(learning_curve))
     return _page(title, meta, body, footer)  # after _clip_sections: it takes "intervals" out of meta
 
 
@@ -784,6 +787,25 @@ def _figures_html(figures: Sequence[str], n_labeled: int) -> str:
         f"<section id='figures'><h2>Per-class figures ({n_labeled} classes with positive labels)</h2>{_LEGEND}"
         f"<div class='grid'>{''.join(figures)}</div></section>"
     )
+
+
+def _learning_curve_html(curve: Any) -> str:
+    """The learning curve section: held-out F (mean and 80% band over the repeats) per number of fitting clips."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2, 2.4), dpi=FIGURE_DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    low, high = curve.band()
+    ax.fill_between(curve.sizes, low, high, alpha=0.25, linewidth=0)
+    ax.plot(curve.sizes, curve.mean, marker="o", markersize=3)
+    ax.set_xlabel("fitting clips", fontsize=8)
+    ax.set_ylabel(f"held-out {curve.objective.replace('_', '-')}", fontsize=8)
+    _style_axes(ax)
+    fig.tight_layout()
+    return (f"<section id='learning-curve'><h2>Learning curve</h2><p class='note'>Thresholds fitted on subsets of "
+            f"the labeled clips, measured on {curve.n_held_out} held-out clips; mean and 80% band over "
+            f"{len(curve.values)} splits. A curve still rising at the right says more labels help.</p>"
+            f"<img alt='learning curve' src='{_figure_uri(fig)}'></section>")
 
 
 def is_report(path: str | Path) -> bool:

@@ -16,6 +16,7 @@ from calitag.cli.batch import batch_command
 from calitag.cli.calibrate import calibrate_command
 from calitag.cli.events import calibrate_events_command, detect_command, events_group
 from calitag.cli.models import models_group
+from calitag.cli.suggest import suggest_command
 from calitag.cli.tag import tag_command
 from calitag.cli.thresholds import thresholds_group
 
@@ -35,5 +36,5 @@ def _tolerate_undecodable_names() -> None:
 
 
 for _command in (tag_command, batch_command, calibrate_command, thresholds_group, models_group, detect_command,
-                 calibrate_events_command, events_group):
+                 calibrate_events_command, events_group, suggest_command):
     main.add_command(_command)

@@ -174,6 +174,7 @@ def _echo_table(result: Any, *, model: str) -> None:
     for average in ("micro", "macro"):
         click.echo(f"gain: {result.gains[f'{average}_f1'].verdict()} (paired bootstrap 95%)")
     _echo_operating_points(result)
+    _echo_learning_curve(result.learning_curve)
 
 
 def _echo_operating_points(result: Any) -> None:
@@ -202,3 +203,11 @@ def _echo_operating_points(result: Any) -> None:
         click.echo(f"probabilities ({quality['method']}) on the held-out clips: ECE (15 bins) "
                    f"{quality['ece_raw']:.4f} -> {quality['ece_calibrated']:.4f}, Brier {quality['brier_raw']:.4f} -> "
                    f"{quality['brier_calibrated']:.4f}")
+
+
+def _echo_learning_curve(curve: Any) -> None:
+    """One line: held-out F per number of fitting clips (in %; a still rising curve says more labels help)."""
+    if curve is not None:
+        points = "  ".join(f"{size}: {100 * value:.1f}" for size, value in zip(curve.sizes, curve.mean))
+        click.echo(f"learning curve ({curve.objective.replace('_', '-')} on {curve.n_held_out} held-out clips, "
+                   f"mean of {len(curve.values)}): {points}")
