@@ -86,7 +86,7 @@ def test_report_has_one_figure_per_labelled_class_and_the_exact_metrics(dcase201
 
 
 def test_report_shows_given_intervals_gain_verdict_and_guard(dcase2017):
-    """Intervals and paired gains are taken duck-typed; a restored default ("fallback" in the input) is marked "default" in its row."""
+    """Intervals and paired gains are taken duck-typed; the guard's cell shows the thresholds file's word with its reason."""
     scores, labels, thresholds = dcase2017
 
     class Gain:
@@ -99,11 +99,14 @@ def test_report_shows_given_intervals_gain_verdict_and_guard(dcase2017):
     text = report(scores, labels, thresholds, default=0.3,
                   intervals={"default": {"micro_f1": interval}, "calibrated": {"micro_f1": interval}},
                   gains={"micro_f1": Gain()}, guard={"class 3": {"kept": "fallback", "positives": 2,
-                                                                 "reason": "did not beat 0.3 in cross-validation"}})
+                                                                 "reason": "did not beat 0.3 in cross-validation"},
+                                                     "class 4": {"kept": "default", "positives": 1}})
     assert "0.590 [0.550, 0.630]" in text and "+3.1 [+1.2, +5.0] points" in text
     assert "micro-F1 +3.1 points [+1.2, +5.0]" in text and "95% intervals" in text
     row = next(r for r in text.split("<tr") if ">class 3<" in r)
-    assert ">default<" in row and "fallback" not in row and "did not beat 0.3" in row
+    assert ">fallback<" in row and ">default<" not in row and "did not beat 0.3" in row
+    row = next(r for r in text.split("<tr") if ">class 4<" in r)
+    assert ">default<" in row and "the fit did not beat the default" in row
 
 
 def test_report_refuses_mismatched_inputs(dcase2017):

@@ -100,16 +100,26 @@ def _gain(value: Any) -> tuple[tuple[float, float, float, float | None], str | N
     return _interval(inner), (str(text) if text else None)
 
 
+_GUARD_TITLES = {"default": "the fit did not beat the default", "fallback": "the label-rate threshold beat the fit",
+                 "target": "the threshold certified for the target"}
+
+
+def _guard_badge(kept: str | None, reason: str) -> str:
+    """The guard cell: the thresholds file's word for what was kept ("fit", "default", "fallback", "target")."""
+    if kept is None:
+        return "–"
+    css = "badge default" if kept in ("default", "fallback") else "badge"
+    return f"<span class='{css}' title='{_e(reason or _GUARD_TITLES.get(kept, ''))}'>{_e(kept)}</span>"
+
+
 def _guard(value: Any) -> tuple[str | None, int | None, str]:
-    """(kept: "fit"/"default"/None, positives seen, reason) from a per-class guard record ("fallback" read as "default")."""
+    """(kept: the thresholds file's word or None, positives seen, reason) from a per-class guard record."""
     if value is None:
         return None, None, ""
     get = value.get if isinstance(value, Mapping) else lambda key, default=None: getattr(value, key, default)
     kept = get("kept", None)
     if kept is None and get("fallback", None) is not None:
         kept = "default" if get("fallback") else "fit"
-    if kept == "fallback":
-        kept = "default"  # the thresholds file's word for a restored default
     positives = get("positives", None)
     if positives is None:
         positives = get("n_positives", None)
@@ -434,8 +444,7 @@ def report(
     decided: Any | None = None, meta: Mapping[str, Any] | None = None,
     intervals: Mapping[str, Mapping[str, Any]] | None = None, gains: Mapping[str, Any] | None = None,
     guard: Mapping[str, Any] | None = None, events: Mapping[str, Any] | None = None,
-    probabilities: Any | None = None,
-    learning_curve: Any | None = None,
+    probabilities: Any | None = None, learning_curve: Any | None = None,
 ) -> str:
     """The calibration report as one self-contained HTML document.
 
@@ -468,15 +477,15 @@ def report(
         ``{"micro_f1"|"macro_f1": gain}``: a paired gain (with ``gain``, an interval, and
         ``verdict()``) or an interval of calibrated minus default.
     guard : mapping, optional
-        Per class name: ``kept`` ("fit" or "default"; "fallback" is read as "default", as is ``fallback`` as a bool), ``positives``
-        seen and ``reason``; as a mapping or object.
+        Per class name: ``kept`` ("fit", "default" or "fallback"), ``positives`` seen and ``reason``.
     events : mapping, optional
         A thresholds file's ``events`` section (``classes``, ``fitted``), optionally with
         ``class_scores`` and ``baseline_class_scores`` (event-F1 per class tuned and at 0.5).
     probabilities : array_like, optional
-        Calibrated probabilities of the same clips, same shape as ``scores``: adds a section with
-        ECE (15 equal bins) and Brier score before and after per class, and a reliability diagram
-        per class.
+        Calibrated probabilities of the same clips, same shape as ``scores``: adds per class ECE (15
+        equal bins) and Brier score before and after, and a reliability diagram.
+    learning_curve : LearningCurve, optional
+        Held-out F against the number of fitting clips (:mod:`calitag.thresholds.learning_curve`): adds its plot.
 
     Returns
     -------
@@ -503,8 +512,8 @@ def report(
         body += [table, figures]
         footer = f"; {n_figures} figures; a clip has a class when its score is strictly above the threshold"
         if probabilities is not None:
-            names = list(class_names) if class_names is not None else list(thresholds.class_names)
-            body.append(_probabilities_html(scores, probabilities, targets, names))
+            body.append(_probabilities_html(scores, probabilities, targets, list(
+                thresholds.class_names if class_names is None else class_names)))
     if events:
         body.append(_events_html(events))
     if learning_curve is not None:
@@ -707,8 +716,7 @@ def _class_rows(clips: _ClipInputs, before: ClassificationReport, after: Classif
         change = float(after.f1[c] - before.f1[c])
         css = "gain" if change > 1e-12 else "loss" if change < -1e-12 else ""
         name_cell = (f"<a href='#fig-{c}'>{_e(names[c])}</a>" if c in labeled else f"{_e(names[c])}")
-        guard_cell = ("<span class='badge default' title='{}'>default</span>".format(_e(reason or "the fit did not beat the default"))
-                      if kept == "default" else "<span class='badge'>fit</span>" if kept == "fit" else "–")
+        guard_cell = _guard_badge(kept, reason)
         moved = float(fitted[c]) - float(defaults[c])
         rows.append(
             f"<tr class='{'labeled' if support else 'nolabel'}'><td data-v='{_e(names[c].lower())}'>{name_cell}</td>"
@@ -752,7 +760,8 @@ def _classes_html(rows: Sequence[str], n_unlabeled: int, *, with_guard: bool) ->
         "<section id='classes'><h2>Per class</h2>"
         "<p class='note'>Click a column header to sort. P, R, F1: precision, recall, F1; change: calibrated F1 "
         "minus default F1; AP: average precision (threshold-free)"
-        + ("; guard: whether the fitted threshold was kept or the default restored" if with_guard else "")
+        + ("; guard: whether the fitted threshold was kept, or the fallback (the label-rate threshold) or the "
+           "default restored" if with_guard else "")
         + "." + (f" {n_unlabeled} class(es) without positive labels are listed greyed, without figures." if n_unlabeled
                  else "") + "</p>"
         "<div class='tablewrap'><table class='sortable' id='class-table'><thead>"
