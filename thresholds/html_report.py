@@ -495,8 +495,7 @@ def report(
     Raises
     ------
     ScoresError
-        Scores or labels that are not valid matrices of the same shape, thresholds or class names
-        that do not match the columns.
+        Scores or labels not valid matrices of one shape; thresholds or class names not matching the columns.
     """
     meta = dict(meta or {})
     meta.setdefault("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
