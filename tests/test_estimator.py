@@ -85,6 +85,30 @@ def test_predict_proba_is_the_scores_without_probability_maps(data):
     assert ((tuner.decision_function(scores) > 0) == tuner.predict(scores).astype(bool)).all()
 
 
+def test_predict_proba_is_calibrated_when_fitted_with_probability_maps(data):
+    """With fit_options probabilities="platt", predict_proba equals the fitted Thresholds' maps and lowers the ECE."""
+    from calitag.thresholds.probability import expected_calibration_error
+
+    scores, labels = data
+    fit_half, test_half = slice(0, 120), slice(120, None)
+    tuner = ThresholdTuner(method="sgl", fit_options={"probabilities": "platt"}).fit(scores[fit_half], labels[fit_half])
+    direct = calitag.fit_thresholds(scores[fit_half], labels[fit_half], method="sgl", probabilities="platt")
+    probs = tuner.predict_proba(scores[test_half])
+    np.testing.assert_allclose(probs, direct.probabilities(scores[test_half]))
+    assert not np.allclose(probs, scores[test_half])
+    raw = expected_calibration_error(scores[test_half], labels[test_half]).mean()
+    assert expected_calibration_error(probs, labels[test_half]).mean() < raw
+
+
+def test_a_precision_target_reaches_the_estimator(data):
+    """fit_options target= gives the Thresholds' per-class certification, and predictions follow its thresholds."""
+    scores, labels = data
+    tuner = ThresholdTuner(method="sgl", fit_options={"target": "precision=0.7"}).fit(scores, labels)
+    per_class = tuner.thresholds_.per_class
+    assert len(per_class["certified"]) == 3 and any(per_class["certified"])
+    np.testing.assert_array_equal(tuner.predict(scores), (scores > np.asarray(tuner.thresholds_.values)).astype(int))
+
+
 def test_pickle_clone_and_idempotent_fit(data):
     """A fitted tuner pickles to the same decisions; a clone refits to the same thresholds; subsets predict alike."""
     scores, labels = data
