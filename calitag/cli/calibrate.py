@@ -194,7 +194,7 @@ def _echo_operating_points(result: Any) -> None:
             def shown(metric: str) -> str:
                 value, (low, high) = reached[metric][i], reached[f"{metric}_interval"][i]
                 # In percent with one decimal, as every command prints P, R and F1.
-                return f"{'-' if value is None else f'{100 * value:.1f}':>5} [{100 * low:.1f}, {100 * high:.1f}]"
+                return f"{'-' if value is None else f'{100 * value:.1f}':>5} {f'[{100 * low:.1f}, {100 * high:.1f}]':>13}"
 
             click.echo(f"{name[:32]:<32} {per_class['target'][j]:>15} {'yes' if per_class['certified'][j] else 'NO':>4} "
                        f"{100 * per_class['best_level'][j]:>5.1f} | {shown('precision')} | {shown('recall')}")
@@ -209,5 +209,5 @@ def _echo_learning_curve(curve: Any) -> None:
     """One line: held-out F per number of fitting clips (in %; a still rising curve says more labels help)."""
     if curve is not None:
         points = "  ".join(f"{size}: {100 * value:.1f}" for size, value in zip(curve.sizes, curve.mean))
-        click.echo(f"learning curve ({curve.objective.replace('_', '-')} on {curve.n_held_out} held-out clips, "
+        click.echo(f"learning curve ({curve.objective.replace('_f', '-F')} on {curve.n_held_out} held-out clips, "
                    f"mean of {len(curve.values)}): {points}")
