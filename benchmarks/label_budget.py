@@ -1,6 +1,6 @@
 """Which clips to label: calitag.suggest_labels against random picks, on a fixed label budget.
 
-    python benchmarks/label_budget.py [--data-dir ../shared/data] [--seeds N]
+    python benchmarks/label_budget.py [--data-dir ../shared/data] [--seeds N] [--sets 2017-all,2019,2017-val]
 
 Protocol (issue 23): per seed, 70% of a score set is the pool and 30% the test set; 8% of the
 pool is labeled at random; then three rounds each label 6% more of the pool, picked at random or
@@ -25,6 +25,8 @@ import calitag
 from calitag.thresholds import NoPositivesWarning
 
 REPO = Path(__file__).resolve().parent.parent
+#: --sets keys -> set names.
+SET_KEYS = {"2017-all": "DCASE2017 val+eval", "2019": "DCASE2019 val", "2017-val": "DCASE2017 val"}
 
 
 def load_sets(data_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -71,11 +73,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--seeds", type=int, default=None, help="Seeds per set (default: 6, 20 under 1,000 clips).")
+    parser.add_argument("--sets", default=",".join(SET_KEYS), help=f"Comma-separated among {', '.join(SET_KEYS)}.")
     args = parser.parse_args()
+    chosen = [SET_KEYS[key] for key in args.sets.split(",") if key]
     warnings.simplefilter("ignore", NoPositivesWarning)
     gains = []
     print(f"{'set':<20} {'clips':>5} {'seeds':>5} {'random':>7} {'suggested':>9} {'gain':>6} {'se':>5}  per seed (gain)")
     for name, (scores, targets) in load_sets(args.data_dir).items():
+        if name not in chosen:
+            continue
         n_seeds = args.seeds or (20 if len(scores) < 1000 else 6)
         runs = [one_seed(scores, targets, seed) for seed in range(n_seeds)]
         diff = np.array([r["suggested"] - r["random"] for r in runs])

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 import calitag
 from calitag.cli import main
 from calitag.errors import CalibrationError, LabelsError, ScoresError
+from calitag.thresholds.active import rank_unlabeled
 from calitag.thresholds.learning_curve import expected_gain, learning_curve
 
 
@@ -57,6 +58,31 @@ def test_without_labels_the_picks_are_random_but_valid(pool):
     labeled[0] = True
     picks = calitag.suggest_labels(scores, targets, labeled, 5, seed=1)
     assert len(set(picks.tolist())) == 5 and 0 not in picks
+
+
+def test_without_labeled_positives_the_picks_are_random_but_valid(pool):
+    """With no labeled positive in any class (no probability map can be fitted) the picks are still valid."""
+    scores, targets, labeled = pool
+    ranked = rank_unlabeled(scores, np.zeros_like(targets), labeled, 8, seed=2)
+    assert len(set(ranked.indices.tolist())) == 8 and not labeled[ranked.indices].any()
+    assert np.isnan(ranked.thresholds).all() and (ranked.doubt == 0).all()
+
+
+def test_picks_keep_the_labeled_f_measure_near_the_pools(pool):
+    """After the picks, the labeled clips' micro-F1 at the pool's thresholds is near the pool's (unlike closest picks)."""
+    scores, targets, labeled = pool
+    thresholds = calitag.fit_thresholds(scores, targets).values
+    truth = targets > 0
+
+    def f1(rows):
+        decided = scores[rows] > thresholds
+        return 2 * (decided & truth[rows]).sum() / (decided.sum() + truth[rows].sum())
+
+    picks = calitag.suggest_labels(scores, targets, labeled, 60)
+    distance = np.abs(scores[~labeled] - calitag.fit_thresholds(scores[labeled], targets[labeled]).values).min(axis=1)
+    closest = np.flatnonzero(~labeled)[np.argsort(distance)[:60]]
+    assert abs(f1(np.r_[np.flatnonzero(labeled), picks]) - f1(np.arange(len(scores)))) < \
+        abs(f1(np.r_[np.flatnonzero(labeled), closest]) - f1(np.arange(len(scores))))
 
 
 @pytest.mark.parametrize(("change", "error", "match"), [

@@ -1,16 +1,34 @@
-"""Which clips to label next: the unlabeled clips whose decisions the labeled clips leave most in doubt.
+"""Which clips to label next: those near the point where each class's threshold should sit, in a mix
+that keeps the labeled clips' F-measure honest.
 
-A committee of thresholds is fitted on bootstrap resamples of the labeled clips (SGL, the
-calibration's own solver). For each unlabeled clip and class, the share ``p`` of the committee that
-decides "positive" measures how open that decision still is; a clip's doubt is the sum over classes
-of ``p (1 - p)`` (query by committee, Seung et al. 1992, with a bootstrap committee as in
-Abe & Mamitsuka 1998). The clips with the most doubt are suggested.
+A threshold that maximises micro-F1 sits where a class's probability of being positive equals
+``F / 2`` (``F`` the micro-F1 reached; Lipton et al. 2014). A refit on the labeled clips places each
+threshold where the *labeled* clips' positive rate crosses the *labeled* clips' ``F / 2``, so labels
+help in two ways: clips near that crossing pin down the local positive rate, and the labeled clips as
+a whole must keep the pool's F-measure, else every threshold moves with the bias (clips picked only
+near the thresholds are harder than average, their F is lower, and the refit's thresholds drop:
+the failure of "closest to the current thresholds" on small sets).
 
-Why a committee and not "closest to the current threshold": with few labels the current threshold
-is itself noisy, and clips packed against it form a sample whose F-measure counts are biased
-(the refit then drifts). The committee's spread is wide where the labels say little, so picks
-spread out over the score range while labels are few and narrow onto the thresholds as they
-firm up; a class whose threshold the labels already pin down draws no picks.
+So, per round:
+
+1. thresholds are fitted with SGL on the labeled clips (the calibration's own solver), and
+   probabilities with a Platt map per class on the labeled clips (scikit-learn's logistic regression
+   on the score's logit, a map pooled over the classes where a class has fewer than
+   :data:`MIN_PLATT_EXAMPLES` positives or negatives). Choosing clips by their scores leaves
+   ``p(positive | score)`` unbiased, so the map stays right as the picks concentrate.
+2. The pool's micro-F1 at those thresholds is estimated with the labels where known and the
+   probabilities elsewhere; an unlabeled clip's *near-threshold mass* is the sum over classes of a
+   Gaussian kernel (width :data:`WINDOW`) of its probability's distance to ``F / 2``: a clip near the
+   crossing of a frequent class, or near several, counts most, which is how micro-F1 weighs classes.
+3. Picks are greedy: each adds the clip with the largest near-threshold mass minus
+   :data:`BALANCE` times how much it moves the labeled set's expected balance
+   ``(1 + b^2) TP - F (b^2 P + D)`` (zero when the labeled clips show the pool's F) away from zero.
+   Confident positives, which raise the labeled F, come in to offset the hard clips near the thresholds.
+
+For a macro objective every class has its own F and crossing: the kernel is centred on each class's
+probability at its current threshold, and there is no shared F to balance.
+With labels too few for a map (fewer than :data:`MIN_LABELED` clips, or no positive or no negative
+among them) the picks are random.
 """
 
 from __future__ import annotations
@@ -23,24 +41,30 @@ import numpy as np
 
 from calitag.errors import CalibrationError, LabelsError
 from calitag.thresholds.metrics import NoPositivesWarning, check_scores, check_targets
-from calitag.thresholds.objectives import resolve_objective
+from calitag.thresholds.objectives import Objective, resolve_objective
 
-#: Bootstrap fits in the committee (each an SGL fit on the labeled clips: milliseconds).
-COMMITTEE_SIZE = 12
-#: Fewer labeled clips than this: no committee can be fitted, the picks are random.
+#: Width of the near-threshold kernel, in probability: about 0.1 either side of the crossing counts.
+WINDOW = 0.08
+#: Weight of the balance against the near-threshold mass (both count class entries of clips).
+BALANCE = 2.0
+#: Fewer labeled clips than this: no map can be fitted, the picks are random.
 MIN_LABELED = 2
+#: A class with fewer labeled positives (or negatives) than this uses the map pooled over the classes.
+MIN_PLATT_EXAMPLES = 3
+#: Inverse regularisation of the Platt maps: with tens of labels the slope must not run away.
+PLATT_C = 1.0
 
-__all__ = ["COMMITTEE_SIZE", "Suggestions", "committee_thresholds", "rank_unlabeled", "suggest_labels"]
+__all__ = ["BALANCE", "WINDOW", "Suggestions", "rank_unlabeled", "suggest_labels"]
 
 
 @dataclass(frozen=True)
 class Suggestions:
     """The clips to label next and why.
 
-    indices: (n,) rows of the score matrix, most doubtful first. doubt: (n,) their committee doubt
-    (sum over classes of p (1 - p), 0 when picked at random). classes: (n,) the column each pick
-    is most in doubt about. thresholds: (n_classes,) the committee's median thresholds, NaN when
-    the picks are random.
+    indices: (n,) rows of the score matrix, in the order picked. doubt: (n,) their near-threshold mass
+    (the sum over classes of the kernel, between 0 and n_classes; 0 when picked at random). classes: (n,)
+    the column each pick is nearest the crossing in. thresholds: (n_classes,) the thresholds fitted on the
+    labeled clips, NaN when the picks are random.
     """
 
     indices: np.ndarray
@@ -70,50 +94,91 @@ def _check_inputs(scores: Any, labels: Any, labeled: Any, n: Any) -> tuple[np.nd
     return checked, targets, mask
 
 
-def committee_thresholds(scores: np.ndarray, targets: np.ndarray, *, objective: str, seed: int,
-                         size: int = COMMITTEE_SIZE) -> np.ndarray:
-    """(size, n_classes) thresholds fitted with SGL on bootstrap resamples of the clips given."""
+def _logit(scores: np.ndarray) -> np.ndarray:
+    clipped = np.clip(scores, 1e-6, 1.0 - 1e-6)
+    return np.log(clipped) - np.log1p(-clipped)
+
+
+def platt_probabilities(scores: np.ndarray, targets: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """(N, C) probabilities of every clip from Platt maps fitted on the labeled rows (pooled where few)."""
+    from sklearn.linear_model import LogisticRegression
+
+    z, truth = _logit(scores), targets[labeled] > 0
+    pooled = LogisticRegression(C=PLATT_C).fit(z[labeled].reshape(-1, 1), truth.reshape(-1))
+    probs = np.empty(scores.shape)
+    for c in range(scores.shape[1]):
+        n_pos = int(truth[:, c].sum())
+        own = min(n_pos, len(truth) - n_pos) >= MIN_PLATT_EXAMPLES
+        model = LogisticRegression(C=PLATT_C).fit(z[labeled, c, None], truth[:, c]) if own else pooled
+        probs[:, c] = model.predict_proba(z[:, c, None])[:, 1]
+    return probs
+
+
+def _pick(mass: np.ndarray, shift: np.ndarray, balance: float, n: int, tiebreak: np.ndarray) -> np.ndarray:
+    """Greedy positions: most mass minus BALANCE times the growth of |balance|, updated after each pick."""
+    free, picks = np.ones(len(mass), dtype=bool), []
+    for _ in range(n):
+        value = mass - BALANCE * (np.abs(balance + shift) - abs(balance)) + tiebreak
+        value[~free] = -np.inf
+        best = int(np.argmax(value))
+        free[best], balance = False, balance + shift[best]
+        picks.append(best)
+    return np.array(picks, dtype=np.int64)
+
+
+def _rank(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray, n: int, spec: Objective,
+          rng: np.random.Generator) -> Suggestions:
+    """The greedy picks of the module docstring, with fitted thresholds and maps."""
     from calitag.thresholds.solvers import fit
 
-    rng = np.random.default_rng(seed)
-    committee = np.empty((size, scores.shape[1]))
     with warnings.catch_warnings():
-        # Resamples of a few clips often lack a class: its threshold stays finite, which is all we need.
+        # A class without labeled positives keeps a finite threshold, which is all the picks need.
         warnings.simplefilter("ignore", NoPositivesWarning)
-        for member in range(size):
-            rows = rng.integers(0, len(scores), len(scores))
-            committee[member] = fit(scores[rows], targets[rows], method="sgl", objective=objective).values
-    return committee
+        thresholds = fit(scores[mask], targets[mask], method="sgl", objective=spec).values
+    probs = platt_probabilities(scores, targets, mask)
+    probs[mask] = targets[mask]
+    above, b2 = scores > thresholds, spec.beta**2
+    if spec.average == "micro":
+        f_pool = (1 + b2) * (probs * above).sum() / max(b2 * probs.sum() + above.sum(), 1e-12)
+        centre = np.full(scores.shape[1], f_pool / (1 + b2))
+    else:
+        centre = np.array([np.interp(t, *_sorted_pair(scores[:, c], probs[:, c])) for c, t in enumerate(thresholds)])
+    unlabeled = np.flatnonzero(~mask)
+    kernel = np.exp(-0.5 * ((probs[unlabeled] - centre) / WINDOW) ** 2)
+    balance, shift = 0.0, np.zeros(len(unlabeled))
+    if spec.average == "micro":
+        def entries(p: np.ndarray, a: np.ndarray) -> np.ndarray:
+            return (1 + b2) * (p * a).sum(axis=1) - f_pool * (b2 * p.sum(axis=1) + a.sum(axis=1))
+        balance = float(entries(targets[mask], above[mask]).sum())
+        shift = entries(probs[unlabeled], above[unlabeled])
+    # Ties (equal scores) in a seeded order, not by row number; far below any real difference.
+    order = _pick(kernel.sum(axis=1), shift, balance, n, 1e-9 * rng.random(len(unlabeled)))
+    return Suggestions(indices=unlabeled[order], doubt=kernel.sum(axis=1)[order],
+                       classes=kernel[order].argmax(axis=1), thresholds=thresholds)
+
+
+def _sorted_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
 
 
 def rank_unlabeled(scores: Any, labels: Any, labeled: Any, n: int, *, objective: str = "micro_f1",
                    seed: int = 0) -> Suggestions:
-    """The ``n`` unlabeled clips to label next, with the class and committee threshold behind each pick.
+    """The ``n`` unlabeled clips to label next, with the class and threshold behind each pick.
 
-    Parameters and errors as :func:`suggest_labels`; with fewer than 2 labeled clips the picks are
-    random (no committee can be fitted) and their doubt is 0.
+    Parameters and errors as :func:`suggest_labels`; with fewer than 2 labeled clips, or no labeled
+    positive or no labeled negative at all, the picks are random and their doubt is 0.
     """
     checked, targets, mask = _check_inputs(scores, labels, labeled, n)
-    resolve_objective(objective)
+    spec = resolve_objective(objective)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise CalibrationError(f"seed must be an integer, got {seed!r}")
     rng = np.random.default_rng(seed)
-    unlabeled = np.flatnonzero(~mask)
-    if mask.sum() < MIN_LABELED:
-        picks = rng.choice(unlabeled, size=n, replace=False)
+    known = targets[mask]
+    if mask.sum() < MIN_LABELED or known.min(initial=1.0) == known.max(initial=0.0):
+        picks = rng.choice(np.flatnonzero(~mask), size=n, replace=False)
         return Suggestions(picks, np.zeros(n), np.zeros(n, dtype=np.int64), np.full(checked.shape[1], np.nan))
-    committee = committee_thresholds(checked[mask], targets[mask], objective=objective, seed=int(rng.integers(2**31)))
-    votes = (checked[unlabeled][None, :, :] > committee[:, None, :]).mean(axis=0)
-    per_class = votes * (1.0 - votes)
-    doubt = per_class.sum(axis=1)
-    # Most doubt first; ties (common with few labels) in a seeded random order, not by row number.
-    order = np.lexsort((rng.random(len(unlabeled)), -doubt))[:n]
-    middle = np.median(committee, axis=0)
-    # The class a pick serves: most doubt; among classes without doubt, the score nearest its threshold
-    # (the distance is below 1e-3, smaller than any non-zero doubt of a 12-member committee).
-    nearness = per_class[order] - 1e-3 * np.abs(checked[unlabeled[order]] - middle)
-    return Suggestions(indices=unlabeled[order], doubt=doubt[order], classes=nearness.argmax(axis=1),
-                       thresholds=middle)
+    return _rank(checked.astype(np.float64), targets.astype(np.float64), mask, n, spec, rng)
 
 
 def suggest_labels(scores: Any, labels: Any, labeled: Any, n: int, *, objective: str = "micro_f1",
@@ -133,7 +198,7 @@ def suggest_labels(scores: Any, labels: Any, labeled: Any, n: int, *, objective:
     objective : str
         What the thresholds maximise (as :func:`calitag.fit_thresholds`): "micro_f1", "macro_f1", ...
     seed : int
-        Seeds the committee's resamples and the order of ties: equal inputs give equal picks.
+        Seeds the order of ties: equal inputs give equal picks.
 
     Returns
     -------
