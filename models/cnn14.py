@@ -15,6 +15,7 @@ them against the frontend calitag computes with ``torch.stft`` and drops them.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,6 +59,126 @@ class ConvBlock(nn.Module):
         if self.pool != (1, 1):
             x = F.avg_pool2d(x, kernel_size=self.pool)
         return x
+
+
+#: Input maps this narrow (Cnn14's last block sees 2 mel bins) run their 3x3 convolutions as one
+#: matrix product: oneDNN's convolution kernels block the map's width, and at width 2 reached half
+#: the rate of a matmul of the same work (fp32, 2048 -> 2048 channels, AMD EPYC AVX2).
+NARROW_WIDTH = 2
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution that computes ``bn(conv(x))`` in eval mode.
+
+    Computed in float64 from the stored weights, so a later cast to bfloat16 rounds each folded
+    weight once.
+
+    Parameters
+    ----------
+    conv : nn.Conv2d
+        A convolution without bias.
+    bn : nn.BatchNorm2d
+        The batch norm after it (running statistics).
+
+    Returns
+    -------
+    weight, bias : torch.Tensor
+        float64, shapes of ``conv.weight`` and (out_channels,).
+    """
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+    return weight, bn.bias.double() - bn.running_mean.double() * scale
+
+
+class FusedConv3x3(nn.Module):
+    """A 3x3 convolution (padding 1) with its batch norm folded in, then ReLU: inference only.
+
+    The weight lives in ``dtype``, laid out channels-last (oneDNN's fastest layout for these
+    convolutions, in float32 and bfloat16); with ``as_matmul`` it is kept as a
+    (9 * in_channels, out_channels) matrix and the convolution runs as one matrix product over
+    the 3x3 neighbourhoods (see :data:`NARROW_WIDTH`; also for one input channel, where a
+    convolution kernel has almost nothing to vectorise over).
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, *, dtype: torch.dtype, as_matmul: bool) -> None:
+        super().__init__()
+        weight, bias = fold_batch_norm(conv, bn)
+        self.as_matmul = as_matmul
+        if as_matmul:  # rows ordered (kernel row, kernel column, input channel), as the columns are
+            weight = weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]).contiguous()
+        else:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        self.register_buffer("weight", weight.to(dtype))
+        self.register_buffer("bias", bias.to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.as_matmul:
+            return F.relu_(F.conv2d(x, self.weight, self.bias, padding=1))
+        batch, channels, height, width = x.shape
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (batch, height + 2, width + 2, channels)
+        columns = torch.cat(
+            [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)], dim=3
+        )
+        out = torch.addmm(self.bias, columns.view(-1, 9 * channels), self.weight)
+        # (batch, height, width, out) seen as a channels-last (batch, out, height, width)
+        return F.relu_(out).view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+class FusedConvBlock(nn.Module):
+    """:class:`ConvBlock` for inference: two :class:`FusedConv3x3`, then the same average pooling.
+
+    Parameters
+    ----------
+    block : ConvBlock
+        The block whose weights and batch-norm statistics are folded (left unchanged).
+    width : int
+        Width (mel bins) of the maps the block sees, which picks convolution or matrix product.
+    dtype : torch.dtype
+        float32 or bfloat16.
+    """
+
+    def __init__(self, block: ConvBlock, *, width: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        narrow = width <= NARROW_WIDTH
+        self.pool = block.pool
+        self.conv1 = FusedConv3x3(
+            block.conv1, block.bn1, dtype=dtype, as_matmul=narrow or block.conv1.in_channels == 1
+        )
+        self.conv2 = FusedConv3x3(block.conv2, block.bn2, dtype=dtype, as_matmul=narrow)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv1(x))
+        if self.pool != (1, 1):
+            x = F.avg_pool2d(x, kernel_size=self.pool)
+        return x
+
+
+def fused_copy(model: nn.Module, widths: Mapping[str, int], *, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` for inference whose conv blocks are :class:`FusedConvBlock`.
+
+    The copy shares nothing with ``model``, whose parameters and state_dict keys stay those of
+    the checkpoint; the copy's body weights are folded, cast to ``dtype`` and laid out for speed.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Cnn14 or the CNN-transformer, in eval mode.
+    widths : Mapping
+        Attribute name of each :class:`ConvBlock` -> width of the maps it sees.
+    dtype : torch.dtype
+        The body's dtype in the copy.
+
+    Returns
+    -------
+    nn.Module
+        Same class as ``model``, in eval mode.
+    """
+    blocks = {name: getattr(model, name) for name in widths}
+    # The memo maps each block to None, so deepcopy skips their weights (replaced right after).
+    twin = copy.deepcopy(model, {id(block): None for block in blocks.values()})
+    for name, block in blocks.items():
+        setattr(twin, name, FusedConvBlock(block, width=widths[name], dtype=dtype))
+    return twin.eval()
 
 
 def check_features(features: torch.Tensor, *, n_mels: int, min_frames: int, model: str) -> None:
@@ -168,6 +289,13 @@ class Cnn14(nn.Module):
         """Run the six conv blocks in ``dtype`` (bfloat16: weights cast, channels-last); bn0 and
         the fully connected head stay float32."""
         cast_body(self._body(), dtype)
+
+    def inference_copy(self, *, dtype: torch.dtype = torch.float32) -> Cnn14:
+        """A copy that computes the same scores faster, for inference only: each conv block's
+        batch norms folded into its convolutions (float64, then cast to ``dtype``), ReLU in place,
+        channels-last; the last block (2 mel bins) and the first convolution (one input channel)
+        as matrix products. This model is left as it is (see :func:`fused_copy`)."""
+        return fused_copy(self, {f"conv_block{i + 1}": self.n_mels >> i for i in range(6)}, dtype=dtype)
 
     def _feature_maps(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, n_frames) -> float32 (batch, 2048, n_frames // 32), averaged over frequency."""
