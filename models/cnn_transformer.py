@@ -13,6 +13,7 @@ No weights were published; without a checkpoint the weights are random.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -109,11 +110,14 @@ class CnnTransformer(nn.Module):
         the attention and the output layer stay float32."""
         cast_body(self._body(), dtype)
 
-    def inference_copy(self, *, dtype: torch.dtype = torch.float32) -> CnnTransformer:
+    def inference_copy(
+        self, *, dtype: torch.dtype = torch.float32, matmul_widths: Collection[int] | None = None
+    ) -> CnnTransformer:
         """A copy that computes the same scores faster, for inference only: the conv blocks'
         batch norms folded into their convolutions, cast to ``dtype``, channels-last (see
-        :func:`calitag.models.cnn14.fused_copy`); this model is left as it is."""
-        return fused_copy(self, {f"conv_block{i + 1}": self.n_mels >> i for i in range(4)}, dtype=dtype)
+        :func:`calitag.models.cnn14.fused_copy`, and its ``matmul_widths``); this model is left as it is."""
+        widths = {f"conv_block{i + 1}": self.n_mels >> i for i in range(4)}
+        return fused_copy(self, widths, dtype=dtype, matmul_widths=matmul_widths)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Clip probabilities: the mean of the frame probabilities.

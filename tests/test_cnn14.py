@@ -276,9 +276,9 @@ def test_inference_copy_gives_the_eager_scores_and_leaves_the_model(features: to
     model = cnn14.load(None, seed=3, decision_level=True)
     _randomise_batchnorm(model, seed=4)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    fast = model.inference_copy()
+    fast = model.inference_copy(matmul_widths=(2,))
     assert fast.conv_block6.conv2.as_matmul and fast.conv_block1.conv1.as_matmul
-    assert not fast.conv_block3.conv1.as_matmul
+    assert not fast.conv_block3.conv1.as_matmul and not fast.conv_block5.conv2.as_matmul
     assert fast.conv_block3.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     batch = torch.cat([features, features.roll(50, dims=2)])
     with torch.inference_mode():
@@ -307,3 +307,19 @@ def test_fused_matmul_convolution_equals_conv2d() -> None:
             conv = cnn14.FusedConv3x3(block.conv1, block.bn1, dtype=torch.float32, as_matmul=as_matmul)
             for inp in (x, x.contiguous(memory_format=torch.channels_last)):
                 assert float((conv(inp) - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
+
+
+def test_matmul_probe_is_measured_once_and_leaves_the_convolution() -> None:
+    """The probe that picks matmul or convolution per shape answers a bool, caches it, and leaves the layer as it was."""
+    block = cnn14.ConvBlock(16, 16, pool=(1, 1)).eval()
+    conv = cnn14.FusedConv3x3(block.conv2, block.bn2, dtype=torch.float32)
+    cnn14._MATMUL_PAYS.clear()
+    answer = cnn14.matmul_pays(conv, width=2)
+    assert isinstance(answer, bool) and not conv.as_matmul
+    assert list(cnn14._MATMUL_PAYS.values()) == [answer]
+    cnn14._MATMUL_PAYS[next(iter(cnn14._MATMUL_PAYS))] = not answer  # a cached answer is not measured again
+    assert cnn14.matmul_pays(conv, width=2) is (not answer)
+    fused = cnn14.FusedConvBlock(block, width=2, dtype=torch.float32)
+    assert fused.conv2.as_matmul is (not answer)
+    assert not cnn14.FusedConvBlock(block, width=16, dtype=torch.float32).conv2.as_matmul  # too wide to ask
+    cnn14._MATMUL_PAYS.clear()
