@@ -97,7 +97,7 @@ def test_crnn_bf16_within_measured_bound(crnn_h5, audio_samples):
 
 @needs_bf16
 def test_traced_bf16_equals_eager_bf16(audio_samples):
-    """The traced and frozen graph (--jit) runs bf16 and gives the eager bf16 scores."""
+    """The optimized path (--jit: the inference copy) runs bf16 and gives the eager bf16 scores."""
     spec = get_spec("cnn-transformer")
     model = spec.resolve_builder()
     eager = Tagger(spec, model(None, seed=0), device=torch.device("cpu"), precision="bf16")
