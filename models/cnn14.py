@@ -15,8 +15,10 @@ them against the frontend calitag computes with ``torch.stft`` and drops them.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import librosa
@@ -58,6 +60,168 @@ class ConvBlock(nn.Module):
         if self.pool != (1, 1):
             x = F.avg_pool2d(x, kernel_size=self.pool)
         return x
+
+
+#: Maps up to this wide (Cnn14's last three blocks: 8, 4 and 2 mel bins) may run their 3x3
+#: convolutions as one matrix product: convolution kernels block the map's width, and at width 2
+#: oneDNN's reached half the rate of a matmul of the same work (fp32, 2048 -> 2048 channels, AMD EPYC
+#: AVX2), but at widths 4 and 8 the convolution was faster there. :func:`matmul_pays` measures it.
+PROBE_MAX_WIDTH = 8
+#: :func:`matmul_pays` times a map of one 10-s clip (1001 frames x 64 mels, halved with each block).
+PROBE_FRAMES = 1001
+_MATMUL_PAYS: dict[tuple, bool] = {}  # measured once per process: shape, dtype, width, threads
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution that computes ``bn(conv(x))`` in eval mode.
+
+    The scale is computed in float64, the product in float32 (one rounding of 2**-24: nothing
+    beside bfloat16's 2**-9, which a later cast adds once per folded weight).
+
+    Parameters
+    ----------
+    conv : nn.Conv2d
+        A convolution without bias.
+    bn : nn.BatchNorm2d
+        The batch norm after it (running statistics).
+
+    Returns
+    -------
+    weight, bias : torch.Tensor
+        float32, shapes of ``conv.weight`` and (out_channels,).
+    """
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    weight = conv.weight.float() * scale.float().view(-1, 1, 1, 1)
+    return weight, (bn.bias.double() - bn.running_mean.double() * scale).float()
+
+
+class FusedConv3x3(nn.Module):
+    """A 3x3 convolution (padding 1) with its batch norm folded in, then ReLU: inference only.
+
+    The weight lives in ``dtype``, laid out channels-last (oneDNN's fastest layout for these
+    convolutions, in float32 and bfloat16). With ``as_matmul`` the convolution runs as one matrix
+    product of the 3x3 neighbourhoods (batch x height x width, 9 x in_channels) with the weight
+    seen as the (out_channels, 9 x in_channels) matrix it is in memory: for narrow maps where that
+    is faster (:func:`matmul_pays`), and for one input channel, where a convolution kernel has
+    almost nothing to vectorise over (2x faster there, fp32, AVX2).
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, *, dtype: torch.dtype, as_matmul: bool = False) -> None:
+        super().__init__()
+        weight, bias = fold_batch_norm(conv, bn)
+        self.as_matmul = as_matmul
+        self.register_buffer("weight", weight.to(dtype).contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", bias.to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.as_matmul:
+            return F.relu_(F.conv2d(x, self.weight, self.bias, padding=1))
+        batch, channels, height, width = x.shape
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (batch, height + 2, width + 2, channels)
+        # columns ordered (kernel row, kernel column, input channel), as the channels-last weight is
+        columns = torch.cat(
+            [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)], dim=3
+        )
+        matrix = self.weight.permute(0, 2, 3, 1).reshape(self.weight.shape[0], -1)  # a view
+        out = torch.addmm(self.bias, columns.view(-1, 9 * channels), matrix.t())
+        # (batch, height, width, out) seen as a channels-last (batch, out, height, width)
+        return F.relu_(out).view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+def matmul_pays(conv: FusedConv3x3, *, width: int) -> bool:
+    """Whether ``conv`` runs faster as a matrix product than as a convolution on maps ``width`` wide,
+    on this machine with torch's current thread count.
+
+    Measured once per process for each weight shape, dtype, width and thread count on the map a 10-s
+    clip gives at that width (:data:`PROBE_FRAMES` x 64 mels, both halved per block; 4.7 GFLOP for each
+    of Cnn14's last three blocks), channels-last: each form run once to warm up, then best of 2,
+    alternating. The answer changes the speed, not the scores.
+    """
+    key = (tuple(conv.weight.shape), conv.weight.dtype, width, torch.get_num_threads())
+    if key not in _MATMUL_PAYS:
+        shape = (1, conv.weight.shape[1], max(1, PROBE_FRAMES * width // N_MELS), width)
+        x = torch.full(shape, 0.01, dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+        best = {False: math.inf, True: math.inf}
+        with torch.inference_mode():
+            for round_ in range(3):
+                for as_matmul in best:
+                    conv.as_matmul = as_matmul
+                    start = time.perf_counter()
+                    conv(x)
+                    if round_:
+                        best[as_matmul] = min(best[as_matmul], time.perf_counter() - start)
+        conv.as_matmul = False
+        _MATMUL_PAYS[key] = best[True] < best[False]
+    return _MATMUL_PAYS[key]
+
+
+class FusedConvBlock(nn.Module):
+    """:class:`ConvBlock` for inference: two :class:`FusedConv3x3`, then the same average pooling.
+
+    Parameters
+    ----------
+    block : ConvBlock
+        The block whose weights and batch-norm statistics are folded (left unchanged).
+    width : int
+        Width (mel bins) of the maps the block sees.
+    dtype : torch.dtype
+        float32 or bfloat16.
+    as_matmul : bool or None
+        Run both convolutions as matrix products; None: where :func:`matmul_pays` for the second one
+        (maps up to :data:`PROBE_MAX_WIDTH` wide; wider ones run as convolutions). A first convolution
+        with one input channel always runs as a matrix product.
+    """
+
+    def __init__(self, block: ConvBlock, *, width: int, dtype: torch.dtype, as_matmul: bool | None = None) -> None:
+        super().__init__()
+        self.pool = block.pool
+        self.conv1 = FusedConv3x3(block.conv1, block.bn1, dtype=dtype)
+        self.conv2 = FusedConv3x3(block.conv2, block.bn2, dtype=dtype)
+        if as_matmul is None:
+            as_matmul = width <= PROBE_MAX_WIDTH and matmul_pays(self.conv2, width=width)
+        self.conv1.as_matmul = as_matmul or block.conv1.in_channels == 1
+        self.conv2.as_matmul = as_matmul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv1(x))
+        if self.pool != (1, 1):
+            x = F.avg_pool2d(x, kernel_size=self.pool)
+        return x
+
+
+def fused_copy(
+    model: nn.Module, widths: Mapping[str, int], *, dtype: torch.dtype,
+    matmul_widths: Collection[int] | None = None,
+) -> nn.Module:
+    """A copy of ``model`` for inference whose conv blocks are :class:`FusedConvBlock`.
+
+    The copy shares nothing with ``model``, whose parameters and state_dict keys stay those of
+    the checkpoint; the copy's body weights are folded, cast to ``dtype`` and laid out for speed.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Cnn14 or the CNN-transformer, in eval mode.
+    widths : Mapping
+        Attribute name of each :class:`ConvBlock` -> width of the maps it sees.
+    dtype : torch.dtype
+        The body's dtype in the copy.
+    matmul_widths : collection of int or None
+        Map widths whose blocks run their convolutions as matrix products; None: measured on this
+        machine (:func:`matmul_pays`).
+
+    Returns
+    -------
+    nn.Module
+        Same class as ``model``, in eval mode.
+    """
+    blocks = {name: getattr(model, name) for name in widths}
+    # The memo maps each block to None, so deepcopy skips their weights (replaced right after).
+    twin = copy.deepcopy(model, {id(block): None for block in blocks.values()})
+    for name, block in blocks.items():
+        as_matmul = None if matmul_widths is None else widths[name] in matmul_widths
+        setattr(twin, name, FusedConvBlock(block, width=widths[name], dtype=dtype, as_matmul=as_matmul))
+    return twin.eval()
 
 
 def check_features(features: torch.Tensor, *, n_mels: int, min_frames: int, model: str) -> None:
@@ -168,6 +332,17 @@ class Cnn14(nn.Module):
         """Run the six conv blocks in ``dtype`` (bfloat16: weights cast, channels-last); bn0 and
         the fully connected head stay float32."""
         cast_body(self._body(), dtype)
+
+    def inference_copy(
+        self, *, dtype: torch.dtype = torch.float32, matmul_widths: Collection[int] | None = None
+    ) -> Cnn14:
+        """A copy that computes the same scores faster, for inference only: each conv block's
+        batch norms folded into its convolutions (then cast to ``dtype``), ReLU in place,
+        channels-last; the first convolution (one input channel), and the narrow blocks where
+        that is faster on this machine, as matrix products. This model is left as it is (see
+        :func:`fused_copy`, whose ``matmul_widths`` overrides the measurement)."""
+        widths = {f"conv_block{i + 1}": self.n_mels >> i for i in range(6)}
+        return fused_copy(self, widths, dtype=dtype, matmul_widths=matmul_widths)
 
     def _feature_maps(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, n_frames) -> float32 (batch, 2048, n_frames // 32), averaged over frequency."""

@@ -13,6 +13,7 @@ No weights were published; without a checkpoint the weights are random.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from calitag.models.cnn14 import (
     ConvBlock,
     check_features,
+    fused_copy,
     init_weights,
     load_network_state,
     read_checkpoint,
@@ -107,6 +109,15 @@ class CnnTransformer(nn.Module):
         """Run the four conv blocks in ``dtype`` (bfloat16: weights cast, channels-last); bn0,
         the attention and the output layer stay float32."""
         cast_body(self._body(), dtype)
+
+    def inference_copy(
+        self, *, dtype: torch.dtype = torch.float32, matmul_widths: Collection[int] | None = None
+    ) -> CnnTransformer:
+        """A copy that computes the same scores faster, for inference only: the conv blocks'
+        batch norms folded into their convolutions, cast to ``dtype``, channels-last (see
+        :func:`calitag.models.cnn14.fused_copy`, and its ``matmul_widths``); this model is left as it is."""
+        widths = {f"conv_block{i + 1}": self.n_mels >> i for i in range(4)}
+        return fused_copy(self, widths, dtype=dtype, matmul_widths=matmul_widths)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Clip probabilities: the mean of the frame probabilities.

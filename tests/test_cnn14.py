@@ -132,7 +132,8 @@ def test_upstream_checkpoint_gives_panns_inference_clip_output(
     panns, waveform: torch.Tensor, features: torch.Tensor, tmp_path: Path
 ) -> None:
     """A {'model': state_dict} checkpoint of panns-inference's Cnn14, frontend keys included,
-    loads through cnn14.load and gives the same clip probabilities (max abs diff <= 1e-4)."""
+    loads through cnn14.load and gives the same clip probabilities (max abs diff <= 1e-4), its
+    inference copy too."""
     theirs = panns.Cnn14(**PANNS_ARGS, classes_num=527).eval()
     _randomise_batchnorm(theirs, seed=1)
     path = tmp_path / "Cnn14_random.pth"
@@ -142,9 +143,11 @@ def test_upstream_checkpoint_gives_panns_inference_clip_output(
     with torch.inference_mode():
         expected = theirs(waveform)["clipwise_output"]
         got = ours(features)
+        fused = ours.inference_copy()(features)
     assert got.shape == (1, 527)
     assert float(expected.std()) > 1e-3  # the scores differ across classes
     assert float((got - expected).abs().max()) <= 1e-4
+    assert float((fused - expected).abs().max()) <= 1e-4
 
 
 @pytest.mark.slow
@@ -265,3 +268,58 @@ def test_bad_features_raise_audio_error(features: torch.Tensor) -> None:
             model(features[:, :, :31])
         with pytest.raises(AudioError, match="no frame output"):
             model.forward_frames(features)
+
+
+def test_inference_copy_gives_the_eager_scores_and_leaves_the_model(features: torch.Tensor) -> None:
+    """The inference copy (batch norms folded, channels-last, the 2-bin block as a matmul) gives the
+    eager clip and frame scores of a 2-clip batch within 1e-5, and the model keeps its checkpoint state."""
+    model = cnn14.load(None, seed=3, decision_level=True)
+    _randomise_batchnorm(model, seed=4)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fast = model.inference_copy(matmul_widths=(2,))
+    assert fast.conv_block6.conv2.as_matmul and fast.conv_block1.conv1.as_matmul
+    assert not fast.conv_block3.conv1.as_matmul and not fast.conv_block5.conv2.as_matmul
+    assert fast.conv_block3.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = torch.cat([features, features.roll(50, dims=2)])
+    with torch.inference_mode():
+        clip, frames = model.forward_frames(batch)
+        fast_clip, fast_frames = fast.forward_frames(batch)
+    assert float(clip.std()) > 1e-3
+    assert float((fast_clip - clip).abs().max()) <= 1e-5
+    assert float((fast_frames - frames).abs().max()) <= 1e-5
+    state = model.state_dict()
+    assert list(state) == list(before)
+    assert all(torch.equal(state[key], before[key]) for key in before)
+    assert isinstance(model.conv_block6, cnn14.ConvBlock)
+
+
+def test_fused_matmul_convolution_equals_conv2d() -> None:
+    """A fused 3x3 convolution run as a matmul equals conv2d + batch norm + ReLU on channels-last and contiguous input."""
+    generator = torch.Generator().manual_seed(0)
+    block = cnn14.ConvBlock(8, 16, pool=(1, 1)).eval()
+    _randomise_batchnorm(block, seed=5)
+    with torch.no_grad():
+        block.conv1.weight.copy_(torch.randn(block.conv1.weight.shape, generator=generator))
+    x = torch.randn(3, 8, 11, 2, generator=generator)
+    with torch.inference_mode():
+        expected = torch.relu(block.bn1(block.conv1(x)))
+        for as_matmul in (True, False):
+            conv = cnn14.FusedConv3x3(block.conv1, block.bn1, dtype=torch.float32, as_matmul=as_matmul)
+            for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+                assert float((conv(inp) - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
+
+
+def test_matmul_probe_is_measured_once_and_leaves_the_convolution() -> None:
+    """The probe that picks matmul or convolution per shape answers a bool, caches it, and leaves the layer as it was."""
+    block = cnn14.ConvBlock(16, 16, pool=(1, 1)).eval()
+    conv = cnn14.FusedConv3x3(block.conv2, block.bn2, dtype=torch.float32)
+    cnn14._MATMUL_PAYS.clear()
+    answer = cnn14.matmul_pays(conv, width=2)
+    assert isinstance(answer, bool) and not conv.as_matmul
+    assert list(cnn14._MATMUL_PAYS.values()) == [answer]
+    cnn14._MATMUL_PAYS[next(iter(cnn14._MATMUL_PAYS))] = not answer  # a cached answer is not measured again
+    assert cnn14.matmul_pays(conv, width=2) is (not answer)
+    fused = cnn14.FusedConvBlock(block, width=2, dtype=torch.float32)
+    assert fused.conv2.as_matmul is (not answer)
+    assert not cnn14.FusedConvBlock(block, width=16, dtype=torch.float32).conv2.as_matmul  # too wide to ask
+    cnn14._MATMUL_PAYS.clear()

@@ -172,3 +172,27 @@ def test_short_or_misshapen_features_raise_audio_error(features: torch.Tensor) -
         model(features[:, :, :7])
     with pytest.raises(AudioError, match=r"\(batch, 64, n_frames\)"):
         model.forward_frames(features[:, :32])
+
+
+def test_inference_copy_gives_the_eager_scores(features: torch.Tensor) -> None:
+    """The inference copy (folded batch norms, channels-last, first convolution and last block as matmuls)
+    gives the eager clip and frame scores within 1e-5 on real log-Mel features; the model's state is unchanged."""
+    model = cnn_transformer.load(None, seed=1)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so a misplaced fold shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d) and m is not model.bn0:
+                m.running_mean.normal_(0.0, 0.1, generator=generator)
+                m.running_var.uniform_(0.5, 1.5, generator=generator)
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fast = model.inference_copy(matmul_widths=(8,))  # the last block (8 mel bins) as a matmul too
+    assert fast.conv_block1.conv1.as_matmul and fast.conv_block4.conv2.as_matmul
+    assert not fast.conv_block2.conv1.as_matmul
+    with torch.inference_mode():
+        clip, frames = model.forward_frames(features)
+        fast_clip, fast_frames = fast.forward_frames(features)
+    assert float(clip.std()) > 1e-3
+    assert float((fast_clip - clip).abs().max()) <= 1e-5
+    assert float((fast_frames - frames).abs().max()) <= 1e-5
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in before.items())
