@@ -89,9 +89,9 @@ class ModelSpec:
     min_window_s: float = 1.0
     description: str = ""
     frame_level: bool = False
-    # A traced, frozen graph (torch.jit.freeze + optimize_for_inference: conv-BN folding, fused
-    # oneDNN kernels) runs faster on CPU for these convolutional nets; it costs seconds to build,
-    # so only long runs ask for it (Tagger(optimize=True), `calitag batch`).
+    # An optimized graph runs faster on CPU for these convolutional nets: an inference copy (batch norms
+    # folded, channels-last) where the model has one (cnn14, cnn-transformer), else a traced, frozen graph;
+    # it costs seconds to build, so only long runs ask for it (Tagger(optimize=True), `calitag batch`).
     traceable: bool = False
     # `--precision auto` picks bf16 for this model where bfloat16 is native: its bf16 path was
     # measured faster than float32 (benchmarks/inference.py) within the accuracy bound of

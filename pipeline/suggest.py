@@ -39,7 +39,7 @@ __all__ = ["CSV_HEADER", "Pick", "SuggestResult", "is_suggestion_list", "run_sug
 
 @dataclass(frozen=True)
 class Pick:
-    """One clip to label: its name, the class most in doubt, its score and the committee threshold."""
+    """One clip to label: its name, the class most in doubt, its score and the threshold fitted on the labeled clips."""
 
     filename: str
     class_name: str

@@ -80,7 +80,7 @@ def _ray(address: str | None, actors: int, gpus_per_actor: float, cpus_per_actor
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file (never one of the inputs).")
 @click.option("--jit/--no-jit", "optimize", default=True, show_default=True,
-              help="Trace and freeze cnn14/cnn-transformer on the CPU once (a few seconds) for faster batches.")
+              help="Build an inference copy of cnn14/cnn-transformer on the CPU once (batch norms folded, channels-last; a few seconds), or trace and freeze crnn-dcase2019, for faster batches.")
 @SEGMENT_OPTION
 @click.option("--probabilities", is_flag=True,
               help="Also record calibrated probabilities (JSON lines; needs a --thresholds file fitted with "

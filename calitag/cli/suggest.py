@@ -38,7 +38,8 @@ def suggest_command(source: Path, labels_path: Path, n: int, out_path: Path, mod
 
     SOURCE is a folder of audio (scored with --model) or a `calitag batch --all-scores` output of
     the same model. The clips listed in --labels are the labeled ones; the others are ranked by how
-    much a committee of thresholds, fitted on resamples of the labeled clips, disagrees on them.
+    close their calibrated scores lie to the thresholds fitted on the labeled clips, balanced so the
+    labeled set stays representative (docs/label-loop.md).
     """
     from calitag.pipeline.suggest import run_suggest
 
