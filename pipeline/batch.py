@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Literal
 from calitag.errors import AudioError, EngineError, OutputError, TaggingError
 from calitag.pipeline.audio import AUDIO_EXTENSIONS, Aggregate, probe_audio
 from calitag.pipeline.engine import BatchProgress, FileResult, check_segment_s, check_top_k
-from calitag.pipeline.records import ParquetWriter, RecordOptions, RecordWriter, RunStamp, open_writer
+from calitag.pipeline.records import (
+    ParquetWriter,
+    RecordOptions,
+    RecordWriter,
+    RunStamp,
+    open_writer,
+    planned_format,
+)
 from calitag.pipeline.review_formats import REVIEW_FORMATS
 
 if TYPE_CHECKING:
@@ -304,16 +311,18 @@ def _open_output(tagger: Tagger, out: str | os.PathLike, files: Sequence[str], *
                  segmented: bool, resume: bool, force: bool) -> RecordWriter | ParquetWriter:
     """The writer of ``out``, checked to hold segments when ``segmented``."""
     inputs = [*files, *(p for p in (tagger.thresholds_path, tagger.checkpoint) if p is not None)]
-    if records.fmt in REVIEW_FORMATS and not segmented:
-        raise OutputError(f"the {records.fmt} format writes a timeline of each file: give segment_s (--segment-s)")
-    writer = open_writer(out, records, model=tagger.name, class_names=tagger.class_names, resume=resume,
-                         force=force, inputs=inputs, stamp=_stamp(tagger, records),
-                         high_freq_hz=tagger.spec.frontend.sample_rate / 2)
-    if segmented and writer.format not in ("jsonl", *REVIEW_FORMATS):
-        writer.close()
-        raise OutputError(f"--segment-s writes a list of segments per record, which {writer.format} cannot hold: "
+    fmt = planned_format(out, records)  # checked before the writer creates anything
+    if fmt in REVIEW_FORMATS and not segmented:
+        raise OutputError(f"the {fmt} format writes a timeline of each file: give segment_s (--segment-s)")
+    if segmented and fmt not in ("jsonl", *REVIEW_FORMATS):
+        raise OutputError(f"--segment-s writes a list of segments per record, which {fmt} cannot hold: "
                           "use a JSON lines --out (--format jsonl)")
-    return writer
+    if records.probabilities is not None and fmt != "jsonl":
+        raise OutputError(f"--probabilities adds a field to each record, which {fmt} cannot hold: "
+                          "use a JSON lines --out (--format jsonl)")
+    return open_writer(out, records, model=tagger.name, class_names=tagger.class_names, resume=resume,
+                       force=force, inputs=inputs, stamp=_stamp(tagger, records),
+                       high_freq_hz=tagger.spec.frontend.sample_rate / 2)
 
 
 def _stamp(tagger: Tagger, records: RecordOptions) -> RunStamp:

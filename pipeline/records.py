@@ -877,6 +877,12 @@ def read_all_scores(location: str | os.PathLike, *, model: str | None, class_nam
     return _read_parquet_scores(text, model=model, class_names=names)
 
 
+def planned_format(location: str | os.PathLike, options: RecordOptions) -> str:
+    """The format a run's records will take at ``location``: ``options.fmt``, else the one an existing
+    results file holds, else the one its name says ("csv" for ``.csv``, else "jsonl")."""
+    return options.fmt or _file_format(os.fspath(location))
+
+
 def _file_format(path: str) -> str:
     """"csv" or "jsonl": the format a results file holds, else the one its name says."""
     return sniff_format(path) or ("csv" if Path(path).suffix.lower() == ".csv" else "jsonl")

@@ -435,6 +435,16 @@ def test_calibrate_cli_target_probabilities_then_tag_marks_uncertified(yamnet_ca
     assert record["probabilities"] is True and camera and camera[0]["certified"] is False
     refused = CliRunner().invoke(main, ["tag", str(audio_samples / "camera_01.wav"), "--probabilities"])
     assert refused.exit_code == 1 and "--probabilities needs a --thresholds file" in refused.output
+    for name in ("camera.csv", "camera.jsonl"):  # a CSV cannot hold the field: refused, not silently dropped
+        batch = CliRunner().invoke(main, ["batch", str(audio_samples / "camera_01.wav"), "--thresholds", str(out),
+                                          "--probabilities", "--workers", "0", "--out", str(tmp_path / name)])
+        if name.endswith(".csv"):
+            assert batch.exit_code != 0 and "--probabilities adds a field" in batch.output
+            assert not (tmp_path / name).exists()
+        else:
+            assert batch.exit_code == 0, batch.output
+            (line,) = (tmp_path / name).read_text().splitlines()
+            assert "Camera" in json.loads(line)["probabilities"] and "Camera" in json.loads(line)["uncertified"]
 
 
 def test_report_of_a_calibration_with_maps_shows_ece_brier_and_reliability(tmp_path):
