@@ -22,6 +22,7 @@ Called by :func:`calitag.pipeline.batch.run_batch`, which expands sources, decid
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -291,7 +292,16 @@ class _Decoders:
         proc = self._ctx.Process(
             target=_decode, args=(child_conn, self._options, self._prefetch, os.getpid(), self._pdeathsig),
             daemon=True, name="calitag-decoder")
-        proc.start()
+        # A forked child must never run a finaliser of the parent's objects: an onnxruntime session left
+        # in an uncollected cycle here, destroyed by the child's garbage collector, waits forever on
+        # the condition variables of thread-pool threads that do not exist there. Collect here, and fork
+        # with everything frozen (the child's collector never visits what it inherits).
+        gc.collect()
+        gc.freeze()
+        try:
+            proc.start()
+        finally:
+            gc.unfreeze()
         child_conn.close()  # only the child holds its end now: its death reads as end-of-file here
         worker = _Worker(proc, parent_conn)
         self._workers.append(worker)

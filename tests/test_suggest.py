@@ -132,7 +132,7 @@ def test_suggest_cli_on_audio_samples(yamnet_cached, audio_samples, tmp_path):
     args = ["suggest", str(audio_samples), "--labels", str(labels), "--n", "6", "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "more labels: micro-f1" in result.stdout and "wrote" in result.stdout
+    assert "more labels: micro-F1" in result.stdout and "wrote" in result.stdout
     listed = list(csv.DictReader(out.open()))
     names = [row["filename"] for row in listed]
     assert len(names) == 6 and len(set(names)) == 6 and not set(names) & {r[0] for r in rows[:24]}

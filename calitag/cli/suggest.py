@@ -76,7 +76,7 @@ def _echo(result: Any, out_path: Path) -> None:
     if gain is None:
         click.echo("gain: too few labeled clips for a learning curve (8 needed)")
     else:
-        click.echo(f"{gain.n_more} more labels: {result.curve.objective.replace('_', '-')} "
+        click.echo(f"{gain.n_more} more labels: {result.curve.objective.replace('_f', '-F')} "
                    f"{100 * gain.value:+.1f} points [{100 * gain.low:+.1f}, {100 * gain.high:+.1f}] "
                    f"({100 * gain.level:.0f}% over {len(result.curve.values)} learning-curve repeats)")
     click.echo(f"wrote {out_path}")
