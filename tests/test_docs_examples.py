@@ -10,7 +10,7 @@ Conventions (docs pages of every helper follow them):
 - ```python blocks are executed in order, in one namespace per page.
 - ```sh / ```bash / ```text blocks are shown, never run (install commands, cluster set-ups, file layouts).
 - ``<!-- docs-test: skip REASON -->`` on the line before a fence keeps that block out of the run, with its
-  reason (e.g. weights a newcomer cannot get); ``<!-- docs-test: torch -->`` anywhere on a page runs the
+  reason (e.g. weights a newcomer cannot get); ``<!-- docs-test: torch -->`` (or ``events``) anywhere on a page runs the
   page only where torch is installed.
 
 Each page runs top to bottom in a fresh temporary folder holding ``audio_samples/`` and ``examples/`` (links to
@@ -34,6 +34,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 SKIP = re.compile(r"<!-- docs-test: skip (.*?) -->\s*$")
 TORCH_PAGE = "<!-- docs-test: torch -->"
+EVENTS_PAGE = "<!-- docs-test: events -->"  # a page whose outputs need the events extra (sed_scores_eval)
 RUN_KINDS = ("console", "python")
 COMMAND_TIMEOUT_S = 600
 
@@ -148,6 +149,8 @@ def test_page_examples_run(page, yamnet_cached, tmp_path, monkeypatch):
     text = page.read_text(encoding="utf-8")
     if TORCH_PAGE in text:
         pytest.importorskip("torch", reason=f"{_page_id(page)} needs the torch extra")
+    if EVENTS_PAGE in text:
+        pytest.importorskip("sed_scores_eval", reason=f"{_page_id(page)} needs the events extra")
     blocks = [b for b in page_blocks(page) if b.kind in RUN_KINDS and b.skip is None]
     if not blocks:
         return  # a page of prose and shown-only blocks (install commands, cluster set-ups) has nothing to run
