@@ -98,3 +98,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("torch"):
             item.add_marker(skip)
+
+
+class ProcessTable:
+    """Child processes and liveness read from /proc (Linux): for tests that check no process is left behind."""
+
+    @staticmethod
+    def _stat(pid: int | str) -> list[str]:
+        """The fields of /proc/PID/stat after the command name (state first, then the parent's pid)."""
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+    def children(self, pid: int) -> list[int]:
+        """Live (not zombie) child processes of ``pid``."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = self._stat(entry.name)
+                except OSError:
+                    continue
+                if int(fields[1]) == pid and fields[0] != "Z":
+                    found.append(int(entry.name))
+        return found
+
+    def alive(self, pid: int) -> bool:
+        """Whether ``pid`` runs (exists and is not a zombie)."""
+        try:
+            return self._stat(pid)[0] != "Z"
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def processes() -> ProcessTable:
+    """The /proc process table of the tests that start calitag in a subprocess."""
+    return ProcessTable()

@@ -151,27 +151,6 @@ def test_batch_csv_output(mixed_folder, tmp_path):
 # --- dead and orphaned decoders, odd names, duplicates, skipped entries, progress ----------------
 
 
-def _children(pid: int) -> list[int]:
-    """Live (not zombie) child processes of ``pid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def long_folder(tmp_path_factory, audio_samples) -> Path:
     """Eight 60-s recordings made by repeating a bundled clip: long enough to kill a run half-way."""
@@ -204,7 +183,7 @@ def _wait_for_records(out: Path, proc, n: int = 1, timeout_s: float = 60) -> Non
     pytest.fail(f"no record appeared in {out} (exit {proc.poll()})")
 
 
-def test_killed_decoder_is_replaced_and_the_run_ends_with_every_file(long_folder, tmp_path):
+def test_killed_decoder_is_replaced_and_the_run_ends_with_every_file(long_folder, tmp_path, processes):
     """kill -9 of the decoder mid-run: the batch ends within seconds, every file once, a warning, exit 1."""
     import signal
     import time
@@ -212,7 +191,7 @@ def test_killed_decoder_is_replaced_and_the_run_ends_with_every_file(long_folder
     out = tmp_path / "r.jsonl"
     proc = _start_batch(long_folder, out, "--workers", "1")
     _wait_for_records(out, proc)
-    decoders = _children(proc.pid)
+    decoders = processes.children(proc.pid)
     assert decoders, "no decoder process found"
     for pid in decoders:
         os.kill(pid, signal.SIGKILL)
@@ -250,7 +229,7 @@ def test_a_file_that_kills_its_decoder_twice_is_reported(debug_tagger, mixed_fol
     assert all(results[n].error is None for n in GOOD if n != "music_01.wav")
 
 
-def test_decoders_die_with_a_killed_batch(long_folder, tmp_path):
+def test_decoders_die_with_a_killed_batch(long_folder, tmp_path, processes):
     """After SIGKILL of the batch process, its decoder processes are gone within a few seconds."""
     import signal
     import time
@@ -258,14 +237,14 @@ def test_decoders_die_with_a_killed_batch(long_folder, tmp_path):
     out = tmp_path / "r.jsonl"
     proc = _start_batch(long_folder, out, "--workers", "2")
     _wait_for_records(out, proc)
-    decoders = _children(proc.pid)
+    decoders = processes.children(proc.pid)
     assert decoders
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in decoders):
+    while time.monotonic() < deadline and any(processes.alive(pid) for pid in decoders):
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in decoders), "orphaned decoder processes"
+    assert not any(processes.alive(pid) for pid in decoders), "orphaned decoder processes"
 
 
 def test_two_runs_on_one_output_cannot_both_write(long_folder, tmp_path):

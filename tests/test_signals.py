@@ -33,32 +33,11 @@ def long_folder(tmp_path_factory, audio_samples) -> Path:
     return folder
 
 
-def _children(pid: int) -> list[int]:
-    """Live child processes of ``pid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _batch_args(folder: Path, out: Path) -> list[str]:
     return ["batch", str(folder), "--model", "debug", "--device", "cpu", "--out", str(out), "--workers", "2"]
 
 
-def _interrupt(folder: Path, out: Path, signum: int) -> tuple[int, str, list[int]]:
+def _interrupt(folder: Path, out: Path, signum: int, processes) -> tuple[int, str, list[int]]:
     """Start `calitag batch` in its own session, send ``signum`` once its first record is written (SIGINT to the
     whole process group, as a terminal's Ctrl-C; SIGTERM to the batch process, as `kill`); exit code, stderr and
     the decoder processes it had."""
@@ -71,7 +50,7 @@ def _interrupt(folder: Path, out: Path, signum: int) -> tuple[int, str, list[int
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"no record appeared in {out} (exit {proc.poll()}): {proc.stderr.read()}")
             time.sleep(0.05)
-        decoders = _children(proc.pid)
+        decoders = processes.children(proc.pid)
         if signum == signal.SIGINT:
             os.killpg(proc.pid, signal.SIGINT)
         else:
@@ -86,20 +65,21 @@ def _interrupt(folder: Path, out: Path, signum: int) -> tuple[int, str, list[int
 
 @pytest.mark.torch
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_batch_says_one_line_and_resumes_to_the_same_records(long_folder, tmp_path, signum):
+def test_an_interrupted_batch_says_one_line_and_resumes_to_the_same_records(long_folder, tmp_path, signum,
+                                                                            processes):
     """Ctrl-C / SIGTERM: exit 128+N, one line naming the signal, no traceback, no decoder left, no temporary file;
     --resume then writes every file once, records equal to an uninterrupted run's."""
     out = tmp_path / "r.jsonl"
-    code, stderr, decoders = _interrupt(long_folder, out, signum)
+    code, stderr, decoders = _interrupt(long_folder, out, signum, processes)
     name = signal.Signals(signum).name
     assert code == 128 + signum, stderr
     assert [line for line in stderr.splitlines() if "nterrupt" in line] == [
         f"error: interrupted by {name}; nothing partial was kept (`calitag batch --resume` continues a run)"]
     assert "Traceback" not in stderr
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in decoders) and time.monotonic() < deadline:
+    while any(processes.alive(pid) for pid in decoders) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert decoders and not any(_alive(pid) for pid in decoders), "decoder processes left behind"
+    assert decoders and not any(processes.alive(pid) for pid in decoders), "decoder processes left behind"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".r.jsonl.calitag.json", "r.jsonl"]
     written = out.read_text().splitlines()
     assert 1 <= len(written) < 6 and out.read_bytes().endswith(b"\n")
