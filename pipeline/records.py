@@ -328,7 +328,7 @@ class RecordWriter:
             self._check_settings(scan)
             self.done, self.notes = scan.done, scan.notes
             self._cut_tail(data, scan)
-        fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
+        fmt = fmt or _named_format(self.path)
         self._size = os.lseek(self._fd, 0, os.SEEK_END)
         if fmt == "csv" and self._size == 0:
             self._write(CSV_HEADER.encode())
@@ -885,7 +885,12 @@ def planned_format(location: str | os.PathLike, options: RecordOptions) -> str:
 
 def _file_format(path: str) -> str:
     """"csv" or "jsonl": the format a results file holds, else the one its name says."""
-    return sniff_format(path) or ("csv" if Path(path).suffix.lower() == ".csv" else "jsonl")
+    return sniff_format(path) or _named_format(path)
+
+
+def _named_format(path: str | os.PathLike) -> str:
+    """The format a results file's name says: "csv" for ``.csv``, else "jsonl"."""
+    return "csv" if Path(path).suffix.lower() == ".csv" else "jsonl"
 
 
 def _jsonl_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
