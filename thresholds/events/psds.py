@@ -64,6 +64,7 @@ def audio_id(name: str) -> str:
 
 def score_frame(probs: np.ndarray, *, frame_hop_s: float, class_names: Sequence[str]) -> Any:
     """One recording's scores as sed_scores_eval's DataFrame (``onset``, ``offset``, a column per class)."""
+    _sed_scores_eval()  # the one-line missing-extra error, and the import without its dependency's warning
     from sed_scores_eval.base_modules.scores import create_score_dataframe
 
     timestamps = np.arange(len(probs) + 1) * frame_hop_s
