@@ -42,6 +42,7 @@ import numpy as np
 from calitag.errors import CalibrationError, LabelsError
 from calitag.thresholds.metrics import NoPositivesWarning, check_scores, check_targets
 from calitag.thresholds.objectives import Objective, resolve_objective
+from calitag.thresholds.probability import logit
 
 #: Width of the near-threshold kernel, in probability: about 0.1 either side of the crossing counts.
 WINDOW = 0.08
@@ -94,16 +95,11 @@ def _check_inputs(scores: Any, labels: Any, labeled: Any, n: Any) -> tuple[np.nd
     return checked, targets, mask
 
 
-def _logit(scores: np.ndarray) -> np.ndarray:
-    clipped = np.clip(scores, 1e-6, 1.0 - 1e-6)
-    return np.log(clipped) - np.log1p(-clipped)
-
-
 def platt_probabilities(scores: np.ndarray, targets: np.ndarray, labeled: np.ndarray) -> np.ndarray:
     """(N, C) probabilities of every clip from Platt maps fitted on the labeled rows (pooled where few)."""
     from sklearn.linear_model import LogisticRegression
 
-    z, truth = _logit(scores), targets[labeled] > 0
+    z, truth = logit(scores, eps=1e-6), targets[labeled] > 0
     pooled = LogisticRegression(C=PLATT_C).fit(z[labeled].reshape(-1, 1), truth.reshape(-1))
     probs = np.empty(scores.shape)
     for c in range(scores.shape[1]):

@@ -45,8 +45,9 @@ LOG_LOSS_EPS = 1e-3
 ECE_BINS = 15
 
 
-def _logit(scores: np.ndarray) -> np.ndarray:
-    clipped = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1.0 - EPS)
+def logit(scores: np.ndarray, *, eps: float = EPS) -> np.ndarray:
+    """log(p / (1 - p)) of scores clipped to [eps, 1 - eps], in float64 (the input of the Platt maps)."""
+    clipped = np.clip(np.asarray(scores, dtype=np.float64), eps, 1.0 - eps)
     return np.log(clipped) - np.log1p(-clipped)
 
 
@@ -84,7 +85,7 @@ class ProbabilityMap:
         if self.kind == "platt":
             from scipy.special import expit
 
-            return expit(self.a * _logit(scores) + self.b)
+            return expit(self.a * logit(scores) + self.b)
         if self.kind == "isotonic":
             return np.interp(scores, self.x, self.y)
         return scores.copy()
@@ -144,7 +145,7 @@ def _fit_platt(scores: np.ndarray, truth: np.ndarray) -> ProbabilityMap:
     from sklearn.linear_model import LogisticRegression
 
     # Weak regularisation: the two parameters are nearly unpenalised, as in Platt's fit.
-    model = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(scores)[:, None], truth.astype(int))
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(logit(scores)[:, None], truth.astype(int))
     return ProbabilityMap("platt", a=max(float(model.coef_[0, 0]), 0.0), b=float(model.intercept_[0]))
 
 
