@@ -160,3 +160,40 @@ def test_calibration_carries_and_reports_its_learning_curve(tagger_like_scores):
     assert curve_of(small, CalibrationOptions()) is None
     page = report(scores, targets, np.full(len(names), 0.5), class_names=names, learning_curve=curve)
     assert "id='learning-curve'" in page and "data:image/png;base64," in page.split("id='learning-curve'")[1]
+
+
+def test_a_class_already_covered_gets_fewer_picks():
+    """Labels at one class's crossing send the picks to another's, though its clips sit nearer their crossing."""
+    from calitag.thresholds.active import _greedy, _Round
+
+    # 60 clips at class 0's crossing (weight 1.0), 60 at class 1's (0.8); 30 of the first kind are labeled.
+    kernel = np.zeros((120, 2))
+    kernel[:60, 0], kernel[60:, 1] = 1.0, 0.8
+    labeled = np.zeros(120, dtype=bool)
+    labeled[:30] = True
+    state = _Round(np.full(2, 0.5), kernel, kernel, np.zeros(120), 0.0)
+    for power in (1.0, 2.0):
+        picks = np.flatnonzero(~labeled)[_greedy(state, labeled, 10, 0.0, power, np.zeros(90))]
+        assert (picks >= 60).all()
+    first = np.flatnonzero(~labeled)[np.argmax(kernel[~labeled].sum(axis=1))]
+    assert first < 60  # by weight alone, a clip of class 0 would come first
+
+
+def test_simulation_prefers_clips_at_the_crossing(pool):
+    """The simulated refit scores a batch at the thresholds above a batch of the lowest-scored clips."""
+    from calitag.thresholds.active import _fit_round, _simulated_objective
+    from calitag.thresholds.objectives import resolve_objective
+
+    scores, targets, labeled = pool
+    scores, targets, spec = scores.astype(np.float64), targets.astype(np.float64), resolve_objective("micro_f1")
+    state = _fit_round(scores, targets, labeled, spec)
+    unlabeled = np.flatnonzero(~labeled)
+    near = unlabeled[np.argsort(-state.kernel[unlabeled].sum(axis=1))[:40]]
+    low = unlabeled[np.argsort(scores[unlabeled].max(axis=1))[:40]]
+    rng = np.random.default_rng(0)
+
+    def value(rows: np.ndarray) -> float:
+        drawn = (rng.random((16, len(rows), scores.shape[1])) < state.probs[rows]).astype(np.float64)
+        return _simulated_objective(scores, targets, labeled, rows, drawn, state.probs, spec)
+
+    assert value(near) > value(low)

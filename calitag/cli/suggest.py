@@ -37,9 +37,9 @@ def suggest_command(source: Path, labels_path: Path, n: int, out_path: Path, mod
     """Suggest the N clips of SOURCE to label next, and estimate what N more labels would add.
 
     SOURCE is a folder of audio (scored with --model) or a `calitag batch --all-scores` output of
-    the same model. The clips listed in --labels are the labeled ones; the others are ranked by how
-    close their calibrated scores lie to the thresholds fitted on the labeled clips, balanced so the
-    labeled set stays representative (docs/label-loop.md).
+    the same model. The clips listed in --labels are the labeled ones; the picks lie near where each
+    class's threshold should sit, spread over the classes and balanced so the labeled set stays
+    representative, in the mix whose simulated refit does best (docs/label-loop.md).
     """
     from calitag.pipeline.suggest import run_suggest
 
