@@ -197,3 +197,14 @@ def test_simulation_prefers_clips_at_the_crossing(pool):
         return _simulated_objective(scores, targets, labeled, rows, drawn, state.probs, spec)
 
     assert value(near) > value(low)
+
+
+def test_macro_objective_picks_are_valid_and_near_the_thresholds(pool):
+    """With a macro objective (no shared F to balance) the picks are distinct, unlabeled and near the thresholds."""
+    scores, targets, labeled = pool
+    picks = calitag.suggest_labels(scores, targets, labeled, 30, objective="macro_f1", seed=4)
+    assert len(set(picks.tolist())) == 30 and not labeled[picks].any()
+    assert np.array_equal(picks, calitag.suggest_labels(scores, targets, labeled, 30, objective="macro_f1", seed=4))
+    thresholds = calitag.fit_thresholds(scores[labeled], targets[labeled], objective="macro_f1").values
+    nearest = np.abs(scores - thresholds).min(axis=1)
+    assert nearest[picks].mean() < 0.8 * nearest[~labeled].mean()
