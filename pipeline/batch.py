@@ -322,7 +322,7 @@ def _open_output(tagger: Tagger, out: str | os.PathLike, files: Sequence[str], *
                           "use a JSON lines --out (--format jsonl)")
     return open_writer(out, records, model=tagger.name, class_names=tagger.class_names, resume=resume,
                        force=force, inputs=inputs, stamp=_stamp(tagger, records),
-                       high_freq_hz=tagger.spec.frontend.sample_rate / 2)
+                       high_freq_hz=tagger.spec.frontend.sample_rate / 2, audio_files=files)
 
 
 def _stamp(tagger: Tagger, records: RecordOptions) -> RunStamp:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from calitag.errors import LabelsError
 from calitag.pipeline.batch import find_audio_files
+from calitag.pipeline.review_formats import table_names
 
 if TYPE_CHECKING:
     from calitag.pipeline.tagger import Tagger
@@ -224,17 +225,6 @@ def evaluate_events(
         write_frame_scores(scores_dir, scores, table.files)
     return evaluate_sed(scores, table.events, files=table.files, postprocess=stack,
                         durations_s=_durations(folder, table.files))
-
-
-def table_names(paths: Sequence[str | Path]) -> list[str]:
-    """Names of files in an events table: base names, or paths below their common folder where two
-    base names are equal (A/x.flac and B/x.flac stay apart)."""
-    names = [Path(p).name for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    absolute = [os.path.abspath(p) for p in paths]
-    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
-    return [Path(os.path.relpath(a, root)).as_posix() for a in absolute]
 
 
 def detect(

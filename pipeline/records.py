@@ -806,10 +806,11 @@ def segment_records(result: FileResult, *, class_names: Sequence[str], top_score
 
 def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: str, class_names: tuple[str, ...],
                 resume: bool = False, force: bool = False, inputs: Iterable[str | os.PathLike] = (),
-                stamp: RunStamp | None = None, high_freq_hz: float | None = None,
+                stamp: RunStamp | None = None, high_freq_hz: float | None = None, audio_files: Sequence[str] = (),
                 ) -> RecordWriter | ParquetWriter | ReviewWriter:
     """The writer of a batch run's records: a Parquet folder for ``options.fmt == "parquet"``, a folder of review
-    files for "raven" and "audacity" (``high_freq_hz``: the top of Raven's band), else a results file.
+    files for "raven" and "audacity" (``high_freq_hz``: the top of Raven's band; ``audio_files``: the run's files,
+    which name the review files), else a results file.
 
     Raises
     ------
@@ -819,7 +820,8 @@ def open_writer(location: str | os.PathLike, options: RecordOptions, *, model: s
         Parquet without pyarrow.
     """
     if options.fmt in REVIEW_FORMATS:
-        return ReviewWriter(location, options.fmt, high_freq_hz=high_freq_hz or 0.0, resume=resume, force=force)
+        return ReviewWriter(location, options.fmt, high_freq_hz=high_freq_hz or 0.0, resume=resume, force=force,
+                            files=audio_files)
     if options.fmt == "parquet":
         return ParquetWriter(location, class_names=class_names, model=model, all_scores=options.keeps_all_scores,
                              resume=resume, rows_per_part=options.rows_per_part, stamp=stamp)

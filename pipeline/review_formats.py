@@ -10,7 +10,9 @@ One file per audio file, in a folder, so that a reviewer opens a recording with 
   ``start<TAB>end<TAB>label`` per line, the label being ``CLASS (SCORE)``.
 
 ``NAME`` is the audio file's base name with its extension (``tune_00.flac.selections.txt``), so two
-recordings that differ only by extension keep apart. Each format has its writer and reader here, and
+recordings that differ only by extension keep apart; where two files of a run share a base name, every
+file's path below their common folder (``site_a/0800.wav.selections.txt`` in a subfolder), as in events
+tables (:func:`table_names`). Each format has its writer and reader here, and
 nowhere else; the events come from :mod:`calitag.thresholds.events.segments`.
 """
 
@@ -47,6 +49,17 @@ _AUDACITY_SCORE = re.compile(r"^(?P<label>.*) \((?P<score>[0-9]*\.?[0-9]+)\)$")
 def _check_format(fmt: str) -> None:
     if fmt not in REVIEW_SUFFIXES:
         raise OutputError(f"unknown review format {fmt!r}; choose one of {', '.join(REVIEW_FORMATS)}")
+
+
+def table_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Names of a run's files in its events table or review folder: base names, or paths below their common
+    folder where two base names are equal (A/x.flac and B/x.flac stay apart)."""
+    names = [Path(p).name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    return [Path(os.path.relpath(a, root)).as_posix() for a in absolute]
 
 
 def review_path(folder: str | os.PathLike, name: str, fmt: str) -> Path:
@@ -239,6 +252,8 @@ class ReviewWriter:
         Keep the review files there and skip their audio files.
     force : bool
         Replace review files of this format already there.
+    files : sequence of str
+        The run's audio files, named by :func:`table_names` (a file not among them: its base name).
 
     Raises
     ------
@@ -248,7 +263,7 @@ class ReviewWriter:
     """
 
     def __init__(self, folder: str | os.PathLike, fmt: str, *, high_freq_hz: float, resume: bool = False,
-                 force: bool = False) -> None:
+                 force: bool = False, files: Sequence[str] = ()) -> None:
         _check_format(fmt)
         self.folder, self.format, self.high_freq_hz = Path(folder), fmt, high_freq_hz
         if self.folder.exists() and not self.folder.is_dir():
@@ -257,23 +272,28 @@ class ReviewWriter:
             self.folder.mkdir(exist_ok=True)
         except OSError as err:
             raise OutputError(f"cannot create {self.folder}: {err.strerror or err}") from err
-        found = sorted(self.folder.glob("*" + REVIEW_SUFFIXES[fmt]))
+        found = sorted(self.folder.rglob("*" + REVIEW_SUFFIXES[fmt]))
         if found and not (resume or force):
             raise OutputError(f"{self.folder} holds {len(found)} {fmt} file(s), e.g. {found[0].name}; pass --resume "
                               "to continue, --force to replace them, or choose another folder")
-        self.done = {p.name.removesuffix(REVIEW_SUFFIXES[fmt]) for p in found} if resume else set()
+        self.done = {p.relative_to(self.folder).as_posix().removesuffix(REVIEW_SUFFIXES[fmt]) for p in found
+                     } if resume else set()
+        self._names = dict(zip(map(os.fspath, files), table_names(files)))
         self._written: dict[str, str] = {}
         self.notes: list[str] = []  # what a resume found (none: a review file is written whole or not at all)
 
     def is_done(self, path: str | os.PathLike) -> bool:
         """Whether the audio file ``path`` has its review file (from the run being resumed)."""
-        return Path(path).name in self.done
+        return self._name(path) in self.done
+
+    def _name(self, path: str | os.PathLike) -> str:
+        return self._names.get(os.fspath(path), Path(path).name)
 
     def write(self, record: dict[str, Any]) -> None:
         """Write the review file of a record of :func:`review_record` (nothing for a failed file)."""
         if "events" not in record:
             return
-        name = Path(record["path"]).name
+        name = self._name(record["path"])
         if self._written.get(name, record["path"]) != record["path"]:
             raise OutputError(f"{record['path']} and {self._written[name]} would write the same review file "
                               f"{review_path(self.folder, name, self.format)}; review one folder at a time")

@@ -133,3 +133,23 @@ def test_review_options_need_a_review_format(tmp_path):
     assert result.exit_code == 2 and "--format raven or audacity" in result.output
     result = CliRunner().invoke(main, ["batch", str(SCAPES), "--out", str(tmp_path / "x"), "--format", "raven"])
     assert result.exit_code == 2 and "--segment-s" in result.output
+
+
+def test_files_with_one_base_name_get_a_review_file_each(tmp_path):
+    """Two recordings named alike in two folders keep apart (paths below their common folder) in batch and tag."""
+    import shutil
+
+    for site, clip in (("site_a", "tune_00.flac"), ("site_b", "heldout_00.flac")):
+        (tmp_path / "in" / site).mkdir(parents=True)
+        shutil.copy(SCAPES / clip, tmp_path / "in" / site / "0800.flac")
+    out = tmp_path / "tables"
+    args = ["batch", str(tmp_path / "in"), "--recursive", "--out", str(out), "--format", "raven", "--segment-s", "2",
+            "--merge", "--workers", "0"]
+    _run(args)
+    a, b = (read_raven(out / site / "0800.flac.selections.txt") for site in ("site_a", "site_b"))
+    assert any(e.label == "Speech" for e in b) and a != b
+    assert "0 file(s) tagged" in _run([*args, "--resume"])
+    paths = [str(tmp_path / "in" / site / "0800.flac") for site in ("site_a", "site_b")]
+    _run(["tag", *paths, "--segment-s", "2", "--format", "audacity", "--out", str(tmp_path / "tracks")])
+    assert sorted(p.relative_to(tmp_path / "tracks").as_posix() for p in (tmp_path / "tracks").rglob("*.txt")) == \
+        ["site_a/0800.flac.labels.txt", "site_b/0800.flac.labels.txt"]

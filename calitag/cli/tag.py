@@ -91,7 +91,7 @@ def _tag_for_review(files: tuple[Path, ...], model: ModelChoice, thresholds_path
                     aggregate: str, segment_s: float | None, out_path: Path | None, top_n: int | None,
                     merge_gap_s: float | None, used: bool) -> None:
     """--format raven/audacity: one review file per audio file in --out, a line per file on stdout."""
-    from calitag.pipeline.review_formats import tag_for_review, write_review
+    from calitag.pipeline.review_formats import table_names, tag_for_review, write_review
 
     if fmt not in REVIEW_FORMATS or segment_s is None or out_path is None:
         raise click.UsageError("--out, --top-n and --merge write review files: give --format raven or audacity, "
@@ -101,11 +101,12 @@ def _tag_for_review(files: tuple[Path, ...], model: ModelChoice, thresholds_path
     if not paths:
         raise CommandError(f"no audio files in {', '.join(map(str, files))}")
     check_review_folder(out_path)
+    names = dict(zip(paths, table_names(paths)))
 
     def work(path: Path) -> None:
         events = tag_for_review(tagger, path, segment_s=segment_s, aggregate=aggregate, top_n=top_n,
                                 merge_gap_s=merge_gap_s)
-        written = write_review(out_path, path.name, events, fmt=fmt,
+        written = write_review(out_path, names[path], events, fmt=fmt,
                                high_freq_hz=tagger.spec.frontend.sample_rate / 2)
         click.echo(f"{path}: {len(events)} event(s) -> {written}")
 
